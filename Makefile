@@ -1,0 +1,54 @@
+# Parley — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+SWIFT ?= swift
+PLUGIN_DIR := build/plugins
+VENV := .venv-test
+BIN := .build/debug
+CONFIG ?= parley.yml
+# Swift Testing runs suites in parallel; the machine has 2 cores.
+SWIFT_TEST_FLAGS ?= --parallel
+
+.PHONY: all deps build plugins run test test-swift test-python bench clean
+
+all: build plugins
+
+## deps: install missing system packages (libffi-dev, hiredis, redis-server, python3-venv, rustc, ...)
+deps:
+	@bash scripts/deps.sh
+
+## build: the runtime (debug)
+build: deps
+	$(SWIFT) build --product parley
+	$(SWIFT) build --product parley-protocol-server
+
+## plugins: every example plugin in Plugins/ into build/plugins/
+plugins: deps
+	@mkdir -p $(PLUGIN_DIR)
+	@for d in Plugins/*/; do \
+	  if [ -f "$$d/Makefile" ]; then $(MAKE) --no-print-directory -C "$$d" OUT="$(abspath $(PLUGIN_DIR))" || exit 1; fi; \
+	done
+	$(SWIFT) build --product ParleyAssistant
+	@cp -f $(BIN)/libParleyAssistant.so $(PLUGIN_DIR)/ 2>/dev/null || true
+
+## run: serve the default bot on 127.0.0.1:5005 with the embedded store
+run: build plugins
+	$(BIN)/parley serve --config $(CONFIG)
+
+## test: every test (Swift unit + socket tests, then black-box tests with the python-socketio client)
+test: build plugins test-swift test-python
+
+test-swift:
+	$(SWIFT) test $(SWIFT_TEST_FLAGS)
+
+test-python:
+	@bash scripts/pyenv.sh $(VENV)
+	@if ls Tests/python/test_*.py >/dev/null 2>&1; then \
+	  PARLEY_BIN=$(abspath $(BIN)) PARLEY_PLUGINS=$(abspath $(PLUGIN_DIR)) $(VENV)/bin/python -m pytest -q Tests/python; \
+	else echo "test-python: no black-box tests yet"; fi
+
+## bench: release build, then Parley vs python-socketio vs raw SwiftNIO (not part of make test)
+bench: deps
+	bash scripts/bench.sh
+
+clean:
+	rm -rf .build build $(VENV)

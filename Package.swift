@@ -1,0 +1,188 @@
+// swift-tools-version:6.2
+// Parley: a Rasa-compatible Socket.IO bot runtime with C-ABI plugins.
+//
+// Layers (lower layers never import higher ones):
+//   ParleyJSON                          JSON value type, parser and serializer (no Foundation on the hot path)
+//   EngineIO  <- SocketIO               Engine.IO v4 transports, Socket.IO v5 packets/namespaces/rooms/adapter
+//   ParleyCore                          messages, events, responses (no I/O)
+//   ParleyDispatch -> ParleyCore        mailboxes, routing, formatter chain, output mapping; owns the
+//                                       Agent / MessageFormatter / ConversationStore protocols
+//   ParleyStore, ParleyPlugins,         implementations of the Dispatch protocols (GRDB/SQLite, dlopen C ABI,
+//   ParleyActions                       libffi manifest actions)
+//   ParleyChannels                      Rasa socketio channel, REST channel, conversation HTTP API
+//   ParleyConfig                        YAML configuration onto typed, defaulted structs
+//   parley (executable)                 wires everything: serve, plugins check, ffi-call, loadtest, version
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "parley",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "parley", targets: ["ParleyCLI"]),
+        .executable(name: "parley-protocol-server", targets: ["ProtocolServer"]),
+        .library(name: "EngineIO", targets: ["EngineIO"]),
+        .library(name: "SocketIO", targets: ["SocketIO"]),
+        // The example Swift agent plugin, loaded with dlopen like any other plugin.
+        .library(name: "ParleyAssistant", type: .dynamic, targets: ["ParleyAssistant"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.7.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+    ],
+    targets: [
+        // MARK: C
+        /// The public plugin ABI: header-only C target over the repository's `include/`.
+        .target(name: "CParley", path: "include", publicHeadersPath: "."),
+        /// libffi through pkg-config (`libffi-dev`).
+        .systemLibrary(name: "CFFI", pkgConfig: "libffi", providers: [.apt(["libffi-dev"])]),
+
+        // MARK: Libraries
+        .target(name: "ParleyJSON", swiftSettings: swiftSettings),
+        .target(
+            name: "EngineIO",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "HummingbirdWSCompression", package: "hummingbird-websocket"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "SocketIO",
+            dependencies: ["EngineIO", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "ParleyCore", dependencies: ["ParleyJSON"], swiftSettings: swiftSettings),
+        .target(
+            name: "ParleyDispatch",
+            dependencies: ["ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ParleyStore",
+            dependencies: [
+                "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ParleyPlugins",
+            dependencies: [
+                "CParley", "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ParleyActions",
+            dependencies: [
+                "CFFI", "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ParleyChannels",
+            dependencies: [
+                "SocketIO", "EngineIO", "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ParleyConfig",
+            dependencies: ["ParleyJSON", .product(name: "Yams", package: "Yams")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "LoadTest",
+            dependencies: [
+                "ParleyJSON",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Executables
+        .executableTarget(
+            name: "ParleyCLI",
+            dependencies: [
+                "ParleyChannels", "ParleyDispatch", "ParleyStore", "ParleyPlugins", "ParleyActions",
+                "ParleyConfig", "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO", "LoadTest",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "ProtocolServer",
+            dependencies: [
+                "SocketIO", "EngineIO", "ParleyJSON",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        /// Raw SwiftNIO WebSocket echo server: the transport limit in `make bench`.
+        .executableTarget(
+            name: "NIOEchoBench",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            path: "Benchmarks/NIOEchoBench",
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Example plugin in Swift
+        .target(name: "ParleyAssistant", dependencies: ["CParley"], path: "Plugins/assistant-swift/Sources"),
+
+        // MARK: Tests
+        .testTarget(name: "ParleyJSONTests", dependencies: ["ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "EngineIOTests",
+            dependencies: ["EngineIO", "SocketIO", "ParleyJSON", .product(name: "Hummingbird", package: "hummingbird")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "SocketIOTests", dependencies: ["SocketIO", "EngineIO", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "ParleyDispatchTests", dependencies: ["ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "ParleyPluginsTests", dependencies: ["ParleyPlugins", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "ParleyActionsTests", dependencies: ["ParleyActions", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyChannelsTests",
+            dependencies: ["ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

@@ -1,0 +1,2 @@
+// Placeholder: the Swift example agent is built by the plugin ABI issue.
+import CParley

@@ -1,0 +1,35 @@
+public import ParleyCore
+public import ParleyJSON
+
+/// The outcome of one turn, as a channel receives it.
+public struct TurnResult: Sendable, Hashable {
+    /// The responses to send, after routing, actions and the formatter chain: Rasa response dicts
+    /// (`{"text"}`, `{"text","buttons"}`, `{"image"}`, `{"custom"}`, …). Channels map them to their wire
+    /// shapes with the channel-neutral output mapping.
+    public var responses: [JSONValue]
+    /// The tracker events recorded for this turn (user, bot, slot, action, …), in order.
+    public var events: [JSONValue]
+
+    public init(responses: [JSONValue] = [], events: [JSONValue] = []) {
+        self.responses = responses
+        self.events = events
+    }
+}
+
+/// What channels hand user messages to. Implemented by the dispatcher.
+///
+/// Turns of one conversation (``UserMessage/senderID``) run one at a time in arrival order; turns of
+/// different conversations run concurrently. Every event of a turn is durable in the store before this
+/// returns.
+public protocol TurnHandler: Sendable {
+    /// Runs one turn. Throws when the message is refused (the conversation's mailbox is full, the
+    /// message is invalid, the store failed); agent failures and timeouts do not throw but produce the
+    /// fallback response.
+    func handle(_ message: UserMessage) async throws -> TurnResult
+}
+
+/// Receives messages that are not replies to a user message: plugin `emit`s, reminders.
+public protocol ProactiveOutput: Sendable {
+    /// Delivers responses (Rasa response dicts, already formatted) to every client of the conversation.
+    func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async
+}
