@@ -70,7 +70,11 @@ let package = Package(
         .target(name: "ParleyCore", dependencies: ["ParleyJSON"], swiftSettings: swiftSettings),
         .target(
             name: "ParleyDispatch",
-            dependencies: ["ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "ParleyCore", "ParleyJSON",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(

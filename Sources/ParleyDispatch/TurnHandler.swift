@@ -26,6 +26,12 @@ public protocol TurnHandler: Sendable {
     /// message is invalid, the store failed); agent failures and timeouts do not throw but produce the
     /// fallback response.
     func handle(_ message: UserMessage) async throws -> TurnResult
+
+    /// Enqueues a turn without waiting and reports its result through `completion` (called once, on any
+    /// thread). Messages submitted one after another from the same caller are processed in that order, which
+    /// lets a connection's event handler preserve arrival order without awaiting. Refusals (full mailbox,
+    /// invalid message) are reported through `completion` as failures.
+    func submit(_ message: UserMessage, completion: @escaping @Sendable (Result<TurnResult, any Error>) -> Void)
 }
 
 /// Receives messages that are not replies to a user message: plugin `emit`s, reminders.
