@@ -106,7 +106,7 @@ let package = Package(
         .target(
             name: "ParleyChannels",
             dependencies: [
-                "SocketIO", "EngineIO", "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                "SocketIO", "EngineIO", "ParleyDispatch", "ParleyCore", "ParleyJSON", "ParleyConfig",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -185,7 +185,12 @@ let package = Package(
         .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyChannelsTests",
-            dependencies: ["ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO"],
+            dependencies: [
+                "ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,2 +1,24 @@
-// Placeholder: the `parley` command line is built by the `parley serve` issue.
-print("parley: not yet implemented")
+import ArgumentParser
+
+/// The `parley` command line.
+///
+/// Subcommands are listed in ``Parley/configuration``; helpers of other parts add theirs to the marked list.
+struct Parley: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "parley",
+        abstract: "A Rasa-compatible Socket.IO bot runtime with C-ABI plugins.",
+        version: ParleyVersion.string,
+        subcommands: [
+            ServeCommand.self,
+            VersionCommand.self,
+            // ── Subcommands from other parts (added at merge, keep one per line) ──
+            // PluginsCommand.self,   // `parley plugins check`  (Sources/ParleyCLI/PluginsCommand.swift, branch plugins)
+            // FFICallCommand.self,   // `parley ffi-call`       (Sources/ParleyCLI/FFICallCommand.swift, branch actions)
+            // LoadTestCommand.self,  // `parley loadtest`       (Sources/ParleyCLI/LoadTestCommand.swift, branch bench)
+            // ── end of subcommands from other parts ──
+        ],
+        defaultSubcommand: nil
+    )
+}
+
+await Parley.main()

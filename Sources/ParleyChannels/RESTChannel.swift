@@ -1,0 +1,98 @@
+public import Hummingbird
+import Logging
+import NIOCore
+public import ParleyCore
+public import ParleyDispatch
+import ParleyJSON
+
+/// Rasa's REST channel: `POST /webhooks/rest/webhook` with `{"sender", "message", "metadata"?}` answers with
+/// a JSON array of Rasa's collecting output messages (see ``RESTOutput``); `GET /webhooks/rest/` is its
+/// health route (`{"status":"ok"}`).
+///
+/// Bad requests get a Rasa-shaped failure body: 400 for invalid JSON, a missing or mistyped `sender` /
+/// `message`, or `metadata` that is not an object; 413 for a body above ``maxBodySize``; 503 when the
+/// dispatcher refuses the message (for example a full mailbox).
+public struct RESTChannel: Sendable {
+    /// The channel name recorded as `input_channel`.
+    public static let name = "rest"
+    /// Largest accepted body in bytes.
+    public var maxBodySize: Int
+    let turns: any TurnHandler
+
+    public init(turns: any TurnHandler, maxBodySize: Int = 1_000_000) {
+        self.turns = turns
+        self.maxBodySize = maxBodySize
+    }
+
+    /// Adds the channel's routes to `router`.
+    public func addRoutes<Context: RequestContext>(to router: Router<Context>) {
+        router.get("/webhooks/rest") { _, _ in HTTPJSON.ok }
+        router.get("/webhooks/rest/") { _, _ in HTTPJSON.ok }
+        router.post("/webhooks/rest/webhook") { request, context in
+            await self.webhook(request, logger: context.logger)
+        }
+    }
+
+    func webhook(_ request: Request, logger: Logger) async -> Response {
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: maxBodySize)
+        } catch is NIOTooManyBytesError {
+            return HTTPJSON.error(.contentTooLarge, reason: "PayloadTooLarge", message: "the request body is larger than \(maxBodySize) bytes (channels.rest.max_body_size)")
+        } catch {
+            return HTTPJSON.error(.badRequest, reason: "BadRequest", message: "could not read the request body: \(error)")
+        }
+        let message: UserMessage
+        switch Self.parse(Array(body.readableBytesView)) {
+        case .success(let m): message = m
+        case .failure(let problem):
+            logger.info("rest: bad request", metadata: ["reason": "\(problem.message)"])
+            return HTTPJSON.error(.badRequest, reason: "BadRequest", message: problem.message)
+        }
+        do {
+            let result = try await turns.handle(message)
+            return HTTPJSON.response(.array(RESTOutput.messages(for: result.responses, recipientID: message.senderID)))
+        } catch {
+            logger.warning("rest: message refused", metadata: ["sender_id": "\(message.senderID)", "error": "\(error)"])
+            return HTTPJSON.error(.serviceUnavailable, reason: "MessageRefused", message: "the message was not handled: \(error)")
+        }
+    }
+
+    /// A problem with a webhook body.
+    public struct BadRequest: Error, Hashable, Sendable {
+        public var message: String
+    }
+
+    /// Parses a webhook body into a user message (text stripped like Rasa's `UserMessage`).
+    public static func parse(_ bytes: [UInt8]) -> Result<UserMessage, BadRequest> {
+        let json: JSONValue
+        do {
+            json = try JSONValue.parse(bytes)
+        } catch {
+            return .failure(BadRequest(message: "the body is not valid JSON (\(error)); send {\"sender\": \"<id>\", \"message\": \"<text>\"}"))
+        }
+        guard case .object(let o) = json else {
+            return .failure(BadRequest(message: "the body must be a JSON object {\"sender\": \"<id>\", \"message\": \"<text>\"}"))
+        }
+        let sender: String
+        switch o["sender"] {
+        case .string(let s)? where !s.isEmpty: sender = s
+        case .int(let i)?: sender = String(i)
+        case nil, .null?: return .failure(BadRequest(message: "missing \"sender\": the conversation id (a non-empty string)"))
+        default: return .failure(BadRequest(message: "\"sender\" must be a non-empty string (the conversation id)"))
+        }
+        let text: String
+        switch o["message"] {
+        case .string(let s)?: text = Paragraphs.pythonStrip(s)
+        case nil, .null?: return .failure(BadRequest(message: "missing \"message\": the user's text"))
+        default: return .failure(BadRequest(message: "\"message\" must be a string"))
+        }
+        var metadata = JSONObject()
+        switch o["metadata"] {
+        case nil, .null?: break
+        case .object(let m)?: metadata = m
+        default: return .failure(BadRequest(message: "\"metadata\" must be a JSON object"))
+        }
+        return .success(UserMessage(text: text, senderID: sender, inputChannel: name, metadata: metadata))
+    }
+}

@@ -1,0 +1,446 @@
+import Foundation
+import ParleyJSON
+
+/// Loads ``ParleyConfiguration`` from `parley.yml` and/or a Rasa `credentials.yml`.
+///
+/// - Unknown keys and wrong types throw ``ConfigError`` naming the file, the key path and what was expected.
+/// - `${NAME}` and `${NAME:-default}` in values are replaced from ``environment`` (`$${` keeps a literal `${`).
+/// - Relative paths written in a file are resolved against that file's folder.
+public struct ConfigurationLoader: Sendable {
+    /// The environment used for `${…}` substitution and `jwt_key_env`.
+    public var environment: [String: String]
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.environment = environment
+    }
+
+    /// The top-level sections of `parley.yml`.
+    public static let sections = ["server", "channels", "agents", "formatters", "actions", "store", "session", "dispatcher", "api", "logging"]
+
+    /// Rasa's built-in channel names other than the two Parley serves; they are reported as ignored.
+    static let rasaChannels = ["rasa", "callback", "facebook", "slack", "telegram", "twilio", "twilio_voice", "mattermost", "rocketchat",
+                               "botframework", "microsoftbotframework", "webexteams", "hangouts", "cisco", "console", "audiocodes", "genesys",
+                               "vier_cvg", "twilio_media_streams", "browser_audio", "studio_chat", "development_inspector"]
+
+    /// Loads the configuration `parley serve` runs with.
+    ///
+    /// - Parameters:
+    ///   - configPath: the `--config` file; when nil, `parley.yml` in the working directory is used if it exists.
+    ///   - credentialsPath: a Rasa `credentials.yml` (`--credentials`); its `socketio:` and `rest:` sections become
+    ///     the served channels, replacing any `channels:` section of the configuration file.
+    /// - Throws: ``ConfigError`` for a missing or unreadable file, invalid YAML, unknown keys or wrong types.
+    public func load(configPath: String?, credentialsPath: String?) throws(ConfigError) -> ParleyConfiguration {
+        var config: ParleyConfiguration
+        var hadChannels = false
+        if let configPath {
+            let text = try read(configPath, what: "configuration file", hint: "pass --config with an existing file")
+            (config, hadChannels) = try parseConfig(yaml: text, file: configPath, baseDirectory: Self.directory(of: configPath))
+        } else if FileManager.default.fileExists(atPath: "parley.yml") {
+            let text = try read("parley.yml", what: "configuration file", hint: "")
+            (config, hadChannels) = try parseConfig(yaml: text, file: "parley.yml", baseDirectory: ".")
+        } else {
+            config = ParleyConfiguration()
+        }
+        if let credentialsPath {
+            let text = try read(credentialsPath, what: "credentials file", hint: "pass --credentials with an existing Rasa credentials.yml")
+            let (channels, warnings) = try parseCredentials(yaml: text, file: credentialsPath, baseDirectory: Self.directory(of: credentialsPath))
+            if hadChannels {
+                config.warnings.append("\(credentialsPath): its channels replace the channels section of \(configPath ?? "parley.yml")")
+            }
+            config.channels = channels
+            config.warnings += warnings
+        }
+        return config
+    }
+
+    /// Parses the text of a `parley.yml`.
+    /// - Parameters:
+    ///   - file: the name used in error messages.
+    ///   - baseDirectory: the folder relative paths are resolved against.
+    public func parse(yaml: String, file: String = "parley.yml", baseDirectory: String = ".") throws(ConfigError) -> ParleyConfiguration {
+        try parseConfig(yaml: yaml, file: file, baseDirectory: baseDirectory).0
+    }
+
+    /// Parses a Rasa `credentials.yml`: returns the channels it enables and warnings for the sections ignored.
+    public func parseCredentials(yaml: String, file: String = "credentials.yml", baseDirectory: String = ".") throws(ConfigError) -> (ChannelsConfiguration, [String]) {
+        let root = try ConfigParser(file: file, environment: environment).parse(yaml)
+        var reader = try MapReader(root, file: file, path: "", what: "a mapping of channel names (socketio:, rest:, …)")
+        var ctx = Context(file: file, base: baseDirectory, environment: environment)
+        var channels = ChannelsConfiguration(socketIO: nil, rest: nil)
+        if reader.has("socketio") {
+            channels.socketIO = try ctx.socketIO(reader.node("socketio"), path: "socketio")
+        }
+        if reader.has("rest") {
+            channels.rest = try ctx.rest(reader.node("rest"), path: "rest")
+        }
+        for key in reader.keys where key != "socketio" && key != "rest" {
+            let kind = Self.rasaChannels.contains(key) ? "Rasa channel" : "channel"
+            ctx.warnings.append("\(file): \(key): \(kind) \"\(key)\" is not supported by Parley and is ignored (Parley serves socketio and rest)")
+        }
+        if channels.socketIO == nil && channels.rest == nil {
+            ctx.warnings.append("\(file): no socketio: or rest: section, so no channel is served")
+        }
+        return (channels, ctx.warnings)
+    }
+
+    private func parseConfig(yaml: String, file: String, baseDirectory: String) throws(ConfigError) -> (ParleyConfiguration, Bool) {
+        let root = try ConfigParser(file: file, environment: environment).parse(yaml)
+        var top = try MapReader(root, file: file, path: "", what: "a mapping with sections such as server:, channels:, agents:")
+        var ctx = Context(file: file, base: baseDirectory, environment: environment)
+        var config = ParleyConfiguration()
+        let hadChannels = top.has("channels")
+        config.server = try ctx.server(top.node("server"))
+        if hadChannels { config.channels = try ctx.channels(top.node("channels")) }
+        config.agents = try ctx.agents(top.node("agents"))
+        config.formatters = try ctx.formatters(top.node("formatters"))
+        config.actions = try ctx.actions(top.node("actions"))
+        config.store = try ctx.store(top.node("store"))
+        config.session = try ctx.session(top.node("session"))
+        config.dispatcher = try ctx.dispatcher(top.node("dispatcher"))
+        config.api = try ctx.api(top.node("api"))
+        config.logging = try ctx.logging(top.node("logging"))
+        try top.finish()
+        config.warnings = ctx.warnings
+        return (config, hadChannels)
+    }
+
+    private func read(_ path: String, what: String, hint: String) throws(ConfigError) -> String {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ConfigError(file: path, keyPath: "", message: "\(what) not found" + (hint.isEmpty ? "" : "; \(hint)"))
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(file: path, keyPath: "", message: "cannot read the \(what) (check its permissions)")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(file: path, keyPath: "", message: "the \(what) is not UTF-8 text")
+        }
+        return text
+    }
+
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        let dir = String(path[..<slash])
+        return dir.isEmpty ? "/" : dir
+    }
+}
+
+/// Per-file state while reading sections.
+private struct Context {
+    let file: String
+    let base: String
+    let environment: [String: String]
+    var warnings: [String] = []
+
+    init(file: String, base: String, environment: [String: String]) {
+        self.file = file
+        self.base = base
+        self.environment = environment
+    }
+
+    func resolve(_ path: String) -> String {
+        if path.hasPrefix("/") || base == "." || base.isEmpty { return path }
+        return base.hasSuffix("/") ? base + path : base + "/" + path
+    }
+
+    func reader(_ node: ConfigNode?, _ path: String) throws(ConfigError) -> MapReader {
+        try MapReader(node, file: file, path: path)
+    }
+
+    mutating func server(_ node: ConfigNode?) throws(ConfigError) -> ServerConfiguration {
+        var r = try reader(node, "server")
+        var s = ServerConfiguration()
+        if let host = try r.nonEmptyString("host", expected: "a host name or IP address") { s.host = host }
+        if let port = try r.int("port", expected: "a TCP port number", range: 0...65535) { s.port = port }
+        if let t = r.value("tls") {
+            var tr = try MapReader(t, file: file, path: "server.tls", what: "a mapping with cert: and key:")
+            guard let cert = try tr.nonEmptyString("cert", expected: "the path of a PEM certificate") else {
+                throw ConfigError(file: file, keyPath: "server.tls.cert", message: "missing; give the path of the PEM certificate chain")
+            }
+            guard let key = try tr.nonEmptyString("key", expected: "the path of a PEM private key") else {
+                throw ConfigError(file: file, keyPath: "server.tls.key", message: "missing; give the path of the PEM private key")
+            }
+            try tr.finish()
+            s.tls = TLSConfiguration(certificatePath: resolve(cert), keyPath: resolve(key))
+        }
+        if let t = try r.seconds("shutdown_timeout", allowZero: true) { s.shutdownTimeout = t }
+        try r.finish()
+        return s
+    }
+
+    mutating func channels(_ node: ConfigNode?) throws(ConfigError) -> ChannelsConfiguration {
+        var r = try reader(node, "channels")
+        var c = ChannelsConfiguration(socketIO: nil, rest: nil)
+        if r.has("socketio") { c.socketIO = try socketIO(r.node("socketio"), path: "channels.socketio") }
+        if r.has("rest") { c.rest = try rest(r.node("rest"), path: "channels.rest") }
+        try r.finish()
+        if c.socketIO == nil && c.rest == nil {
+            warnings.append("\(file): channels: no channel is configured (add socketio: or rest:)")
+        }
+        return c
+    }
+
+    mutating func socketIO(_ node: ConfigNode?, path: String) throws(ConfigError) -> SocketIOChannelConfiguration {
+        var r = try reader(node, path)
+        var c = SocketIOChannelConfiguration()
+        if let v = try r.nonEmptyString("user_message_evt", expected: "an event name") { c.userMessageEvent = v }
+        if let v = try r.nonEmptyString("bot_message_evt", expected: "an event name") { c.botMessageEvent = v }
+        if let ns = try r.string("namespace", expected: "a namespace such as /chat"), !ns.isEmpty {
+            guard ns.hasPrefix("/") else { throw r.error("namespace", "expected a namespace starting with /, got \(JSONValue.string(ns).serialized); write \"/\(ns)\"") }
+            c.namespace = ns
+        }
+        if let v = try r.bool("session_persistence") { c.sessionPersistence = v }
+        if let p = try r.string("socketio_path", expected: "a URL path such as /socket.io") {
+            let trimmed = p.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
+            guard !trimmed.isEmpty else { throw r.error("socketio_path", "expected a URL path such as /socket.io, got \(JSONValue.string(p).serialized)") }
+            guard trimmed.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "?" && $0 != "#" }) else {
+                throw r.error("socketio_path", "expected a URL path such as /socket.io, got \(JSONValue.string(p).serialized)")
+            }
+            c.socketIOPath = "/" + trimmed
+        }
+        if let v = try r.nonEmptyString("metadata_key", expected: "a key name") { c.metadataKey = v }
+
+        // JWT: the key inline (Rasa's jwt_key), from a file, or from an environment variable.
+        let inline = try r.string("jwt_key", expected: "the JWT secret or PEM public key")
+        let keyFile = try r.nonEmptyString("jwt_key_file", expected: "the path of a file holding the JWT key")
+        let keyEnv = try r.nonEmptyString("jwt_key_env", expected: "the name of an environment variable holding the JWT key")
+        let given = [inline.map { _ in "jwt_key" }, keyFile.map { _ in "jwt_key_file" }, keyEnv.map { _ in "jwt_key_env" }].compactMap { $0 }
+        if given.count > 1 {
+            throw ConfigError(file: file, keyPath: r.childPath(given[1]), message: "give only one of jwt_key, jwt_key_file and jwt_key_env (found \(given.joined(separator: " and ")))")
+        }
+        var key: (String, String)?
+        if let inline {
+            if inline.isEmpty {
+                warnings.append("\(file): \(r.childPath("jwt_key")): empty, so connections are not authenticated (as in Rasa)")
+            } else {
+                key = (inline, r.childPath("jwt_key"))
+            }
+        } else if let keyFile {
+            let path = resolve(keyFile)
+            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+                throw r.error("jwt_key_file", "cannot read \(JSONValue.string(path).serialized); check that the file exists and is readable")
+            }
+            let trimmed = text.trimmingSpaces
+            guard !trimmed.isEmpty else { throw r.error("jwt_key_file", "the file \(JSONValue.string(path).serialized) is empty") }
+            key = (trimmed, "file \(path)")
+        } else if let keyEnv {
+            guard let v = environment[keyEnv], !v.isEmpty else {
+                throw r.error("jwt_key_env", "environment variable \(keyEnv) is not set or empty")
+            }
+            key = (v, "environment variable \(keyEnv)")
+        }
+        let methodWasGiven = r.has("jwt_method")
+        var method = "HS256"
+        if let m = try r.string("jwt_method", expected: "one of \(JWTConfiguration.supportedMethods.joined(separator: ", "))") {
+            if m.lowercased() == "none" {
+                throw r.error("jwt_method", "\"none\" is never accepted (unsigned tokens); use one of \(JWTConfiguration.supportedMethods.joined(separator: ", "))")
+            }
+            guard let canonical = JWTConfiguration.supportedMethods.first(where: { $0.lowercased() == m.lowercased() }) else {
+                throw r.error("jwt_method", "expected one of \(JWTConfiguration.supportedMethods.joined(separator: ", ")), got \(JSONValue.string(m).serialized)")
+            }
+            method = canonical
+        }
+        let claim = try r.nonEmptyString("jwt_session_claim", expected: "a claim name such as sub")
+        if let (k, source) = key {
+            c.jwt = JWTConfiguration(key: k, keySource: source, method: method, sessionClaim: claim)
+        } else {
+            if claim != nil {
+                throw r.error("jwt_session_claim", "needs a JWT key; set jwt_key, jwt_key_file or jwt_key_env")
+            }
+            if methodWasGiven && inline == nil {
+                warnings.append("\(file): \(r.childPath("jwt_method")): ignored because no jwt_key is set")
+            }
+        }
+
+        if let origins = try r.stringList("cors_origins", expected: "\"*\" or a list of origins such as https://example.com") {
+            for (i, o) in origins.enumerated() where o != "*" && !(o.hasPrefix("http://") || o.hasPrefix("https://")) {
+                throw ConfigError(file: file, keyPath: "\(r.childPath("cors_origins"))[\(i)]", message: "expected \"*\" or an origin such as https://example.com, got \(JSONValue.string(o).serialized)")
+            }
+            c.corsOrigins = origins
+        }
+        if let v = try r.seconds("ping_interval") { c.pingInterval = v }
+        if let v = try r.seconds("ping_timeout") { c.pingTimeout = v }
+        if let v = try r.int("max_payload", expected: "a number of bytes", range: 1...1_073_741_824) { c.maxPayload = v }
+        if r.has("enable_silence_timeout") {
+            _ = try r.bool("enable_silence_timeout")
+            warnings.append("\(file): \(r.childPath("enable_silence_timeout")): Rasa Pro's silence timeout is not supported and is ignored")
+        }
+        try r.finish()
+        return c
+    }
+
+    mutating func rest(_ node: ConfigNode?, path: String) throws(ConfigError) -> RESTChannelConfiguration {
+        var r = try reader(node, path)
+        var c = RESTChannelConfiguration()
+        if let v = try r.int("max_body_size", expected: "a number of bytes", range: 1...1_073_741_824) { c.maxBodySize = v }
+        try r.finish()
+        return c
+    }
+
+    func list(_ node: ConfigNode?, _ path: String, what: String) throws(ConfigError) -> [ConfigNode] {
+        switch node {
+        case nil: return []
+        case .sequence(let items)?: return items
+        case .some(let n) where n.isNull: return []
+        case .some(let n): throw ConfigError(file: file, keyPath: path, message: "expected a list of \(what), got \(n.shortDescription)")
+        }
+    }
+
+    mutating func agents(_ node: ConfigNode?) throws(ConfigError) -> [AgentConfiguration] {
+        var out: [AgentConfiguration] = []
+        for (i, item) in try list(node, "agents", what: "agents (- name: …, plugin: …)").enumerated() {
+            let path = "agents[\(i)]"
+            var r = try MapReader(item, file: file, path: path, what: "a mapping with name: and plugin:")
+            guard let name = try r.nonEmptyString("name", expected: "an agent name") else {
+                throw ConfigError(file: file, keyPath: "\(path).name", message: "missing; every agent needs a name")
+            }
+            if out.contains(where: { $0.name == name }) {
+                throw ConfigError(file: file, keyPath: "\(path).name", message: "duplicate agent name \(JSONValue.string(name).serialized); names must be unique")
+            }
+            guard let plugin = try r.nonEmptyString("plugin", expected: "the path of the agent's shared object") else {
+                throw ConfigError(file: file, keyPath: "\(path).plugin", message: "missing; give the path of the agent's shared object (e.g. build/plugins/libparley_mirror.so)")
+            }
+            var agent = AgentConfiguration(name: name, pluginPath: resolve(plugin))
+            agent.deadline = try r.seconds("deadline")
+            agent.threadSafe = try r.bool("thread_safe")
+            agent.config = try pluginConfig(&r)
+            if let routeNode = r.value("route") {
+                var rr = try MapReader(routeNode, file: file, path: "\(path).route", what: "a mapping with prefix:, metadata: or channels:")
+                var route = AgentRoute()
+                route.prefix = try rr.nonEmptyString("prefix", expected: "a text prefix such as /admin")
+                if let m = rr.value("metadata") {
+                    guard case .object(let o) = m.json else {
+                        throw ConfigError(file: file, keyPath: "\(path).route.metadata", message: "expected a mapping of metadata keys to values, got \(m.shortDescription)")
+                    }
+                    route.metadata = o
+                }
+                route.channels = try channelList(&rr, "channels")
+                try rr.finish()
+                agent.route = route
+            }
+            try r.finish()
+            out.append(agent)
+        }
+        return out
+    }
+
+    mutating func formatters(_ node: ConfigNode?) throws(ConfigError) -> [FormatterConfiguration] {
+        var out: [FormatterConfiguration] = []
+        for (i, item) in try list(node, "formatters", what: "formatters (- name: …, plugin: …)").enumerated() {
+            let path = "formatters[\(i)]"
+            var r = try MapReader(item, file: file, path: path, what: "a mapping with name: and plugin:")
+            guard let name = try r.nonEmptyString("name", expected: "a formatter name") else {
+                throw ConfigError(file: file, keyPath: "\(path).name", message: "missing; every formatter needs a name")
+            }
+            if out.contains(where: { $0.name == name }) {
+                throw ConfigError(file: file, keyPath: "\(path).name", message: "duplicate formatter name \(JSONValue.string(name).serialized); names must be unique")
+            }
+            guard let plugin = try r.nonEmptyString("plugin", expected: "the path of the formatter's shared object") else {
+                throw ConfigError(file: file, keyPath: "\(path).plugin", message: "missing; give the path of the formatter's shared object")
+            }
+            var f = FormatterConfiguration(name: name, pluginPath: resolve(plugin))
+            f.channels = try channelList(&r, "channels")
+            f.config = try pluginConfig(&r)
+            f.deadline = try r.seconds("deadline")
+            try r.finish()
+            out.append(f)
+        }
+        return out
+    }
+
+    func pluginConfig(_ r: inout MapReader) throws(ConfigError) -> JSONValue {
+        guard let c = r.value("config") else { return .object([:]) }
+        guard case .mapping = c else { throw r.error("config", "expected a mapping (the object handed to the plugin), got \(c.shortDescription)") }
+        return c.json
+    }
+
+    func channelList(_ r: inout MapReader, _ key: String) throws(ConfigError) -> [String]? {
+        guard let list = try r.stringList(key, expected: "a list of channel names (socketio, rest)") else { return nil }
+        for (i, name) in list.enumerated() where name != "socketio" && name != "rest" {
+            throw ConfigError(file: file, keyPath: "\(r.childPath(key))[\(i)]", message: "expected \"socketio\" or \"rest\", got \(JSONValue.string(name).serialized)")
+        }
+        return list
+    }
+
+    mutating func actions(_ node: ConfigNode?) throws(ConfigError) -> ActionsConfiguration {
+        var r = try reader(node, "actions")
+        var a = ActionsConfiguration()
+        if let m = try r.nonEmptyString("manifest", expected: "the path of an action manifest") { a.manifestPath = resolve(m) }
+        try r.finish()
+        return a
+    }
+
+    mutating func store(_ node: ConfigNode?) throws(ConfigError) -> StoreConfiguration {
+        var r = try reader(node, "store")
+        var s = StoreConfiguration()
+        if let t = try r.choice("type", StoreConfiguration.Kind.allCases.map(\.rawValue)) { s.kind = StoreConfiguration.Kind(rawValue: t) ?? .sqlite }
+        if let p = try r.nonEmptyString("path", expected: "the path of the SQLite file") {
+            if s.kind == .memory { warnings.append("\(file): store.path: ignored because store.type is memory") }
+            s.path = resolve(p)
+        }
+        try r.finish()
+        return s
+    }
+
+    mutating func session(_ node: ConfigNode?) throws(ConfigError) -> SessionConfiguration {
+        var r = try reader(node, "session")
+        var s = SessionConfiguration()
+        if let n = r.value("session_expiration_time") {
+            guard case .scalar(let sc) = n, let m = sc.double, m.isFinite, m >= 0 else {
+                throw r.error("session_expiration_time", "expected a number of minutes (0 = sessions never expire), got \(n.shortDescription)")
+            }
+            s.expirationMinutes = m
+        }
+        if let v = try r.bool("carry_over_slots_to_new_session") { s.carryOverSlots = v }
+        try r.finish()
+        return s
+    }
+
+    mutating func dispatcher(_ node: ConfigNode?) throws(ConfigError) -> DispatcherConfiguration {
+        var r = try reader(node, "dispatcher")
+        var d = DispatcherConfiguration()
+        if let v = try r.int("mailbox_size", expected: "a number of messages", range: 1...1_000_000) { d.mailboxSize = v }
+        if let v = try r.seconds("turn_deadline") { d.turnDeadline = v }
+        if let v = try r.string("fallback_text", expected: "the text sent when a turn fails") { d.fallbackText = v }
+        if let v = try r.seconds("idle_eviction") { d.idleEviction = v }
+        if let v = try r.int("workers", expected: "a number of threads", range: 1...1024) { d.workers = v }
+        try r.finish()
+        return d
+    }
+
+    mutating func api(_ node: ConfigNode?) throws(ConfigError) -> APIConfiguration {
+        var r = try reader(node, "api")
+        var a = APIConfiguration()
+        if let v = try r.bool("enabled") { a.enabled = v }
+        if let t = try r.string("token", expected: "the API token"), !t.isEmpty { a.token = t }
+        try r.finish()
+        return a
+    }
+
+    mutating func logging(_ node: ConfigNode?) throws(ConfigError) -> LoggingConfiguration {
+        var r = try reader(node, "logging")
+        var l = LoggingConfiguration()
+        if let v = try r.choice("level", LoggingConfiguration.Level.allCases.map(\.rawValue), caseInsensitive: true) {
+            l.level = LoggingConfiguration.Level(rawValue: v) ?? .info
+        }
+        if let v = try r.choice("format", LoggingConfiguration.Format.allCases.map(\.rawValue), caseInsensitive: true) {
+            l.format = LoggingConfiguration.Format(rawValue: v) ?? .text
+        }
+        try r.finish()
+        return l
+    }
+}
+
+extension ParleyConfiguration {
+    /// Checks what serving needs beyond a well-formed file: at least one agent, at least one channel.
+    /// - Parameter file: the name used in messages (the `--config` file).
+    public func validateForServing(file: String) throws(ConfigError) {
+        if agents.isEmpty {
+            throw ConfigError(
+                file: file, keyPath: "agents",
+                message: "at least one agent is required, e.g.\n  agents:\n    - name: mirror\n      plugin: build/plugins/libparley_mirror.so")
+        }
+        if channels.socketIO == nil && channels.rest == nil {
+            throw ConfigError(file: file, keyPath: "channels", message: "no channel is configured; add socketio: and/or rest:")
+        }
+    }
+}

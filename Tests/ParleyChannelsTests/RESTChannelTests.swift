@@ -1,0 +1,182 @@
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import ParleyChannels
+import ParleyCore
+import ParleyDispatch
+import ParleyJSON
+import Synchronization
+import Testing
+
+/// An in-process turn handler: replies with fixed responses per text and records what it received.
+final class ScriptedTurns: TurnHandler {
+    let received = Mutex<[UserMessage]>([])
+    let script: @Sendable (UserMessage) throws -> [JSONValue]
+
+    init(_ script: @escaping @Sendable (UserMessage) throws -> [JSONValue]) { self.script = script }
+
+    func handle(_ message: UserMessage) async throws -> TurnResult {
+        received.withLock { $0.append(message) }
+        return TurnResult(responses: try script(message))
+    }
+
+    func submit(_ message: UserMessage, completion: @escaping @Sendable (Result<TurnResult, any Error>) -> Void) {
+        received.withLock { $0.append(message) }
+        completion(Result { TurnResult(responses: try script(message)) })
+    }
+}
+
+struct MailboxFull: Error, CustomStringConvertible { var description: String { "mailbox full" } }
+
+/// The mirror agent's responses (the conformance agent of the plugin issue), in process.
+let mirror: @Sendable (UserMessage) throws -> [JSONValue] = { m in
+    switch m.text {
+    case "/buttons": return [["text": "pick one", "buttons": [["title": "Yes", "payload": "/yes"], ["title": "No", "payload": "/no"]]]]
+    case "/quick": return [["text": "quick", "quick_replies": [["title": "A", "payload": "/a"]]]]
+    case "/image": return [["image": "https://example.com/cat.png"]]
+    case "/attachment": return [["attachment": ["type": "video", "payload": ["src": "https://example.com/v.mp4"]]]]
+    case "/elements": return [["elements": [["title": "Card", "subtitle": "sub", "buttons": [["title": "Go", "payload": "/go"]]]]]]
+    case "/custom": return [["custom": ["foo": "bar", "n": 1]]]
+    case "/metadata": return [["custom": ["metadata": .object(m.metadata)]]]
+    case "/sender": return [["text": .string(m.senderID)]]
+    case "/many": return (1...5).map { ["text": .string("\($0)")] }
+    case "/full": throw MailboxFull()
+    case let t where t.hasPrefix("/"): return []
+    default: return [["text": .string(m.text)]]
+    }
+}
+
+@Suite("REST channel")
+struct RESTChannelTests {
+    func withApp(_ turns: ScriptedTurns = ScriptedTurns(mirror), maxBody: Int = 1_000_000, _ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        let router = Router()
+        RESTChannel(turns: turns, maxBodySize: maxBody).addRoutes(to: router)
+        let app = Application(router: router)
+        try await app.test(.router) { client in try await body(client) }
+    }
+
+    func post(_ client: some TestClientProtocol, _ body: String) async throws -> (HTTPResponse.Status, JSONValue) {
+        try await client.execute(uri: "/webhooks/rest/webhook", method: .post, headers: [.contentType: "application/json"], body: ByteBuffer(string: body)) { r in
+            (r.status, try JSONValue.parse(Array(r.body.readableBytesView)))
+        }
+    }
+
+    @Test func health() async throws {
+        try await withApp { client in
+            for uri in ["/webhooks/rest/", "/webhooks/rest"] {
+                try await client.execute(uri: uri, method: .get) { r in
+                    #expect(r.status == .ok)
+                    #expect(r.headers[.contentType] == "application/json")
+                    #expect(String(buffer: r.body) == #"{"status":"ok"}"#)
+                }
+            }
+        }
+    }
+
+    @Test func everyResponseShape() async throws {
+        try await withApp { client in
+            let cases: [(String, JSONValue)] = [
+                ("hello", [["recipient_id": "u1", "text": "hello"]]),
+                ("  a\n\nb  ", [["recipient_id": "u1", "text": "a"], ["recipient_id": "u1", "text": "b"]]),
+                ("/buttons", [["recipient_id": "u1", "text": "pick one", "buttons": [["title": "Yes", "payload": "/yes"], ["title": "No", "payload": "/no"]]]]),
+                ("/quick", [["recipient_id": "u1", "text": "quick", "buttons": [["title": "A", "payload": "/a"]]]]),
+                ("/image", [["recipient_id": "u1", "image": "https://example.com/cat.png"]]),
+                ("/attachment", [["recipient_id": "u1", "attachment": ["type": "video", "payload": ["src": "https://example.com/v.mp4"]]]]),
+                ("/elements", [["recipient_id": "u1", "text": "Card : sub", "buttons": [["title": "Go", "payload": "/go"]]]]),
+                ("/custom", [["recipient_id": "u1", "custom": ["foo": "bar", "n": 1]]]),
+                ("/many", .array((1...5).map { ["recipient_id": "u1", "text": .string("\($0)")] })),
+                ("/unknown", []),
+            ]
+            for (text, expected) in cases {
+                let body = JSONValue.object(["sender": "u1", "message": .string(text)]).serialized
+                let (status, json) = try await post(client, body)
+                #expect(status == .ok, "\(text)")
+                #expect(json == expected, "\(text)")
+            }
+        }
+    }
+
+    @Test func keyOrderIsRasas() async throws {
+        try await withApp { client in
+            try await client.execute(uri: "/webhooks/rest/webhook", method: .post, body: ByteBuffer(string: #"{"sender":"u","message":"/buttons"}"#)) { r in
+                #expect(String(buffer: r.body) == #"[{"recipient_id":"u","text":"pick one","buttons":[{"title":"Yes","payload":"/yes"},{"title":"No","payload":"/no"}]}]"#)
+            }
+        }
+    }
+
+    @Test func metadataAndSenderReachTheTurnHandler() async throws {
+        let turns = ScriptedTurns(mirror)
+        try await withApp(turns) { client in
+            let (_, json) = try await post(client, #"{"sender":"abc","message":"/metadata","metadata":{"lang":"de"}}"#)
+            #expect(json == [["recipient_id": "abc", "custom": ["metadata": ["lang": "de"]]]])
+            let (_, numeric) = try await post(client, #"{"sender":42,"message":"/sender"}"#)
+            #expect(numeric == [["recipient_id": "42", "text": "42"]])
+        }
+        let first = try #require(turns.received.withLock { $0.first })
+        #expect(first.inputChannel == "rest" && first.senderID == "abc" && first.metadata == ["lang": "de"])
+    }
+
+    @Test func badRequests() async throws {
+        try await withApp { client in
+            let cases: [(String, String)] = [
+                ("{not json", "the body is not valid JSON"),
+                ("[1,2]", "the body must be a JSON object"),
+                (#"{"message":"hi"}"#, "missing \"sender\""),
+                (#"{"sender":"","message":"hi"}"#, "\"sender\" must be a non-empty string"),
+                (#"{"sender":["x"],"message":"hi"}"#, "\"sender\" must be a non-empty string"),
+                (#"{"sender":"u"}"#, "missing \"message\""),
+                (#"{"sender":"u","message":5}"#, "\"message\" must be a string"),
+                (#"{"sender":"u","message":"hi","metadata":"x"}"#, "\"metadata\" must be a JSON object"),
+                (#"{"sender":"u","message":"hi","metadata":[1]}"#, "\"metadata\" must be a JSON object"),
+            ]
+            for (body, fragment) in cases {
+                let (status, json) = try await post(client, body)
+                #expect(status == .badRequest, "\(body)")
+                #expect(json["status"] == "failure")
+                #expect(json["code"] == 400)
+                #expect(json["message"]?.stringValue?.contains(fragment) == true, "\(body): \(json)")
+            }
+        }
+    }
+
+    @Test func oversizedBody() async throws {
+        try await withApp(maxBody: 64) { client in
+            let big = JSONValue.object(["sender": "u", "message": .string(String(repeating: "x", count: 200))]).serialized
+            let (status, json) = try await post(client, big)
+            #expect(status == .contentTooLarge)
+            #expect(json["message"]?.stringValue?.contains("larger than 64 bytes") == true)
+        }
+    }
+
+    @Test func refusedMessage() async throws {
+        try await withApp { client in
+            let (status, json) = try await post(client, #"{"sender":"u","message":"/full"}"#)
+            #expect(status == .serviceUnavailable)
+            #expect(json["message"] == "the message was not handled: mailbox full")
+        }
+    }
+}
+
+@Suite("REST output mapping")
+struct RESTOutputTests {
+    @Test func skipsFalsyAndCombinesKeys() {
+        let r: JSONValue = ["text": "hi", "image": "i.png", "custom": ["a": 1], "attachment": [:], "buttons": []]
+        #expect(RESTOutput.messages(for: r, recipientID: "x") == [
+            ["recipient_id": "x", "text": "hi"],
+            ["recipient_id": "x", "custom": ["a": 1]],
+            ["recipient_id": "x", "image": "i.png"],
+        ])
+        #expect(RESTOutput.messages(for: ["buttons": [["title": "t", "payload": "p"]]], recipientID: "x") == [
+            ["recipient_id": "x", "buttons": [["title": "t", "payload": "p"]]],
+        ])
+        #expect(RESTOutput.messages(for: "not an object", recipientID: "x") == [])
+        #expect(RESTOutput.messages(for: ["text": "  \n\n  "], recipientID: "x") == [])
+    }
+
+    @Test func paragraphs() {
+        #expect(Paragraphs.split("a\n\nb") == ["a", "b"])
+        #expect(Paragraphs.split("l1\nl2") == ["l1\nl2"])
+        #expect(Paragraphs.split("a\n\n\n\nb") == ["a", "b"])
+        #expect(Paragraphs.split(" a  b ") == ["a  b"])
+    }
+}

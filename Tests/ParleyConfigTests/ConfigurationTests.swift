@@ -1,0 +1,346 @@
+import Foundation
+import ParleyConfig
+import ParleyJSON
+import Testing
+
+/// Parses `yaml` as `parley.yml` with a fixed environment.
+private func parse(_ yaml: String, env: [String: String] = [:], file: String = "parley.yml", base: String = ".") throws -> ParleyConfiguration {
+    try ConfigurationLoader(environment: env).parse(yaml: yaml, file: file, baseDirectory: base)
+}
+
+/// The message of the ``ConfigError`` that parsing `yaml` throws (nil when it parses).
+private func failure(_ yaml: String, env: [String: String] = [:]) -> String? {
+    do {
+        _ = try parse(yaml, env: env)
+        return nil
+    } catch {
+        return "\(error)"
+    }
+}
+
+@Suite("Configuration defaults and values")
+struct ConfigurationValueTests {
+    @Test func emptyFileGivesDefaults() throws {
+        let c = try parse("")
+        #expect(c.server.host == "127.0.0.1")
+        #expect(c.server.port == 5005)
+        #expect(c.server.tls == nil)
+        let s = try #require(c.channels.socketIO)
+        #expect(s.userMessageEvent == "user_uttered")
+        #expect(s.botMessageEvent == "bot_uttered")
+        #expect(s.namespace == "/")
+        #expect(s.sessionPersistence == false)
+        #expect(s.socketIOPath == "/socket.io")
+        #expect(s.jwt == nil)
+        #expect(s.metadataKey == "metadata")
+        #expect(s.pingInterval == 25 && s.pingTimeout == 20 && s.maxPayload == 1_000_000)
+        #expect(c.channels.rest != nil)
+        #expect(c.store.kind == .sqlite && c.store.path == "parley.db")
+        #expect(c.session.expirationMinutes == 60 && c.session.carryOverSlots)
+        #expect(c.logging.level == .info && c.logging.format == .text)
+        #expect(c.api.token == nil)
+        #expect(c.warnings.isEmpty)
+    }
+
+    @Test func fullFile() throws {
+        let c = try parse(
+            """
+            server: {host: 0.0.0.0, port: 8080, shutdown_timeout: 5, tls: {cert: certs/c.pem, key: certs/k.pem}}
+            channels:
+              socketio:
+                user_message_evt: user_says
+                bot_message_evt: bot_says
+                namespace: /chat
+                session_persistence: true
+                socketio_path: ws/
+                jwt_key: secret
+                jwt_method: hs512
+                jwt_session_claim: sub
+                metadata_key: customData
+                cors_origins: "*"
+                ping_interval: 500ms
+                ping_timeout: 2.5
+                max_payload: 2048
+            agents:
+              - name: mirror
+                plugin: plugins/libmirror.so
+                deadline: 3
+                thread_safe: true
+                config: {greeting: hi, n: 2, list: [1, "x", null], nested: {ok: yes}}
+              - name: admin
+                plugin: /abs/libadmin.so
+                route: {prefix: /admin, metadata: {tier: gold}, channels: [rest]}
+            formatters:
+              - {name: md, plugin: plugins/libmd.so, channels: socketio}
+            actions: {manifest: actions.yml}
+            store: {type: memory}
+            session: {session_expiration_time: 0, carry_over_slots_to_new_session: false}
+            dispatcher: {mailbox_size: 8, turn_deadline: 4, fallback_text: oops, idle_eviction: 60, workers: 2}
+            api: {token: t0k}
+            logging: {level: DEBUG, format: json}
+            """, base: "/etc/parley")
+        #expect(c.server.host == "0.0.0.0" && c.server.port == 8080 && c.server.shutdownTimeout == 5)
+        #expect(c.server.tls == TLSConfiguration(certificatePath: "/etc/parley/certs/c.pem", keyPath: "/etc/parley/certs/k.pem"))
+        let s = try #require(c.channels.socketIO)
+        #expect(c.channels.rest == nil)
+        #expect(s.userMessageEvent == "user_says" && s.botMessageEvent == "bot_says")
+        #expect(s.namespace == "/chat" && s.sessionPersistence && s.socketIOPath == "/ws")
+        #expect(s.jwt == JWTConfiguration(key: "secret", keySource: "channels.socketio.jwt_key", method: "HS512", sessionClaim: "sub"))
+        #expect(s.metadataKey == "customData" && s.corsOrigins == ["*"])
+        #expect(s.pingInterval == 0.5 && s.pingTimeout == 2.5 && s.maxPayload == 2048)
+        #expect(c.agents.count == 2)
+        #expect(c.agents[0].pluginPath == "/etc/parley/plugins/libmirror.so")
+        #expect(c.agents[0].deadline == 3 && c.agents[0].threadSafe == true)
+        #expect(c.agents[0].config == ["greeting": "hi", "n": 2, "list": [1, "x", nil], "nested": ["ok": true]])
+        #expect(c.agents[0].route == nil)
+        #expect(c.agents[1].pluginPath == "/abs/libadmin.so")
+        #expect(c.agents[1].route == AgentRoute(prefix: "/admin", metadata: ["tier": "gold"], channels: ["rest"]))
+        #expect(c.formatters == [FormatterConfiguration(name: "md", pluginPath: "/etc/parley/plugins/libmd.so", channels: ["socketio"])])
+        #expect(c.actions.manifestPath == "/etc/parley/actions.yml")
+        #expect(c.store.kind == .memory)
+        #expect(c.session == SessionConfiguration(expirationMinutes: 0, carryOverSlots: false))
+        #expect(c.dispatcher == DispatcherConfiguration(mailboxSize: 8, turnDeadline: 4, fallbackText: "oops", idleEviction: 60, workers: 2))
+        #expect(c.api.token == "t0k")
+        #expect(c.logging == LoggingConfiguration(level: .debug, format: .json))
+    }
+
+    @Test func relativePathsStayRelativeForTheWorkingDirectory() throws {
+        let c = try parse("store: {path: data/x.db}\nagents: [{name: a, plugin: build/plugins/liba.so}]")
+        #expect(c.store.path == "data/x.db")
+        #expect(c.agents[0].pluginPath == "build/plugins/liba.so")
+        let d = try parse("store: {path: x.db}", base: "examples")
+        #expect(d.store.path == "examples/x.db")
+    }
+
+    @Test func channelsSectionServesOnlyWhatIsListed() throws {
+        let c = try parse("channels:\n  rest:\n")
+        #expect(c.channels.socketIO == nil)
+        #expect(c.channels.rest == RESTChannelConfiguration())
+        let d = try parse("channels:\n  socketio:\n")
+        #expect(d.channels.socketIO == SocketIOChannelConfiguration())
+        #expect(d.channels.rest == nil)
+    }
+
+    @Test func validateForServing() throws {
+        #expect(throws: ConfigError.self) { try ParleyConfiguration().validateForServing(file: "parley.yml") }
+        do {
+            try ParleyConfiguration().validateForServing(file: "parley.yml")
+        } catch {
+            #expect("\(error)".hasPrefix("parley.yml: agents: at least one agent is required"))
+        }
+        let c = try parse("agents: [{name: a, plugin: a.so}]")
+        try c.validateForServing(file: "parley.yml")
+    }
+}
+
+@Suite("Environment substitution")
+struct EnvironmentSubstitutionTests {
+    @Test func substitutesSetVariables() throws {
+        let c = try parse("server: {host: \"${HOST}\", port: ${PORT}}\napi: {token: \"Bearer-${TOKEN}-x\"}", env: ["HOST": "::1", "PORT": "6000", "TOKEN": "abc"])
+        #expect(c.server.host == "::1" && c.server.port == 6000 && c.api.token == "Bearer-abc-x")
+    }
+
+    @Test func quotedSubstitutionIsAcceptedWhereANumberIsExpected() throws {
+        let c = try parse("server: {port: \"${PORT}\"}", env: ["PORT": "7000"])
+        #expect(c.server.port == 7000)
+    }
+
+    @Test func defaultsApplyWhenUnsetOrEmpty() throws {
+        let c = try parse("server: {port: \"${PORT:-5999}\", host: \"${H:-localhost}\"}", env: ["H": ""])
+        #expect(c.server.port == 5999 && c.server.host == "localhost")
+        let d = try parse("api: {token: \"${TOKEN:-}\"}")
+        #expect(d.api.token == nil)
+    }
+
+    @Test func missingVariableIsAnError() {
+        #expect(failure("channels: {socketio: {jwt_key: \"${JWT_SECRET}\"}}")
+            == "parley.yml: channels.socketio.jwt_key: environment variable JWT_SECRET is not set (set it, or give a default with ${JWT_SECRET:-default})")
+    }
+
+    @Test func malformedReferencesAreErrors() {
+        #expect(failure("api: {token: \"${TOKEN\"}")?.contains("api.token: unterminated ${") == true)
+        #expect(failure("api: {token: \"${1X}\"}")?.contains("api.token: invalid environment reference ${1X}") == true)
+    }
+
+    @Test func doubleDollarKeepsALiteral() throws {
+        let c = try parse("dispatcher: {fallback_text: \"cost $${PRICE}\"}")
+        #expect(c.dispatcher.fallbackText == "cost ${PRICE}")
+    }
+}
+
+@Suite("Configuration errors")
+struct ConfigurationErrorTests {
+    @Test func wrongTypeNamesFileKeyAndExpectation() {
+        #expect(failure("channels:\n  socketio:\n    ping_interval: fast\n")
+            == "parley.yml: channels.socketio.ping_interval: expected a number of seconds, got \"fast\"")
+        #expect(failure("server: {port: eighty}") == "parley.yml: server.port: expected a TCP port number, got \"eighty\"")
+        #expect(failure("server: {port: 70000}") == "parley.yml: server.port: expected a TCP port number between 0 and 65535, got 70000")
+        #expect(failure("channels: {socketio: {session_persistence: maybe}}")
+            == "parley.yml: channels.socketio.session_persistence: expected true or false, got \"maybe\"")
+        #expect(failure("channels: {socketio: {user_message_evt: [a]}}")
+            == "parley.yml: channels.socketio.user_message_evt: expected an event name, got a list")
+        #expect(failure("server: [1]") == "parley.yml: server: expected a mapping, got a list")
+        #expect(failure("agents: {name: a}") == "parley.yml: agents: expected a list of agents (- name: …, plugin: …), got a mapping")
+        #expect(failure("channels: {socketio: {ping_timeout: -1}}")
+            == "parley.yml: channels.socketio.ping_timeout: expected a positive number of seconds, got -1")
+        #expect(failure("session: {session_expiration_time: soon}")
+            == "parley.yml: session.session_expiration_time: expected a number of minutes (0 = sessions never expire), got \"soon\"")
+        #expect(failure("logging: {level: loud}")
+            == "parley.yml: logging.level: expected one of \"trace\", \"debug\", \"info\", \"notice\", \"warning\", \"error\", \"critical\", got \"loud\"")
+        #expect(failure("store: {type: redis}") == "parley.yml: store.type: expected one of \"sqlite\", \"memory\", got \"redis\"")
+        #expect(failure("agents: [{name: a, plugin: a.so, config: [1]}]")
+            == "parley.yml: agents[0].config: expected a mapping (the object handed to the plugin), got a list")
+    }
+
+    @Test func quotedNumberIsAString() {
+        #expect(failure("server: {port: \"5005\"}") == "parley.yml: server.port: expected a TCP port number, got \"5005\"")
+    }
+
+    @Test func unknownKeysAreRefusedWithASuggestion() {
+        let top = failure("sever: {port: 1}")
+        #expect(top?.hasPrefix("parley.yml: sever: unknown key; did you mean \"server\"?") == true)
+        let nested = failure("channels: {socketio: {pingInterval: 3}}")
+        #expect(nested?.hasPrefix("parley.yml: channels.socketio.pingInterval: unknown key; did you mean \"ping_interval\"?") == true)
+        let inList = failure("agents: [{name: a, plugin: a.so, plugn: b}]")
+        #expect(inList?.hasPrefix("parley.yml: agents[0].plugn: unknown key; did you mean \"plugin\"?") == true)
+        let channel = failure("channels: {telegram: {}}")
+        #expect(channel?.hasPrefix("parley.yml: channels.telegram: unknown key") == true)
+    }
+
+    @Test func invalidYAML() {
+        let m = failure("server: {port: 1\nchannels: [")
+        #expect(m?.hasPrefix("parley.yml: invalid YAML: line ") == true)
+        #expect(failure("- a\n- b") == "parley.yml: expected a mapping with sections such as server:, channels:, agents:, got a list")
+        #expect(failure("server: {port: 1, port: 2}")?.contains("server.port: key given twice") == true)
+    }
+
+    @Test func agentsAndFormatters() {
+        #expect(failure("agents: [{plugin: a.so}]") == "parley.yml: agents[0].name: missing; every agent needs a name")
+        #expect(failure("agents: [{name: a}]")?.hasPrefix("parley.yml: agents[0].plugin: missing;") == true)
+        #expect(failure("agents: [{name: a, plugin: a.so}, {name: a, plugin: b.so}]")
+            == "parley.yml: agents[1].name: duplicate agent name \"a\"; names must be unique")
+        #expect(failure("agents: [{name: a, plugin: a.so, route: {channels: [sms]}}]")
+            == "parley.yml: agents[0].route.channels[0]: expected \"socketio\" or \"rest\", got \"sms\"")
+        #expect(failure("agents: [{name: a, plugin: a.so, route: {metadata: 3}}]")
+            == "parley.yml: agents[0].route.metadata: expected a mapping of metadata keys to values, got 3")
+        #expect(failure("formatters: [{name: f, plugin: f.so}, {name: f, plugin: g.so}]")
+            == "parley.yml: formatters[1].name: duplicate formatter name \"f\"; names must be unique")
+    }
+
+    @Test func socketIOSpecificChecks() {
+        #expect(failure("channels: {socketio: {namespace: chat}}")
+            == "parley.yml: channels.socketio.namespace: expected a namespace starting with /, got \"chat\"; write \"/chat\"")
+        #expect(failure("channels: {socketio: {cors_origins: [example.com]}}")
+            == "parley.yml: channels.socketio.cors_origins[0]: expected \"*\" or an origin such as https://example.com, got \"example.com\"")
+        #expect(failure("channels: {socketio: {socketio_path: /}}")
+            == "parley.yml: channels.socketio.socketio_path: expected a URL path such as /socket.io, got \"/\"")
+    }
+
+    @Test func jwtChecks() throws {
+        #expect(failure("channels: {socketio: {jwt_key: k, jwt_method: none}}")?
+            .hasPrefix("parley.yml: channels.socketio.jwt_method: \"none\" is never accepted") == true)
+        #expect(failure("channels: {socketio: {jwt_key: k, jwt_method: PS256}}")?
+            .hasPrefix("parley.yml: channels.socketio.jwt_method: expected one of HS256") == true)
+        #expect(failure("channels: {socketio: {jwt_key: k, jwt_key_env: K}}")
+            == "parley.yml: channels.socketio.jwt_key_env: give only one of jwt_key, jwt_key_file and jwt_key_env (found jwt_key and jwt_key_env)")
+        #expect(failure("channels: {socketio: {jwt_key_file: /nonexistent/key.pem}}")
+            == "parley.yml: channels.socketio.jwt_key_file: cannot read \"/nonexistent/key.pem\"; check that the file exists and is readable")
+        #expect(failure("channels: {socketio: {jwt_key_env: NOPE}}")
+            == "parley.yml: channels.socketio.jwt_key_env: environment variable NOPE is not set or empty")
+        #expect(failure("channels: {socketio: {jwt_session_claim: sub}}")
+            == "parley.yml: channels.socketio.jwt_session_claim: needs a JWT key; set jwt_key, jwt_key_file or jwt_key_env")
+
+        let fromEnv = try parse("channels: {socketio: {jwt_key_env: K, jwt_method: RS256}}", env: ["K": "pem"])
+        #expect(fromEnv.channels.socketIO?.jwt == JWTConfiguration(key: "pem", keySource: "environment variable K", method: "RS256"))
+
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("parley-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "  s3cret\n".write(to: dir.appendingPathComponent("jwt.key"), atomically: true, encoding: .utf8)
+        let fromFile = try parse("channels: {socketio: {jwt_key_file: jwt.key}}", base: dir.path)
+        #expect(fromFile.channels.socketIO?.jwt?.key == "s3cret")
+
+        let empty = try parse("channels: {socketio: {jwt_key: \"\"}}")
+        #expect(empty.channels.socketIO?.jwt == nil)
+        #expect(empty.warnings.count == 1)
+    }
+}
+
+@Suite("Rasa credentials.yml")
+struct CredentialsTests {
+    static let rasaFile = """
+        rest:
+        # the socketio channel as Rasa documents it
+        socketio:
+          user_message_evt: user_uttered
+          bot_message_evt: bot_uttered
+          session_persistence: true
+          socketio_path: /socket.io/
+          jwt_key: my_public_key
+          jwt_method: HS256
+          metadata_key: customData
+        rasa:
+          url: "http://localhost:5002/api"
+        facebook:
+          verify: "rasa-bot"
+          secret: "3e34709d01ea89032asdebfe5a74518"
+          page-access-token: "EAAbHPa7H9rEBAAuFk4Q3gPKbDedQnx4djJJ1JmQ7CAqO4iJKrQcNT0wtD"
+        """
+
+    @Test func mapsSocketIOAndRestAndWarnsAboutTheRest() throws {
+        let (channels, warnings) = try ConfigurationLoader(environment: [:]).parseCredentials(yaml: Self.rasaFile)
+        let s = try #require(channels.socketIO)
+        #expect(s.sessionPersistence && s.socketIOPath == "/socket.io" && s.metadataKey == "customData")
+        #expect(s.jwt == JWTConfiguration(key: "my_public_key", keySource: "socketio.jwt_key", method: "HS256"))
+        #expect(channels.rest == RESTChannelConfiguration())
+        #expect(warnings == [
+            "credentials.yml: rasa: Rasa channel \"rasa\" is not supported by Parley and is ignored (Parley serves socketio and rest)",
+            "credentials.yml: facebook: Rasa channel \"facebook\" is not supported by Parley and is ignored (Parley serves socketio and rest)",
+        ])
+    }
+
+    @Test func proKeyIsAcceptedWithAWarning() throws {
+        let (channels, warnings) = try ConfigurationLoader(environment: [:]).parseCredentials(yaml: "socketio:\n  enable_silence_timeout: true\n")
+        #expect(channels.socketIO != nil && channels.rest == nil)
+        #expect(warnings.count == 1 && warnings[0].contains("silence timeout"))
+    }
+
+    @Test func unknownKeyInSocketIOSectionIsAnError() {
+        #expect(throws: ConfigError.self) { try ConfigurationLoader(environment: [:]).parseCredentials(yaml: "socketio:\n  sesion_persistence: true\n") }
+        do {
+            _ = try ConfigurationLoader(environment: [:]).parseCredentials(yaml: "socketio:\n  sesion_persistence: true\n")
+        } catch {
+            #expect("\(error)".hasPrefix("credentials.yml: socketio.sesion_persistence: unknown key; did you mean \"session_persistence\"?"))
+        }
+    }
+
+    @Test func loadFromFilesReplacesChannelsAndResolvesPaths() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("parley-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = dir.appendingPathComponent("parley.yml").path
+        let creds = dir.appendingPathComponent("credentials.yml").path
+        try "channels: {rest: }\nagents: [{name: m, plugin: libm.so}]\n".write(toFile: config, atomically: true, encoding: .utf8)
+        try Self.rasaFile.write(toFile: creds, atomically: true, encoding: .utf8)
+        let c = try ConfigurationLoader(environment: [:]).load(configPath: config, credentialsPath: creds)
+        #expect(c.agents[0].pluginPath == dir.path + "/libm.so")
+        #expect(c.channels.socketIO?.sessionPersistence == true)
+        #expect(c.warnings.count == 3)
+        #expect(c.warnings[0].contains("replace the channels section"))
+    }
+
+    @Test func missingFiles() {
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(configPath: "/nonexistent/parley.yml", credentialsPath: nil)
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)" == "/nonexistent/parley.yml: configuration file not found; pass --config with an existing file")
+        }
+        do {
+            _ = try ConfigurationLoader(environment: [:]).load(configPath: nil, credentialsPath: "/nonexistent/credentials.yml")
+            Issue.record("expected an error")
+        } catch {
+            #expect("\(error)".hasPrefix("/nonexistent/credentials.yml: credentials file not found"))
+        }
+    }
+}
