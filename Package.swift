@@ -139,6 +139,7 @@ let package = Package(
                 "ParleyConfig", "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO", "LoadTest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -189,7 +190,7 @@ let package = Package(
                 "ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -5,6 +5,7 @@ import ParleyChannels
 import ParleyConfig
 import ParleyDispatch
 import ServiceLifecycle
+import UnixSignals
 
 /// The running bot: store, plugins, dispatcher and channels on one Hummingbird server, in one `ServiceGroup`.
 ///
@@ -16,6 +17,10 @@ struct ParleyServer {
     let logger: Logger
 
     func run() async throws {
+        if let tls = configuration.server.tls {
+            throw StartupError(
+                "server.tls (\(tls.certificatePath)): TLS is not built into this Parley; remove server.tls and terminate TLS at a reverse proxy (nginx, Caddy) in front of Parley")
+        }
         let runtime = try await Runtime.make(configuration, logger: logger)
         let router = Router()
         router.get("/") { _, _ in "Hello from Parley: \(parleyVersion)" }

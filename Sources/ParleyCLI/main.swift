@@ -21,4 +21,21 @@ struct Parley: AsyncParsableCommand {
     )
 }
 
-await Parley.main()
+/// Runs an async command through its `async` requirement (called with the existential opened, so the
+/// synchronous `ParsableCommand.run()` default is not picked instead).
+func runAsync<Command: AsyncParsableCommand>(_ command: Command) async throws {
+    var command = command
+    try await command.run()
+}
+
+// Top-level code: parse, then run (ArgumentParser's static `main()` would pick the synchronous entry point).
+do {
+    var command = try Parley.parseAsRoot()
+    if let asyncCommand = command as? any AsyncParsableCommand {
+        try await runAsync(asyncCommand)
+    } else {
+        try command.run()
+    }
+} catch {
+    Parley.exit(withError: error)
+}

@@ -17,9 +17,12 @@ public enum HTTPJSON {
 
     /// A Rasa-shaped error body: `{"version","status":"failure","message","reason","code"}`.
     public static func error(_ status: HTTPResponse.Status, reason: String, message: String) -> Response {
-        response(
-            ["version": .string(parleyVersion), "status": "failure", "message": .string(message), "reason": .string(reason), "code": .int(Int64(status.code))],
-            status: status)
+        response(errorBody(status, reason: reason, message: message), status: status)
+    }
+
+    /// The body of ``error(_:reason:message:)``.
+    public static func errorBody(_ status: HTTPResponse.Status, reason: String, message: String) -> JSONValue {
+        ["version": .string(parleyVersion), "status": "failure", "message": .string(message), "reason": .string(reason), "code": .int(Int64(status.code))]
     }
 
     /// `{"status":"ok"}`, the health body of Rasa's channel blueprints.

@@ -53,13 +53,16 @@ public struct JWTIdentity: Sendable, Hashable {
 /// the token is `auth.token` (a `Bearer ` prefix is removed), it must be signed with exactly the configured
 /// algorithm (never `none`), must not be expired or not-yet-valid, and must carry at least one claim.
 ///
+/// Verification is synchronous (it runs inside the Socket.IO connection middleware); only building the
+/// verifier is `async` (jwt-kit's key collection is an actor).
+///
 /// Thread-safety: `Sendable`; ``verify(auth:now:)`` may run concurrently.
 public struct JWTVerifier: Sendable {
     /// The single accepted algorithm (`HS256`, …, `EdDSA`).
     public let method: String
     /// The claim whose value is the socket's session id, or nil.
     public let sessionClaim: String?
-    private let keys: JWTKeyCollection
+    private let algorithm: any JWTAlgorithm
 
     /// Builds a verifier.
     /// - Parameters:
@@ -77,7 +80,7 @@ public struct JWTVerifier: Sendable {
             case "HS256", "HS384", "HS512":
                 guard !key.isEmpty else { throw JWTSetupError("the HMAC secret is empty") }
                 let digest: DigestAlgorithm = method == "HS256" ? .sha256 : method == "HS384" ? .sha384 : .sha512
-                await keys.add(hmac: HMACKey(from: key), digestAlgorithm: digest)
+                await keys.add(hmac: HMACKey(from: Self.hmacKeyBytes(key, method: method)), digestAlgorithm: digest)
             case "RS256", "RS384", "RS512":
                 let digest: DigestAlgorithm = method == "RS256" ? .sha256 : method == "RS384" ? .sha384 : .sha512
                 let publicKey: Insecure.RSA.PublicKey
@@ -118,12 +121,22 @@ public struct JWTVerifier: Sendable {
             default:
                 throw JWTSetupError("unsupported jwt_method \(method); use one of HS256 HS384 HS512 RS256 RS384 RS512 ES256 ES384 EdDSA")
             }
+            self.algorithm = try await keys.getKey()
         } catch let error as JWTSetupError {
             throw error
         } catch {
             throw JWTSetupError("\(error)")
         }
-        self.keys = keys
+    }
+
+    /// The HMAC key bytes, zero-padded to the hash size. HMAC pads every key shorter than the hash block with
+    /// zeros, so the MAC is unchanged; padding only keeps jwt-kit's debug assertion about short keys (PyJWT and
+    /// Rasa accept short secrets such as `secret`) from stopping the process.
+    static func hmacKeyBytes(_ key: String, method: String) -> [UInt8] {
+        let size = method == "HS256" ? 32 : method == "HS384" ? 48 : 64
+        var bytes = Array(key.utf8)
+        if bytes.count < size { bytes += [UInt8](repeating: 0, count: size - bytes.count) }
+        return bytes
     }
 
     /// Checks the auth payload of a CONNECT packet.
@@ -131,18 +144,18 @@ public struct JWTVerifier: Sendable {
     ///   - auth: the CONNECT packet's payload; nil when the client sent none.
     ///   - now: the current time (injectable for tests).
     /// - Returns: the identity, or the reason for refusing the connection.
-    public func verify(auth: JSONValue?, now: Date = Date()) async -> Result<JWTIdentity, JWTRejection> {
+    public func verify(auth: JSONValue?, now: Date = Date()) -> Result<JWTIdentity, JWTRejection> {
         guard let auth, !auth.isNull else { return .failure(.missingAuth) }
         guard case .object(let object) = auth else { return .failure(.authNotObject) }
         guard case .string(let raw)? = object["token"] else { return .failure(.missingToken) }
         // Rasa: token.replace("Bearer ", "")
         let token = raw.replacingOccurrences(of: "Bearer ", with: "")
         guard !token.isEmpty else { return .failure(.emptyToken) }
-        return await verify(token: token, now: now)
+        return verify(token: token, now: now)
     }
 
     /// Verifies a bare token (no `Bearer ` handling).
-    public func verify(token: String, now: Date = Date()) async -> Result<JWTIdentity, JWTRejection> {
+    public func verify(token: String, now: Date = Date()) -> Result<JWTIdentity, JWTRejection> {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3 else { return .failure(.malformed("expected 3 dot-separated parts, got \(parts.count)")) }
         guard let headerBytes = Base64URL.decode(parts[0]), let header = try? JSONValue.parse(headerBytes), case .object(let h) = header else {
@@ -154,18 +167,20 @@ public struct JWTVerifier: Sendable {
             return .failure(.malformed("the payload is not base64url-encoded JSON"))
         }
         guard case .object(let claims) = payload else { return .failure(.malformed("the payload is not a JSON object")) }
-        guard Base64URL.decode(parts[2]) != nil else { return .failure(.malformed("the signature is not base64url")) }
+        guard let signature = Base64URL.decode(parts[2]) else { return .failure(.malformed("the signature is not base64url")) }
+        let signed = Array(token.utf8.prefix(parts[0].utf8.count + 1 + parts[1].utf8.count))
         do {
-            let checked = try await keys.verify(token, as: TimeClaims.self)
-            try checked.check(now: now)
-        } catch let rejection as JWTRejection {
-            return .failure(rejection)
-        } catch let error as JWTError where error.errorType == .signatureVerificationFailed {
-            return .failure(.badSignature)
-        } catch let error as JWTError where error.errorType == .malformedToken {
-            return .failure(.malformed(error.reason ?? "\(error)"))
+            guard try algorithm.verify(signature, signs: signed) else { return .failure(.badSignature) }
         } catch {
-            return .failure(.malformed("\(error)"))
+            return .failure(.badSignature)
+        }
+        // PyJWT's defaults: exp and nbf must be numbers and hold; iat must be a number when present.
+        let seconds = now.timeIntervalSince1970
+        for key in ["exp", "nbf", "iat"] {
+            guard let value = claims[key] else { continue }
+            guard let t = value.doubleValue else { return .failure(.malformed("the \(key) claim is not a number")) }
+            if key == "exp" && !(seconds < t) { return .failure(.expired) }
+            if key == "nbf" && seconds < t { return .failure(.notYetValid) }
         }
         guard !claims.isEmpty else { return .failure(.emptyClaims) }
         var sessionID: String?
@@ -177,19 +192,6 @@ public struct JWTVerifier: Sendable {
             }
         }
         return .success(JWTIdentity(claims: claims, sessionID: sessionID))
-    }
-}
-
-/// The time claims PyJWT checks by default. Decoding fails (malformed) when they are not numbers.
-private struct TimeClaims: JWTPayload {
-    var exp: ExpirationClaim?
-    var nbf: NotBeforeClaim?
-
-    func verify(using algorithm: some JWTAlgorithm) async throws {}
-
-    func check(now: Date) throws(JWTRejection) {
-        if let exp, !(now < exp.value) { throw .expired }
-        if let nbf, now < nbf.value { throw .notYetValid }
     }
 }
 

@@ -1,5 +1,6 @@
 public import Hummingbird
-import Logging
+import HTTPTypes
+public import Logging
 import NIOCore
 public import ParleyCore
 public import ParleyDispatch
@@ -38,23 +39,38 @@ public struct RESTChannel: Sendable {
         do {
             body = try await request.body.collect(upTo: maxBodySize)
         } catch is NIOTooManyBytesError {
+            logger.info("rest: body too large", metadata: ["limit": "\(maxBodySize)"])
             return HTTPJSON.error(.contentTooLarge, reason: "PayloadTooLarge", message: "the request body is larger than \(maxBodySize) bytes (channels.rest.max_body_size)")
         } catch {
             return HTTPJSON.error(.badRequest, reason: "BadRequest", message: "could not read the request body: \(error)")
         }
+        let reply = await reply(toBody: Array(body.readableBytesView), logger: logger)
+        return HTTPJSON.response(reply.body, status: reply.status)
+    }
+
+    /// A webhook answer: the HTTP status and the JSON body.
+    public struct Reply: Sendable, Hashable {
+        public var status: HTTPResponse.Status
+        public var body: JSONValue
+    }
+
+    /// Answers a webhook body (everything the route does after reading the body; testable without a server).
+    /// - Returns: 200 with the JSON array of messages; 400 for a bad body; 503 when the message was refused.
+    public func reply(toBody bytes: [UInt8], logger: Logger) async -> Reply {
         let message: UserMessage
-        switch Self.parse(Array(body.readableBytesView)) {
+        switch Self.parse(bytes) {
         case .success(let m): message = m
         case .failure(let problem):
             logger.info("rest: bad request", metadata: ["reason": "\(problem.message)"])
-            return HTTPJSON.error(.badRequest, reason: "BadRequest", message: problem.message)
+            return Reply(status: .badRequest, body: HTTPJSON.errorBody(.badRequest, reason: "BadRequest", message: problem.message))
         }
+        logger.debug("rest: message", metadata: ["sender_id": "\(message.senderID)", "message_id": "\(message.messageID)"])
         do {
             let result = try await turns.handle(message)
-            return HTTPJSON.response(.array(RESTOutput.messages(for: result.responses, recipientID: message.senderID)))
+            return Reply(status: .ok, body: .array(RESTOutput.messages(for: result.responses, recipientID: message.senderID)))
         } catch {
             logger.warning("rest: message refused", metadata: ["sender_id": "\(message.senderID)", "error": "\(error)"])
-            return HTTPJSON.error(.serviceUnavailable, reason: "MessageRefused", message: "the message was not handled: \(error)")
+            return Reply(status: .serviceUnavailable, body: HTTPJSON.errorBody(.serviceUnavailable, reason: "MessageRefused", message: "the message was not handled: \(error)"))
         }
     }
 

@@ -1,6 +1,6 @@
+import HTTPTypes
 import Hummingbird
-import HummingbirdTesting
-import NIOCore
+import Logging
 import ParleyChannels
 import ParleyCore
 import ParleyDispatch
@@ -48,112 +48,79 @@ let mirror: @Sendable (UserMessage) throws -> [JSONValue] = { m in
 
 @Suite("REST channel")
 struct RESTChannelTests {
-    func withApp(_ turns: ScriptedTurns = ScriptedTurns(mirror), maxBody: Int = 1_000_000, _ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
-        let router = Router()
-        RESTChannel(turns: turns, maxBodySize: maxBody).addRoutes(to: router)
-        let app = Application(router: router)
-        try await app.test(.router) { client in try await body(client) }
-    }
+    let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
-    func post(_ client: some TestClientProtocol, _ body: String) async throws -> (HTTPResponse.Status, JSONValue) {
-        try await client.execute(uri: "/webhooks/rest/webhook", method: .post, headers: [.contentType: "application/json"], body: ByteBuffer(string: body)) { r in
-            (r.status, try JSONValue.parse(Array(r.body.readableBytesView)))
-        }
-    }
-
-    @Test func health() async throws {
-        try await withApp { client in
-            for uri in ["/webhooks/rest/", "/webhooks/rest"] {
-                try await client.execute(uri: uri, method: .get) { r in
-                    #expect(r.status == .ok)
-                    #expect(r.headers[.contentType] == "application/json")
-                    #expect(String(buffer: r.body) == #"{"status":"ok"}"#)
-                }
-            }
-        }
+    func post(_ channel: RESTChannel, _ body: String) async -> (HTTPResponse.Status, JSONValue) {
+        let reply = await channel.reply(toBody: Array(body.utf8), logger: logger)
+        return (reply.status, reply.body)
     }
 
     @Test func everyResponseShape() async throws {
-        try await withApp { client in
-            let cases: [(String, JSONValue)] = [
-                ("hello", [["recipient_id": "u1", "text": "hello"]]),
-                ("  a\n\nb  ", [["recipient_id": "u1", "text": "a"], ["recipient_id": "u1", "text": "b"]]),
-                ("/buttons", [["recipient_id": "u1", "text": "pick one", "buttons": [["title": "Yes", "payload": "/yes"], ["title": "No", "payload": "/no"]]]]),
-                ("/quick", [["recipient_id": "u1", "text": "quick", "buttons": [["title": "A", "payload": "/a"]]]]),
-                ("/image", [["recipient_id": "u1", "image": "https://example.com/cat.png"]]),
-                ("/attachment", [["recipient_id": "u1", "attachment": ["type": "video", "payload": ["src": "https://example.com/v.mp4"]]]]),
-                ("/elements", [["recipient_id": "u1", "text": "Card : sub", "buttons": [["title": "Go", "payload": "/go"]]]]),
-                ("/custom", [["recipient_id": "u1", "custom": ["foo": "bar", "n": 1]]]),
-                ("/many", .array((1...5).map { ["recipient_id": "u1", "text": .string("\($0)")] })),
-                ("/unknown", []),
-            ]
-            for (text, expected) in cases {
-                let body = JSONValue.object(["sender": "u1", "message": .string(text)]).serialized
-                let (status, json) = try await post(client, body)
-                #expect(status == .ok, "\(text)")
-                #expect(json == expected, "\(text)")
-            }
+        let channel = RESTChannel(turns: ScriptedTurns(mirror))
+        let cases: [(String, JSONValue)] = [
+            ("hello", [["recipient_id": "u1", "text": "hello"]]),
+            ("  a\n\nb  ", [["recipient_id": "u1", "text": "a"], ["recipient_id": "u1", "text": "b"]]),
+            ("/buttons", [["recipient_id": "u1", "text": "pick one", "buttons": [["title": "Yes", "payload": "/yes"], ["title": "No", "payload": "/no"]]]]),
+            ("/quick", [["recipient_id": "u1", "text": "quick", "buttons": [["title": "A", "payload": "/a"]]]]),
+            ("/image", [["recipient_id": "u1", "image": "https://example.com/cat.png"]]),
+            ("/attachment", [["recipient_id": "u1", "attachment": ["type": "video", "payload": ["src": "https://example.com/v.mp4"]]]]),
+            ("/elements", [["recipient_id": "u1", "text": "Card : sub", "buttons": [["title": "Go", "payload": "/go"]]]]),
+            ("/custom", [["recipient_id": "u1", "custom": ["foo": "bar", "n": 1]]]),
+            ("/many", .array((1...5).map { ["recipient_id": "u1", "text": .string("\($0)")] })),
+            ("/unknown", []),
+        ]
+        for (text, expected) in cases {
+            let body = JSONValue.object(["sender": "u1", "message": .string(text)]).serialized
+            let (status, json) = await post(channel, body)
+            #expect(status == .ok, "\(text)")
+            #expect(json == expected, "\(text)")
         }
     }
 
     @Test func keyOrderIsRasas() async throws {
-        try await withApp { client in
-            try await client.execute(uri: "/webhooks/rest/webhook", method: .post, body: ByteBuffer(string: #"{"sender":"u","message":"/buttons"}"#)) { r in
-                #expect(String(buffer: r.body) == #"[{"recipient_id":"u","text":"pick one","buttons":[{"title":"Yes","payload":"/yes"},{"title":"No","payload":"/no"}]}]"#)
-            }
-        }
+        let channel = RESTChannel(turns: ScriptedTurns(mirror))
+        let (_, json) = await post(channel, #"{"sender":"u","message":"/buttons"}"#)
+        #expect(json.serialized == #"[{"recipient_id":"u","text":"pick one","buttons":[{"title":"Yes","payload":"/yes"},{"title":"No","payload":"/no"}]}]"#)
     }
 
     @Test func metadataAndSenderReachTheTurnHandler() async throws {
         let turns = ScriptedTurns(mirror)
-        try await withApp(turns) { client in
-            let (_, json) = try await post(client, #"{"sender":"abc","message":"/metadata","metadata":{"lang":"de"}}"#)
-            #expect(json == [["recipient_id": "abc", "custom": ["metadata": ["lang": "de"]]]])
-            let (_, numeric) = try await post(client, #"{"sender":42,"message":"/sender"}"#)
-            #expect(numeric == [["recipient_id": "42", "text": "42"]])
-        }
+        let channel = RESTChannel(turns: turns)
+        let (_, json) = await post(channel, #"{"sender":"abc","message":"/metadata","metadata":{"lang":"de"}}"#)
+        #expect(json == [["recipient_id": "abc", "custom": ["metadata": ["lang": "de"]]]])
+        let (_, numeric) = await post(channel, #"{"sender":42,"message":"/sender"}"#)
+        #expect(numeric == [["recipient_id": "42", "text": "42"]])
         let first = try #require(turns.received.withLock { $0.first })
         #expect(first.inputChannel == "rest" && first.senderID == "abc" && first.metadata == ["lang": "de"])
     }
 
     @Test func badRequests() async throws {
-        try await withApp { client in
-            let cases: [(String, String)] = [
-                ("{not json", "the body is not valid JSON"),
-                ("[1,2]", "the body must be a JSON object"),
-                (#"{"message":"hi"}"#, "missing \"sender\""),
-                (#"{"sender":"","message":"hi"}"#, "\"sender\" must be a non-empty string"),
-                (#"{"sender":["x"],"message":"hi"}"#, "\"sender\" must be a non-empty string"),
-                (#"{"sender":"u"}"#, "missing \"message\""),
-                (#"{"sender":"u","message":5}"#, "\"message\" must be a string"),
-                (#"{"sender":"u","message":"hi","metadata":"x"}"#, "\"metadata\" must be a JSON object"),
-                (#"{"sender":"u","message":"hi","metadata":[1]}"#, "\"metadata\" must be a JSON object"),
-            ]
-            for (body, fragment) in cases {
-                let (status, json) = try await post(client, body)
-                #expect(status == .badRequest, "\(body)")
-                #expect(json["status"] == "failure")
-                #expect(json["code"] == 400)
-                #expect(json["message"]?.stringValue?.contains(fragment) == true, "\(body): \(json)")
-            }
-        }
-    }
-
-    @Test func oversizedBody() async throws {
-        try await withApp(maxBody: 64) { client in
-            let big = JSONValue.object(["sender": "u", "message": .string(String(repeating: "x", count: 200))]).serialized
-            let (status, json) = try await post(client, big)
-            #expect(status == .contentTooLarge)
-            #expect(json["message"]?.stringValue?.contains("larger than 64 bytes") == true)
+        let channel = RESTChannel(turns: ScriptedTurns(mirror))
+        let cases: [(String, String)] = [
+            ("{not json", "the body is not valid JSON"),
+            ("[1,2]", "the body must be a JSON object"),
+            (#"{"message":"hi"}"#, "missing \"sender\""),
+            (#"{"sender":"","message":"hi"}"#, "\"sender\" must be a non-empty string"),
+            (#"{"sender":["x"],"message":"hi"}"#, "\"sender\" must be a non-empty string"),
+            (#"{"sender":"u"}"#, "missing \"message\""),
+            (#"{"sender":"u","message":5}"#, "\"message\" must be a string"),
+            (#"{"sender":"u","message":"hi","metadata":"x"}"#, "\"metadata\" must be a JSON object"),
+            (#"{"sender":"u","message":"hi","metadata":[1]}"#, "\"metadata\" must be a JSON object"),
+        ]
+        for (body, fragment) in cases {
+            let (status, json) = await post(channel, body)
+            #expect(status == .badRequest, "\(body)")
+            #expect(json["status"] == "failure")
+            #expect(json["code"] == 400)
+            #expect(json["message"]?.stringValue?.contains(fragment) == true, "\(body): \(json)")
         }
     }
 
     @Test func refusedMessage() async throws {
-        try await withApp { client in
-            let (status, json) = try await post(client, #"{"sender":"u","message":"/full"}"#)
-            #expect(status == .serviceUnavailable)
-            #expect(json["message"] == "the message was not handled: mailbox full")
-        }
+        let channel = RESTChannel(turns: ScriptedTurns(mirror))
+        let (status, json) = await post(channel, #"{"sender":"u","message":"/full"}"#)
+        #expect(status == .serviceUnavailable)
+        #expect(json["message"] == "the message was not handled: mailbox full")
     }
 }
 
