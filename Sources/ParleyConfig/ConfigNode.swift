@@ -126,7 +126,7 @@ struct ConfigParser {
             let ctx = context.map { " \($0.text)" } ?? ""
             return "line \(mark.line), column \(mark.column): \(problem)\(ctx)"
         case .duplicatedKeysInMapping(let duplicates, _):
-            return "duplicated keys \(duplicates.joined(separator: ", "))"
+            return "a key is given twice (\(duplicates.joined(separator: ", "))); keep one"
         default:
             return "\(error)"
         }

@@ -90,7 +90,8 @@ public struct ConfigurationLoader: Sendable {
         var config = ParleyConfiguration()
         let hadChannels = top.has("channels")
         config.server = try ctx.server(top.node("server"))
-        if hadChannels { config.channels = try ctx.channels(top.node("channels")) }
+        let channelsNode = top.node("channels")
+        if hadChannels { config.channels = try ctx.channels(channelsNode) }
         config.agents = try ctx.agents(top.node("agents"))
         config.formatters = try ctx.formatters(top.node("formatters"))
         config.actions = try ctx.actions(top.node("actions"))
