@@ -64,7 +64,12 @@ let package = Package(
         ),
         .target(
             name: "SocketIO",
-            dependencies: ["EngineIO", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "EngineIO", "ParleyJSON",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(name: "ParleyCore", dependencies: ["ParleyJSON"], swiftSettings: swiftSettings),
