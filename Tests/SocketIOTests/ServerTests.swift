@@ -511,6 +511,7 @@ private func installEcho(on namespace: SocketIONamespace) {
 
     @Test func roomsArePerNamespace() throws {
         let (io, _) = makeServer()
+        _ = io.of("/other")
         let c = TestConnection.open(on: io)
         let main = try c.connect()
         let other = try c.connect("/other")

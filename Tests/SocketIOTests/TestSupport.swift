@@ -90,12 +90,13 @@ final class TestConnection: EngineConnection {
     }
 
     /// Connects to a namespace and returns the socket id from the CONNECT reply; forgets that reply but
-    /// keeps whatever the connection handlers sent after it.
+    /// keeps everything else (earlier messages and what the connection handlers sent after it).
     @discardableResult
     func connect(_ namespace: String = "/", auth: String = "") throws -> String {
         let prefix = namespace == "/" ? "0" : "0\(namespace),"
+        let before = state.withLock { $0.sent.count }
         receive(prefix + auth)
-        let first: EngineMessage? = state.withLock { s in s.sent.isEmpty ? nil : s.sent.removeFirst() }
+        let first: EngineMessage? = state.withLock { s in s.sent.count > before ? s.sent.remove(at: before) : nil }
         guard case .text(let reply)? = first, reply.hasPrefix(prefix) else {
             throw TestFailure("no CONNECT reply, got \(first.map(Self.render) ?? "nothing")")
         }
