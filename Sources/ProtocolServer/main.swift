@@ -1,2 +1,50 @@
-// Placeholder: the conformance server is built by the Socket.IO issue.
-print("parley-protocol-server: not yet implemented")
+// parley-protocol-server: the conformance server for the official Engine.IO and Socket.IO test suites.
+//   swift run parley-protocol-server --port 3000
+//   SERVER_URL=http://127.0.0.1:3000 bash ../shared/protocol/run.sh engine   (or: socket, all)
+import ArgumentParser
+import EngineIO
+import Hummingbird
+import Logging
+
+struct ProtocolServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "parley-protocol-server",
+        abstract: "Serves the Engine.IO echo server (/engine.io/) and the Socket.IO test server (/socket.io/)."
+    )
+
+    @Option(help: "Address to bind.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on.") var port = 3000
+    @Option(help: "Log level (trace, debug, info, notice, warning, error).") var logLevel = "info"
+
+    func run() async throws {
+        var logger = Logger(label: "parley-protocol-server")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+
+        var engines: [EngineIOServer] = []
+        // Engine.IO suite: raw echo server at /engine.io/ (Sources/ProtocolServer/EngineEcho.swift).
+        engines.append(EngineEcho.makeServer(logger: logger))
+
+        // MARK: Socket.IO suite mount point
+        // The Socket.IO conformance server (/socket.io/, see the Socket.IO suite README) is added here as one
+        // more EngineIOServer whose delegate is the Socket.IO layer, e.g.:
+        //   engines.append(SocketIOConformance.makeEngine(logger: logger))
+
+        let app = Application(
+            router: Router(),
+            server: .engineIO(engines),
+            configuration: .init(address: .hostname(host, port: port), serverName: "parley-protocol-server"),
+            services: engines,
+            logger: logger
+        )
+        try await app.runService()
+    }
+}
+
+// Top-level code: parse, then run the async command (ArgumentParser's static `main()` would pick the
+// synchronous entry point here).
+let command = ProtocolServerCommand.parseOrExit()
+do {
+    try await command.run()
+} catch {
+    ProtocolServerCommand.exit(withError: error)
+}

@@ -1,0 +1,171 @@
+import HTTPTypes
+import HummingbirdCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypes
+import NIOHTTPTypesHTTP1
+import NIOWebSocket
+
+/// A Hummingbird child channel that serves HTTP/1.1 and Engine.IO on the same port.
+///
+/// Requests on an Engine.IO path (polling, handshake, preflight) are answered by the matching
+/// ``EngineIOServer``; every other request goes to the application's responder (its router). WebSocket upgrade
+/// requests on an Engine.IO path are upgraded here and then served by ``EngineWebSocketHandler`` directly on
+/// the event loop (see that type for why this does not use hummingbird-websocket's async handler): once
+/// upgraded, ``handle(value:logger:)`` returns and the connection lives on in NIO alone, without a task.
+public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
+    /// What the connection became after its first request.
+    public enum UpgradeResult: Sendable {
+        /// An Engine.IO WebSocket, owned by channel handlers from now on.
+        case engineWebSocket
+        /// Plain HTTP/1.1.
+        case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+    }
+
+    /// The connection being set up.
+    public struct Value: ServerChildChannelValue {
+        let result: EventLoopFuture<UpgradeResult>
+        /// The connection.
+        public let channel: any Channel
+    }
+
+    /// The responder: Engine.IO paths first, then the application's responder.
+    public let responder: HTTPChannelHandler.Responder
+    let engines: [EngineIOServer]
+    let configuration: HTTP1Channel.Configuration
+
+    /// Creates the channel setup.
+    /// - Parameters:
+    ///   - engines: the Engine.IO servers to serve, each on its own path.
+    ///   - responder: the application's responder for every other request.
+    ///   - configuration: HTTP/1.1 settings (idle timeout, decoder limits).
+    public init(engines: [EngineIOServer], responder: @escaping HTTPChannelHandler.Responder, configuration: HTTP1Channel.Configuration = .init()) {
+        self.engines = engines
+        self.configuration = configuration
+        self.responder = { request, writer, channel in
+            if let engine = engines.first(where: { $0.matches(path: request.uri.path) }) {
+                let response = await engine.respond(to: request, channel: channel)
+                var buffer = channel.allocator.buffer(capacity: response.body.count)
+                buffer.writeBytes(response.body)
+                try await writer.write(response: response.head, body: ResponseBody(byteBuffer: buffer))
+            } else {
+                try await responder(request, writer, channel)
+            }
+        }
+    }
+
+    /// Installs HTTP/1.1 with the Engine.IO WebSocket upgrader on a new connection.
+    public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        let engines = self.engines
+        let configuration = self.configuration
+        return channel.eventLoop.makeCompletedFuture {
+            let maxFrameSize = engines.map(\.configuration.maxPayload).max() ?? (1 << 20)
+            let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
+                maxFrameSize: max(maxFrameSize, 126),
+                shouldUpgrade: { channel, head in
+                    let uri = URI(head.uri)
+                    guard let engine = engines.first(where: { $0.matches(path: uri.path) }) else {
+                        return channel.eventLoop.makeSucceededFuture(nil)
+                    }
+                    switch engine.webSocketDecision(uri: uri, headers: head.headers, channel: channel) {
+                    case .accept:
+                        return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                    case .refuse(let reason):
+                        engine.logger.debug("Engine.IO WebSocket upgrade refused: \(reason)")
+                        // nil: NIO answers through the HTTP pipeline, where the Engine.IO responder sends the 400.
+                        return channel.eventLoop.makeSucceededFuture(nil)
+                    }
+                },
+                upgradePipelineHandler: { channel, head in
+                    channel.eventLoop.makeCompletedFuture {
+                        let uri = URI(head.uri)
+                        guard let engine = engines.first(where: { $0.matches(path: uri.path) }),
+                            case .accept(let sid, let handshake) = engine.webSocketDecision(uri: uri, headers: head.headers, channel: channel)
+                        else {
+                            throw NIOWebSocketUpgradeError.unsupportedWebSocketTarget
+                        }
+                        let limit = engine.configuration.maxOutboundQueueBytes
+                        try channel.syncOptions?.setOption(
+                            ChannelOptions.writeBufferWaterMark,
+                            value: .init(low: max(1, limit / 2), high: max(2, limit))
+                        )
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOWebSocketFrameAggregator(
+                                minNonFinalFragmentSize: 0,
+                                maxAccumulatedFrameCount: 1024,
+                                maxAccumulatedFrameSize: engine.configuration.maxPayload
+                            )
+                        )
+                        try channel.pipeline.syncOperations.addHandler(
+                            EngineWebSocketHandler(server: engine, requestedSID: sid, handshake: handshake, channel: channel)
+                        )
+                        return UpgradeResult.engineWebSocket
+                    }
+                }
+            )
+            let upgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration<UpgradeResult>(
+                upgraders: [upgrader],
+                notUpgradingCompletionHandler: { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
+                        try channel.pipeline.syncOperations.addHandlers(configuration.additionalChannelHandlers())
+                        try channel.pipeline.syncOperations.addHandler(
+                            HTTPConnectionStateHandler(idleTimeout: configuration.idleTimeout.map { .init($0) }, logger: logger)
+                        )
+                        let asyncChannel = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
+                            wrappingChannelSynchronously: channel,
+                            configuration: .init(isOutboundHalfClosureEnabled: true)
+                        )
+                        return UpgradeResult.http(asyncChannel)
+                    }
+                }
+            )
+            var pipelineConfiguration = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(
+                upgradeConfiguration: upgradeConfiguration
+            )
+            pipelineConfiguration.enablePipelining = false  // NIOAsyncChannel serializes requests
+            pipelineConfiguration.enableErrorHandling = false  // Hummingbird answers parse errors
+            pipelineConfiguration.enableResponseHeaderValidation = false  // swift-http-types validates
+            pipelineConfiguration.decoderConfiguration.maxHeaderFieldSize = configuration.httpDecoder.maxHeaderFieldSize
+            pipelineConfiguration.decoderConfiguration.maxHeaderListSize = configuration.httpDecoder.maxHeaderListSize
+            pipelineConfiguration.decoderConfiguration.maxHeaderFieldCount = configuration.httpDecoder.maxHeaderFieldCount
+            let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
+                configuration: pipelineConfiguration
+            )
+            return Value(result: result, channel: channel)
+        }
+    }
+
+    /// Serves plain HTTP connections; returns at once for Engine.IO WebSockets, which need no task.
+    public func handle(value: Value, logger: Logger) async {
+        do {
+            switch try await value.result.get() {
+            case .engineWebSocket:
+                return
+            case .http(let asyncChannel):
+                await handleHTTP(asyncChannel: asyncChannel, logger: logger)
+            }
+        } catch {
+            logger.debug("Connection setup failed", metadata: ["error": "\(error)"])
+            value.channel.close(promise: nil)
+        }
+    }
+}
+
+extension HTTPServerBuilder {
+    /// HTTP/1.1 with the given Engine.IO servers mounted in front of the application's router: each serves
+    /// its ``EngineIOConfiguration/path`` (long-polling and WebSocket); every other path goes to the router.
+    ///
+    /// ```swift
+    /// let app = Application(router: router, server: .engineIO([engine]))
+    /// ```
+    /// - Parameters:
+    ///   - engines: the Engine.IO servers (distinct paths).
+    ///   - configuration: HTTP/1.1 settings.
+    public static func engineIO(_ engines: [EngineIOServer], configuration: HTTP1Channel.Configuration = .init()) -> HTTPServerBuilder {
+        .init { responder in
+            EngineIOHTTPChannel(engines: engines, responder: responder, configuration: configuration)
+        }
+    }
+}

@@ -1,0 +1,107 @@
+/// Configuration of one ``EngineIOServer``. Every field has a default; the defaults match the Engine.IO
+/// reference server (`/socket.io/`, 25 s ping interval, 20 s ping timeout, 1 MB max payload).
+public struct EngineIOConfiguration: Sendable {
+    /// Transports a server can offer.
+    public enum Transport: String, Sendable, Hashable, CaseIterable {
+        /// HTTP long-polling (GET to receive, POST to send).
+        case polling
+        /// WebSocket (one packet per frame).
+        case websocket
+    }
+
+    /// Cross-origin settings for browser clients.
+    public struct CORS: Sendable, Hashable {
+        /// Allowed origins. `["*"]` allows every origin. An empty list sends no CORS headers and rejects
+        /// nothing (the way Rasa's socketio channel behaves by default). Otherwise a request whose `Origin`
+        /// is not in the list gets HTTP 400 `Not an accepted origin.` (requests without `Origin` pass).
+        public var allowedOrigins: [String]
+        /// Sends `Access-Control-Allow-Credentials: true` (the request's origin is then echoed instead of `*`).
+        public var allowCredentials: Bool
+
+        /// Creates a CORS configuration.
+        /// - Parameters:
+        ///   - allowedOrigins: origins allowed to call the server, `["*"]` for all, `[]` for no CORS handling.
+        ///   - allowCredentials: whether browsers may send cookies and auth headers cross-origin.
+        public init(allowedOrigins: [String] = [], allowCredentials: Bool = false) {
+            self.allowedOrigins = allowedOrigins
+            self.allowCredentials = allowCredentials
+        }
+
+        /// No CORS headers and no origin check.
+        public static var disabled: Self { .init() }
+        /// Every origin allowed (`Access-Control-Allow-Origin: *`).
+        public static var anyOrigin: Self { .init(allowedOrigins: ["*"]) }
+    }
+
+    /// The HTTP path the server answers on, e.g. `/socket.io/` or `/engine.io/`. Matched with or without the
+    /// trailing slash.
+    public var path: String
+    /// Time between two server pings.
+    public var pingInterval: Duration
+    /// Time the client has to answer a ping; the session closes at pingInterval + pingTimeout without pong.
+    public var pingTimeout: Duration
+    /// Largest accepted polling POST body and WebSocket message, in bytes. Larger input closes the session
+    /// (HTTP 413 over polling, close code 1009 over WebSocket).
+    public var maxPayload: Int
+    /// The transports clients may use.
+    public var transports: Set<Transport>
+    /// Whether polling sessions may upgrade to WebSocket (`upgrades: ["websocket"]` in the open packet).
+    public var allowUpgrades: Bool
+    /// Time a client has to finish an upgrade (`2probe` … `5`) once its WebSocket is open.
+    public var upgradeTimeout: Duration
+    /// Cross-origin settings.
+    public var cors: CORS
+    /// Upper bound, in bytes, of packets queued for one client and not yet taken by it (polling: not yet
+    /// fetched by a GET; WebSocket: not yet accepted by the kernel). A client that lets it overflow is
+    /// disconnected with ``EngineCloseReason/slowConsumer`` and a log line.
+    public var maxOutboundQueueBytes: Int
+
+    /// Creates a configuration; every parameter has the reference server's default.
+    /// - Parameters:
+    ///   - path: HTTP path, default `/socket.io/`.
+    ///   - pingInterval: default 25 s.
+    ///   - pingTimeout: default 20 s.
+    ///   - maxPayload: bytes, default 1 000 000.
+    ///   - transports: default polling and WebSocket.
+    ///   - allowUpgrades: default true.
+    ///   - upgradeTimeout: default 10 s.
+    ///   - cors: default ``CORS-swift.struct/disabled``.
+    ///   - maxOutboundQueueBytes: default 4 MiB.
+    public init(
+        path: String = "/socket.io/",
+        pingInterval: Duration = .seconds(25),
+        pingTimeout: Duration = .seconds(20),
+        maxPayload: Int = 1_000_000,
+        transports: Set<Transport> = [.polling, .websocket],
+        allowUpgrades: Bool = true,
+        upgradeTimeout: Duration = .seconds(10),
+        cors: CORS = .disabled,
+        maxOutboundQueueBytes: Int = 4 * 1024 * 1024
+    ) {
+        self.path = path
+        self.pingInterval = pingInterval
+        self.pingTimeout = pingTimeout
+        self.maxPayload = maxPayload
+        self.transports = transports
+        self.allowUpgrades = allowUpgrades
+        self.upgradeTimeout = upgradeTimeout
+        self.cors = cors
+        self.maxOutboundQueueBytes = maxOutboundQueueBytes
+    }
+
+    /// The path without trailing slashes, for matching (`/socket.io`).
+    var normalizedPath: String {
+        var p = path
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        if !p.hasPrefix("/") { p = "/" + p }
+        return p
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds (rounded down), as Engine.IO advertises them.
+    var engineMilliseconds: Int64 {
+        let (seconds, attoseconds) = self.components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -1,0 +1,267 @@
+import Logging
+import NIOCore
+import NIOWebSocket
+
+/// The Engine.IO WebSocket transport as a plain NIO channel handler.
+///
+/// Why not hummingbird-websocket's `WebSocketDataHandler`: that API runs one async task per connection and
+/// hands every frame through a `NIOAsyncChannel` stream, which costs a task switch and several allocations per
+/// message and a suspended task per idle client. Engine.IO's hot path (one text frame in, one text frame out)
+/// and its idle-memory budget are better served by handling frames directly on the event loop: a frame is
+/// decoded, passed to the session (same loop, no hop for WebSocket-only sessions) and answered with
+/// `context.write`, with no task or stream involved.
+///
+/// Pipeline after the upgrade: `WebSocketFrameEncoder`, `WebSocketFrameDecoder(maxFrameSize)`,
+/// `WebSocketProtocolErrorHandler`, `NIOWebSocketFrameAggregator`, this handler.
+final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let server: EngineIOServer
+    /// The sid of the query (nil: a WebSocket-only session is created on this connection).
+    private let requestedSID: String?
+    private let handshake: EngineHandshake
+    private let channel: any Channel
+    // Loop-confined (channel loop).
+    private var context: ChannelHandlerContext?
+    private var session: EngineSession?
+    private var closeSent = false
+    private var closing = false
+    private var closeReason: EngineCloseReason?
+
+    init(server: EngineIOServer, requestedSID: String?, handshake: EngineHandshake, channel: any Channel) {
+        self.server = server
+        self.requestedSID = requestedSID
+        self.handshake = handshake
+        self.channel = channel
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        // The HTTP encoder is already gone at this point (NIO removes it before calling the upgrader), so
+        // WebSocket frames can be written right away.
+        if let sid = requestedSID {
+            guard let session = server.lookupSession(sid) else {
+                close(code: .policyViolation)
+                return
+            }
+            self.session = session
+            onSessionLoop(session) { $0.attachProbe(self) }
+        } else {
+            session = server.openWebSocketSession(link: self, handshake: handshake, eventLoop: context.eventLoop)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    @inline(__always)
+    private func onSessionLoop(_ session: EngineSession, _ body: @escaping @Sendable (EngineSession) -> Void) {
+        if session.eventLoop === channel.eventLoop || session.eventLoop.inEventLoop {
+            body(session)
+        } else {
+            session.eventLoop.execute { body(session) }
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text:
+            guard let session else { return }
+            let result: Result<EnginePacket, EngineDecodingError>
+            if frame.length > server.configuration.maxPayload {
+                closeReason = .protocolViolation("payload too large (\(frame.length) bytes)")
+                result = .failure(EngineDecodingError("payload too large (\(frame.length) bytes)"))
+            } else {
+                let data = frame.unmaskedData
+                result = data.withUnsafeReadableBytes { bytes in
+                    do throws(EngineDecodingError) {
+                        return .success(try EngineCodec.decodeText(bytes))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            onSessionLoop(session) { $0.webSocketReceived(result, from: self) }
+        case .binary:
+            guard let session else { return }
+            let result: Result<EnginePacket, EngineDecodingError>
+            if frame.length > server.configuration.maxPayload {
+                result = .failure(EngineDecodingError("payload too large (\(frame.length) bytes)"))
+            } else {
+                var data = frame.unmaskedData
+                let bytes = data.readBytes(length: data.readableBytes) ?? []
+                result = .success(.message(.binary(bytes)))
+            }
+            onSessionLoop(session) { $0.webSocketReceived(result, from: self) }
+        case .ping:
+            guard !closeSent else { return }
+            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
+            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+        case .connectionClose:
+            // Echo the close frame (RFC 6455 5.5.1) and close the connection.
+            if !closeSent {
+                closeSent = true
+                var data = frame.unmaskedData
+                let code = data.readInteger(as: UInt16.self) ?? 1000
+                var buffer = context.channel.allocator.buffer(capacity: 2)
+                buffer.writeInteger(code)
+                let reply = WebSocketFrame(fin: true, opcode: .connectionClose, data: buffer)
+                context.writeAndFlush(wrapOutboundOut(reply)).assumeIsolated().whenComplete { _ in
+                    context.close(promise: nil)
+                }
+            }
+        default:
+            break
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // The channel's high water mark is the session's maxOutboundQueueBytes: becoming unwritable means the
+        // client stopped reading and the bounded queue is full.
+        if !context.channel.isWritable, let session {
+            closeReason = .slowConsumer
+            server.logger.warning(
+                "Engine.IO session closed: slow consumer",
+                metadata: ["engineio.sid": .string(session.id), "engineio.limit": "\(server.configuration.maxOutboundQueueBytes)"]
+            )
+            onSessionLoop(session) { $0.webSocketClosed(self, reason: .slowConsumer) }
+            context.close(promise: nil)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOWebSocketError, error == .invalidFrameLength {
+            closeReason = .protocolViolation("payload too large (WebSocket frame over maxPayload)")
+        } else if closeReason == nil {
+            closeReason = .transportError("\(error)")
+        }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let session {
+            let reason = closeReason ?? .transportError("WebSocket closed by the peer")
+            onSessionLoop(session) { $0.webSocketClosed(self, reason: reason) }
+            self.session = nil
+        }
+        context.fireChannelInactive()
+    }
+
+    // MARK: Writing (callable from any thread; hops to the channel loop when needed)
+
+    /// Writes one packet and flushes.
+    func write(packet: EnginePacket) {
+        write(packets: [packet])
+    }
+
+    /// Writes packets as consecutive frames and flushes once.
+    func write(packets: [EnginePacket]) {
+        guard !packets.isEmpty else { return }
+        if channel.eventLoop.inEventLoop {
+            writeNow(packets: packets)
+        } else {
+            channel.eventLoop.execute { self.writeNow(packets: packets) }
+        }
+    }
+
+    private func writeNow(packets: [EnginePacket]) {
+        guard let context, !closeSent else { return }
+        for packet in packets {
+            writeFrame(packet, context: context)
+        }
+        context.flush()
+    }
+
+    /// Writes `4…` text frames / binary frames and flushes once. This is the hot path: on the channel's own
+    /// loop it writes straight into the pipeline without allocating a closure.
+    func write(messages: [EngineMessage]) {
+        if channel.eventLoop.inEventLoop {
+            writeNow(messages: messages)
+        } else {
+            channel.eventLoop.execute { self.writeNow(messages: messages) }
+        }
+    }
+
+    private func writeNow(messages: [EngineMessage]) {
+        guard let context, !closeSent else { return }
+        for message in messages {
+            writeFrame(.message(message), context: context)
+        }
+        context.flush()
+    }
+
+    /// Closes the connection; with a code, a close frame is sent first.
+    func close(code: WebSocketErrorCode?) {
+        onChannelLoop { handler, context in
+            guard !handler.closing else { return }
+            handler.closing = true
+            guard let code, !handler.closeSent else {
+                context.close(promise: nil)
+                return
+            }
+            handler.closeSent = true
+            var buffer = context.channel.allocator.buffer(capacity: 2)
+            buffer.write(webSocketErrorCode: code)
+            let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: buffer)
+            context.writeAndFlush(handler.wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    @inline(__always)
+    private func onChannelLoop(_ body: @escaping (EngineWebSocketHandler, ChannelHandlerContext) -> Void) {
+        if channel.eventLoop.inEventLoop {
+            guard let context, !closeSent else { return }
+            body(self, context)
+        } else {
+            let sendableBody = UnsafeTransfer(body)
+            channel.eventLoop.execute {
+                guard let context = self.context, !self.closeSent else { return }
+                sendableBody.value(self, context)
+            }
+        }
+    }
+
+    /// Frame header room reserved in front of the payload so `WebSocketFrameEncoder` can write the header in
+    /// place instead of allocating a second buffer.
+    private static let headerRoom = 14
+
+    private func writeFrame(_ packet: EnginePacket, context: ChannelHandlerContext) {
+        let frame: WebSocketFrame
+        switch packet {
+        case .message(.binary(let bytes)):
+            var buffer = context.channel.allocator.buffer(capacity: bytes.count + Self.headerRoom)
+            buffer.moveWriterIndex(forwardBy: Self.headerRoom)
+            buffer.moveReaderIndex(forwardBy: Self.headerRoom)
+            buffer.writeBytes(bytes)
+            frame = WebSocketFrame(fin: true, opcode: .binary, data: buffer)
+        case .message(.text(let text)):
+            var buffer = context.channel.allocator.buffer(capacity: text.utf8.count + 1 + Self.headerRoom)
+            buffer.moveWriterIndex(forwardBy: Self.headerRoom)
+            buffer.moveReaderIndex(forwardBy: Self.headerRoom)
+            buffer.writeInteger(UInt8(ascii: "4"))
+            buffer.writeString(text)
+            frame = WebSocketFrame(fin: true, opcode: .text, data: buffer)
+        default:
+            var bytes: [UInt8] = []
+            EngineCodec.appendPollingForm(of: packet, to: &bytes)
+            var buffer = context.channel.allocator.buffer(capacity: bytes.count + Self.headerRoom)
+            buffer.moveWriterIndex(forwardBy: Self.headerRoom)
+            buffer.moveReaderIndex(forwardBy: Self.headerRoom)
+            buffer.writeBytes(bytes)
+            frame = WebSocketFrame(fin: true, opcode: .text, data: buffer)
+        }
+        context.write(wrapOutboundOut(frame), promise: nil)
+    }
+}
+
+/// Moves a non-Sendable value across a hop that is known to be safe (the value is only used on the target loop).
+struct UnsafeTransfer<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
