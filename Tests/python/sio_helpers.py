@@ -1,0 +1,101 @@
+"""Small helpers around the python-socketio client and a raw Engine.IO polling client for byte-exact checks."""
+import json
+import queue
+import time
+
+import requests
+import socketio
+
+WAIT = 10  # seconds to wait for an expected event (a bound, not a speed assertion)
+
+
+class Client:
+    """A python-socketio client that queues every received event as (name, args)."""
+
+    def __init__(self, url, namespace="/", transports=None, auth=None, bot_event="bot_uttered"):
+        self.events = queue.Queue()
+        self.namespace = namespace
+        self.sio = socketio.Client(reconnection=False)
+        for name in ("session_confirm", bot_event):
+            self.sio.on(name, self._handler(name), namespace=namespace)
+        kwargs = {"namespaces": [namespace], "wait_timeout": WAIT}
+        if transports:
+            kwargs["transports"] = transports
+        if auth is not None:
+            kwargs["auth"] = auth
+        self.sio.connect(url, **kwargs)
+
+    def _handler(self, name):
+        def on_event(*args):
+            self.events.put((name, list(args)))
+        return on_event
+
+    @property
+    def sid(self):
+        return self.sio.get_sid(self.namespace)
+
+    def emit(self, event, *args):
+        self.sio.emit(event, *args, namespace=self.namespace) if args else self.sio.emit(event, namespace=self.namespace)
+
+    def next(self, timeout=WAIT):
+        return self.events.get(timeout=timeout)
+
+    def request_session(self, session_id=None, payload="default"):
+        data = {"session_id": session_id} if payload == "default" else payload
+        self.emit("session_request", data)
+        name, args = self.next()
+        assert name == "session_confirm", (name, args)
+        return args[0]
+
+    def say(self, text, session_id=None, **extra):
+        data = {"message": text}
+        if session_id is not None:
+            data["session_id"] = session_id
+        data.update(extra)
+        self.emit("user_uttered", data)
+
+    def replies(self, n):
+        out = []
+        for _ in range(n):
+            name, args = self.next()
+            assert name == "bot_uttered", (name, args)
+            out.append(args[0] if args else None)
+        return out
+
+    def close(self):
+        try:
+            self.sio.disconnect()
+        except Exception:
+            pass
+
+
+class RawPolling:
+    """A raw Engine.IO v4 long-polling client: exact bytes on the wire."""
+
+    def __init__(self, base, path="/socket.io/"):
+        self.base = base
+        self.path = path
+        r = requests.get(f"{base}{path}?EIO=4&transport=polling", timeout=WAIT)
+        assert r.status_code == 200, r.text
+        assert r.text.startswith("0"), r.text
+        self.open = json.loads(r.text[1:])
+        self.sid = self.open["sid"]
+
+    def url(self):
+        return f"{self.base}{self.path}?EIO=4&transport=polling&sid={self.sid}&t={time.time()}"
+
+    def send(self, *packets):
+        r = requests.post(self.url(), data="\x1e".join(packets).encode(), headers={"Content-Type": "text/plain;charset=UTF-8"}, timeout=WAIT)
+        assert r.status_code == 200, r.text
+
+    def receive(self):
+        """The packets of the next poll, skipping pings (answered with pongs)."""
+        while True:
+            r = requests.get(self.url(), timeout=WAIT + 30)
+            assert r.status_code == 200, r.text
+            packets = [p for p in r.text.split("\x1e") if p]
+            real = [p for p in packets if p != "2"]
+            if len(real) < len(packets):
+                self.send("3")
+            if real:
+                return real
