@@ -207,7 +207,7 @@ let package = Package(
         .testTarget(
             name: "ParleyChannelsTests",
             dependencies: [
-                "ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO",
+                "ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO", "ParleyConfig",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

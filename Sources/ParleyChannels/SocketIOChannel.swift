@@ -1,0 +1,206 @@
+public import Logging
+public import ParleyConfig
+import EngineIO
+import ParleyCore
+public import ParleyDispatch
+public import ParleyJSON
+public import SocketIO
+
+/// Rasa's `socketio` channel on a Parley Socket.IO server, byte-compatible with Rasa 3.6 / Pro
+/// (`docs/../shared/spec/rasa-socketio.md` §2–§6), with namespaces that work.
+///
+/// - CONNECT: with a JWT key configured, the CONNECT auth object must carry a valid token (``JWTVerifier``);
+///   otherwise the client gets `44{"message":"Connection rejected by server"}`.
+/// - `session_request` `{"session_id": X}`: X absent or null → a fresh 32-hex id; any other value is echoed
+///   unchanged (`""` and non-strings included) as the **bare** `session_confirm` argument, to the requesting
+///   socket only. With `session_persistence` the socket joins the room named after the session id.
+/// - `user_uttered` `{"message", "session_id"?, "<metadata_key>"?}`: the conversation id is `session_id`
+///   (persistence; missing/empty ones are ignored with a warning) or the socket id. Metadata is an object or
+///   a JSON string holding one. Replies go, one `bot_uttered` per message of
+///   ``OutputMapping/socketIOMessages(for:)-(JSONValue)``, to the session room (persistence) or the socket.
+/// - Everything happens on the configured namespace: handlers, rooms and emits.
+/// - Invalid events are ignored as Rasa ignores them (no reply, the socket stays connected), with a log line.
+///
+/// Also the ``ProactiveOutput`` for plugin `emit`s: they go to the conversation's room.
+public final class SocketIOChannel: ProactiveOutput, Sendable {
+    /// The channel name recorded as `input_channel`.
+    public static let name = "socketio"
+    /// Rasa's CONNECT_ERROR message.
+    public static let rejectionMessage = "Connection rejected by server"
+
+    /// The channel's settings.
+    public let configuration: SocketIOChannelConfiguration
+    /// The namespace the channel serves.
+    public let namespace: SocketIONamespace
+    let turns: any TurnHandler
+    let jwt: JWTVerifier?
+    let logger: Logger
+
+    /// Installs the channel's middleware and handlers on `server`'s configured namespace.
+    /// - Parameters:
+    ///   - server: the Socket.IO server (mounted on the Engine.IO endpoint at `socketio_path`).
+    ///   - configuration: the `channels.socketio` section.
+    ///   - turns: the dispatcher.
+    ///   - jwt: the verifier built from `jwt_key`/`jwt_method`, or nil for no authentication.
+    ///   - logger: one line per connection, session and refused input.
+    public init(server: SocketIOServer, configuration: SocketIOChannelConfiguration, turns: any TurnHandler, jwt: JWTVerifier?, logger: Logger) {
+        self.configuration = configuration
+        self.namespace = server.of(configuration.namespace)
+        self.turns = turns
+        self.jwt = jwt
+        self.logger = logger
+        install()
+    }
+
+    private func install() {
+        if let jwt {
+            let logger = self.logger
+            namespace.use { socket in
+                switch jwt.verify(auth: socket.auth) {
+                case .success(let identity):
+                    if let session = identity.sessionID { socket.data["jwt_session_id"] = .string(session) }
+                    return .accept
+                case .failure(let rejection):
+                    logger.info(
+                        "socketio: connection rejected",
+                        metadata: ["engineio.sid": "\(socket.handshake.engineID)", "reason": "\(rejection)", "remote": "\(socket.handshake.engine.remoteAddress ?? "?")"])
+                    return .refuse(message: Self.rejectionMessage)
+                }
+            }
+        }
+        namespace.onConnection { [self] socket in
+            logger.info("socketio: connected", metadata: ["sid": "\(socket.id)", "engineio.sid": "\(socket.handshake.engineID)", "namespace": "\(namespace.name)"])
+            socket.on("session_request") { [self] socket, event in sessionRequest(socket, event) }
+            socket.on(configuration.userMessageEvent) { [self] socket, event in userUttered(socket, event) }
+            socket.onDisconnect { [self] socket, reason in
+                logger.info("socketio: disconnected", metadata: ["sid": "\(socket.id)", "reason": "\(reason)"])
+            }
+        }
+    }
+
+    /// The room / conversation id for a session id value: strings as they are, other JSON as its text.
+    static func roomName(_ sessionID: JSONValue) -> String {
+        if case .string(let s) = sessionID { return s }
+        return sessionID.serialized
+    }
+
+    func boundSession(_ socket: SocketIOSocket) -> String? {
+        socket.data["jwt_session_id"]?.stringValue
+    }
+
+    func sessionRequest(_ socket: SocketIOSocket, _ event: SocketIOEvent) {
+        // Rasa: `async def session_request(sid, data)`: no argument → TypeError → no confirm.
+        guard let first = event.arguments.first else {
+            logger.info("socketio: session_request without data ignored", metadata: ["sid": "\(socket.id)"])
+            return
+        }
+        guard let json = first.jsonValue else {
+            logger.info("socketio: session_request with binary data ignored", metadata: ["sid": "\(socket.id)"])
+            return
+        }
+        let data: JSONObject
+        switch json {
+        case .null: data = [:]
+        case .object(let o): data = o
+        default:
+            logger.info("socketio: session_request data is not an object; ignored", metadata: ["sid": "\(socket.id)"])
+            return
+        }
+        var sessionID: JSONValue
+        if let given = data["session_id"], !given.isNull {
+            sessionID = given
+        } else if let bound = boundSession(socket) {
+            sessionID = .string(bound)
+        } else {
+            sessionID = .string(Identifier.random32Hex())
+        }
+        if let bound = boundSession(socket), Self.roomName(sessionID) != bound {
+            logger.warning(
+                "socketio: session_request for a session other than the token's (jwt_session_claim); ignored",
+                metadata: ["sid": "\(socket.id)", "requested": "\(Self.roomName(sessionID))", "token_session": "\(bound)"])
+            return
+        }
+        if configuration.sessionPersistence {
+            socket.join(Self.roomName(sessionID))
+        }
+        socket.emit("session_confirm", arguments: [.json(sessionID)])
+        logger.info("socketio: session confirmed", metadata: ["sid": "\(socket.id)", "session_id": "\(Self.roomName(sessionID))"])
+    }
+
+    func userUttered(_ socket: SocketIOSocket, _ event: SocketIOEvent) {
+        guard case .object(let data)? = event.arguments.first?.jsonValue else {
+            logger.info("socketio: \(configuration.userMessageEvent) data is not an object; ignored", metadata: ["sid": "\(socket.id)"])
+            return
+        }
+        let text: String
+        switch data["message"] {
+        case nil, .null?: text = ""
+        case .string(let s)?: text = Paragraphs.pythonStrip(s)
+        default:
+            logger.info("socketio: message is not a string; ignored", metadata: ["sid": "\(socket.id)"])
+            return
+        }
+        var metadata = JSONObject()
+        switch data[configuration.metadataKey] {
+        case nil, .null?: break
+        case .object(let o)?: metadata = o
+        case .string(let s)?:
+            guard let parsed = try? JSONValue.parse(s) else {
+                logger.info("socketio: \(configuration.metadataKey) is a string but not JSON; ignored", metadata: ["sid": "\(socket.id)"])
+                return
+            }
+            guard case .object(let o) = parsed else {
+                logger.info("socketio: \(configuration.metadataKey) JSON is not an object; ignored", metadata: ["sid": "\(socket.id)"])
+                return
+            }
+            metadata = o
+        default:
+            logger.info("socketio: \(configuration.metadataKey) is not an object; ignored", metadata: ["sid": "\(socket.id)"])
+            return
+        }
+        let senderID: String
+        if configuration.sessionPersistence {
+            guard let session = data["session_id"], !session.isFalsy else {
+                logger.warning(
+                    "socketio: A message without a valid session_id was received. This message will be ignored. Make sure to set a proper session id using the `session_request` socketIO event.",
+                    metadata: ["sid": "\(socket.id)"])
+                return
+            }
+            senderID = Self.roomName(session)
+            if let bound = boundSession(socket), bound != senderID {
+                logger.warning(
+                    "socketio: message for a session other than the token's (jwt_session_claim); ignored",
+                    metadata: ["sid": "\(socket.id)", "session_id": "\(senderID)", "token_session": "\(bound)"])
+                return
+            }
+        } else {
+            senderID = socket.id
+        }
+        let message = UserMessage(text: text, senderID: senderID, inputChannel: Self.name, metadata: metadata)
+        logger.debug("socketio: turn", metadata: ["sid": "\(socket.id)", "sender_id": "\(senderID)", "message_id": "\(message.messageID)"])
+        let room = senderID
+        turns.submit(message) { [self] result in
+            switch result {
+            case .success(let turn):
+                emit(turn.responses, room: room)
+                logger.debug("socketio: turn done", metadata: ["sender_id": "\(room)", "responses": "\(turn.responses.count)"])
+            case .failure(let error):
+                logger.warning("socketio: message refused", metadata: ["sender_id": "\(room)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Emits the `bot_uttered` events for `responses` to `room`, in order.
+    func emit(_ responses: [JSONValue], room: String) {
+        let target = namespace.to(room)
+        for payload in OutputMapping.socketIOMessages(for: responses) {
+            // A custom payload whose `data` is null: python-socketio sends the event without an argument.
+            target.emit(configuration.botMessageEvent, arguments: payload.isNull ? [] : [.json(payload)])
+        }
+    }
+
+    /// Delivers proactive responses (plugin `emit`) to every socket of the conversation's room.
+    public func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async {
+        emit(responses, room: senderID)
+    }
+}

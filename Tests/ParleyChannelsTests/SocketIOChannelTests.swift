@@ -1,0 +1,180 @@
+import EngineIO
+import Logging
+import ParleyChannels
+import ParleyConfig
+import ParleyCore
+import ParleyDispatch
+import ParleyJSON
+import SocketIO
+import Synchronization
+import Testing
+
+/// An in-memory Engine.IO session: what the channel sends, as the Socket.IO packet texts (`2[…]` for an
+/// event; the wire adds the Engine.IO `4`).
+final class MemoryConnection: EngineConnection {
+    let id: String
+    let handshake = EngineHandshake()
+    private let state = Mutex<(sent: [String], delegate: (any EngineConnectionDelegate)?)>(([], nil))
+
+    init(id: String) { self.id = id }
+
+    static func open(on server: SocketIOServer) -> MemoryConnection {
+        let c = MemoryConnection(id: "eio-\(Int.random(in: 0..<1_000_000))")
+        let delegate = server.engineServer(didOpen: c)
+        c.state.withLock { $0.delegate = delegate }
+        return c
+    }
+
+    func send(_ messages: [EngineMessage]) {
+        state.withLock { s in
+            for m in messages { if case .text(let t) = m { s.sent.append(t) } }
+        }
+    }
+
+    func close() {}
+
+    func receive(_ packet: String) {
+        let d = state.withLock { $0.delegate }
+        d?.engineConnection(self, didReceive: .text(packet))
+    }
+
+    /// Returns and forgets what was sent.
+    func take() -> [String] { state.withLock { s in defer { s.sent = [] }; return s.sent } }
+}
+
+/// A channel on an in-memory server with the in-process mirror agent.
+struct Harness {
+    let server = SocketIOServer(logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+    let channel: SocketIOChannel
+
+    init(_ config: SocketIOChannelConfiguration = SocketIOChannelConfiguration(sessionPersistence: true), jwt: JWTVerifier? = nil) {
+        channel = SocketIOChannel(
+            server: server, configuration: config, turns: ScriptedTurns(mirror), jwt: jwt,
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+    }
+
+    /// A connected client (CONNECT answered and taken).
+    func connect(_ connect: String = "0") -> MemoryConnection {
+        let c = MemoryConnection.open(on: server)
+        c.receive(connect)
+        return c
+    }
+}
+
+@Suite("Socket.IO channel (in memory, byte-exact)")
+struct SocketIOChannelTests {
+    @Test func sessionConfirmIsTheBareIdAndIdsAreEchoed() {
+        let h = Harness()
+        let c = h.connect()
+        #expect(c.take().first?.hasPrefix("0{\"sid\":\"") == true)
+        c.receive(#"2["session_request",{"session_id":"abc"}]"#)
+        #expect(c.take() == [#"2["session_confirm","abc"]"#])
+        c.receive(#"2["session_request",{"session_id":""}]"#)
+        #expect(c.take() == [#"2["session_confirm",""]"#])
+        c.receive(#"2["session_request",{"session_id":5}]"#)
+        #expect(c.take() == [#"2["session_confirm",5]"#])
+        for request in [#"2["session_request",{"session_id":null}]"#, #"2["session_request",{}]"#, #"2["session_request",null]"#] {
+            c.receive(request)
+            let sent = c.take()
+            #expect(sent.count == 1)
+            let id = sent.first.flatMap { try? JSONValue.parse(String($0.dropFirst())) }?.arrayValue?.last?.stringValue ?? ""
+            #expect(id.count == 32 && id.allSatisfy { $0.isHexDigit && !$0.isUppercase }, "\(sent)")
+        }
+    }
+
+    @Test func invalidSessionRequestsAreIgnored() {
+        let h = Harness()
+        let c = h.connect()
+        _ = c.take()
+        c.receive(#"2["session_request"]"#)
+        c.receive(#"2["session_request","abc"]"#)
+        c.receive(#"2["session_request",[1]]"#)
+        #expect(c.take() == [])
+    }
+
+    @Test func persistenceRoutesRepliesToTheSessionRoom() {
+        let h = Harness()
+        let a = h.connect(), b = h.connect(), outsider = h.connect()
+        for c in [a, b] { c.receive(#"2["session_request",{"session_id":"s1"}]"#) }
+        outsider.receive(#"2["session_request",{"session_id":"s2"}]"#)
+        _ = (a.take(), b.take(), outsider.take())
+        outsider.receive(#"2["user_uttered",{"message":"a\n\nb","session_id":"s1"}]"#)
+        #expect(a.take() == [#"2["bot_uttered",{"text":"a"}]"#, #"2["bot_uttered",{"text":"b"}]"#])
+        #expect(b.take() == [#"2["bot_uttered",{"text":"a"}]"#, #"2["bot_uttered",{"text":"b"}]"#])
+        #expect(outsider.take() == [])
+    }
+
+    @Test func messagesWithoutAValidSessionIdAreIgnored() {
+        let h = Harness()
+        let c = h.connect()
+        c.receive(#"2["session_request",{"session_id":"s"}]"#)
+        _ = c.take()
+        for packet in [
+            #"2["user_uttered",{"message":"x"}]"#, #"2["user_uttered",{"message":"x","session_id":""}]"#,
+            #"2["user_uttered",{"message":"x","session_id":null}]"#, #"2["user_uttered","text"]"#, #"2["user_uttered"]"#,
+            #"2["user_uttered",[1]]"#, #"2["user_uttered",{"message":5,"session_id":"s"}]"#,
+            #"2["user_uttered",{"message":"/metadata","session_id":"s","metadata":"{bad"}]"#,
+            #"2["user_uttered",{"message":"   ","session_id":"s"}]"#,
+        ] {
+            c.receive(packet)
+        }
+        #expect(c.take() == [])
+    }
+
+    @Test func everyResponseShape() {
+        let h = Harness()
+        let c = h.connect()
+        c.receive(#"2["session_request",{"session_id":"s"}]"#)
+        _ = c.take()
+        let cases: [(String, [String])] = [
+            ("/buttons", [#"2["bot_uttered",{"text":"pick one","quick_replies":[{"content_type":"text","title":"Yes","payload":"/yes"},{"content_type":"text","title":"No","payload":"/no"}]}]"#]),
+            ("/image", [#"2["bot_uttered",{"attachment":{"type":"image","payload":{"src":"https://example.com/cat.png"}}}]"#]),
+            ("/elements", [#"2["bot_uttered",{"attachment":{"type":"template","payload":{"template_type":"generic","elements":{"title":"Card","subtitle":"sub","buttons":[{"title":"Go","payload":"/go"}]}}}}]"#]),
+            ("/custom", [#"2["bot_uttered",{"foo":"bar","n":1}]"#]),
+            ("/metadata", [#"2["bot_uttered",{"metadata":{}}]"#]),
+        ]
+        for (text, expected) in cases {
+            c.receive(#"2["user_uttered",{"message":"\#(text)","session_id":"s"}]"#)
+            #expect(c.take() == expected, "\(text)")
+        }
+        c.receive(#"2["user_uttered",{"message":"/metadata","session_id":"s","metadata":"{\"k\":1}"}]"#)
+        #expect(c.take() == [#"2["bot_uttered",{"metadata":{"k":1}}]"#])
+    }
+
+    @Test func withoutPersistenceTheSocketIdIsTheSender() {
+        let h = Harness(SocketIOChannelConfiguration(sessionPersistence: false))
+        let c = h.connect()
+        let connect = c.take().first ?? ""
+        let sid = (try? JSONValue.parse(String(connect.dropFirst())))?["sid"]?.stringValue ?? "?"
+        c.receive(#"2["user_uttered",{"message":"/sender"}]"#)
+        #expect(c.take() == ["2[\"bot_uttered\",{\"text\":\"\(sid)\"}]"])
+    }
+
+    @Test func namespacesWork() {
+        let h = Harness(SocketIOChannelConfiguration(namespace: "/chat", sessionPersistence: true))
+        let c = h.connect("0/chat,")
+        #expect(c.take().first?.hasPrefix("0/chat,{\"sid\":") == true)
+        c.receive(#"2/chat,["session_request",{"session_id":"n"}]"#)
+        #expect(c.take() == [#"2/chat,["session_confirm","n"]"#])
+        c.receive(#"2/chat,["user_uttered",{"message":"hi","session_id":"n"}]"#)
+        #expect(c.take() == [#"2/chat,["bot_uttered",{"text":"hi"}]"#])
+    }
+
+    @Test func jwtRejectionIsRasas() async throws {
+        let verifier = try await JWTVerifier(method: "HS256", key: "secret")
+        let h = Harness(jwt: verifier)
+        let c = h.connect(#"0{"token":"bad"}"#)
+        #expect(c.take() == [#"4{"message":"Connection rejected by server"}"#])
+        let d = h.connect()
+        #expect(d.take() == [#"4{"message":"Connection rejected by server"}"#])
+    }
+
+    @Test func proactiveDeliveryGoesToTheRoom() async {
+        let h = Harness()
+        let c = h.connect()
+        c.receive(#"2["session_request",{"session_id":"p"}]"#)
+        _ = c.take()
+        await h.channel.deliver([["text": "reminder"]], to: "p", channel: nil)
+        #expect(c.take() == [#"2["bot_uttered",{"text":"reminder"}]"#])
+    }
+}
