@@ -274,6 +274,9 @@ public final class Dispatcher: TurnHandler, Service {
                 }
                 let item = s.queue.removeFirst()
                 if item.needsDeadline { s.inFlight = item }
+                // A new generation per item: the watchdog and the commit check compare it, so a deadline entry
+                // can only ever take over the item it was registered for.
+                s.generation &+= 1
                 return (item, s.generation)
             }
             guard let (item, generation) = next else { return }
@@ -309,7 +312,7 @@ public final class Dispatcher: TurnHandler, Service {
             result = .success(await runTurn(message, tracker: &current, fallbackOnly: false))
         case .expired(let inner):
             guard case .turn(let message, _) = inner else {
-                result = .failure(DispatchError(.storeFailed, senderID: conversation.id, "emit to \(conversation.id) missed its deadline; nothing was recorded"))
+                result = .failure(DispatchError(.deadlineExceeded, senderID: conversation.id, "emit to \(conversation.id) missed the turn deadline (dispatch.turnDeadline); nothing was recorded"))
                 break
             }
             result = .success(await runTurn(message, tracker: &current, fallbackOnly: true))

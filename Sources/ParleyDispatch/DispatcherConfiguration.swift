@@ -94,7 +94,7 @@ public struct AgentRoute: Sendable {
 public struct DispatchError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The kind of failure.
     public struct Code: Sendable, Hashable, CustomStringConvertible {
-        private enum _Code: Hashable, Sendable { case mailboxFull, notRunning, shuttingDown, unknownConversation, storeFailed }
+        private enum _Code: Hashable, Sendable { case mailboxFull, notRunning, shuttingDown, unknownConversation, storeFailed, deadlineExceeded }
         private let code: _Code
         /// Too many messages are waiting for this conversation.
         public static let mailboxFull = Code(code: .mailboxFull)
@@ -106,6 +106,8 @@ public struct DispatchError: Error, Sendable, Hashable, CustomStringConvertible 
         public static let unknownConversation = Code(code: .unknownConversation)
         /// The store could not load or save the conversation; nothing of the turn was recorded.
         public static let storeFailed = Code(code: .storeFailed)
+        /// A proactive emit missed the turn deadline (a formatter or the output hung); nothing was recorded.
+        public static let deadlineExceeded = Code(code: .deadlineExceeded)
         public var description: String { "\(code)" }
     }
 
