@@ -29,6 +29,8 @@ let package = Package(
         .library(name: "SocketIO", targets: ["SocketIO"]),
         // The example Swift agent plugin, loaded with dlopen like any other plugin.
         .library(name: "ParleyAssistant", type: .dynamic, targets: ["ParleyAssistant"]),
+        /// Turns through the dispatcher with the SQLite store: the kill -9 test driver and the turn/store benchmark.
+        .executable(name: "parley-turns", targets: ["TurnBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -87,6 +89,7 @@ let package = Package(
                 "ParleyCore", "ParleyJSON",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -181,6 +184,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        /// `parley-turns`: dispatcher + SQLite store driver (kill -9 test, turn cost and store throughput benchmarks).
+        .executableTarget(
+            name: "TurnBench",
+            dependencies: ["ParleyDispatch", "ParleyStore", "ParleyCore", "ParleyJSON"],
+            path: "Benchmarks/TurnBench",
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Example plugin in Swift
         .target(name: "ParleyAssistant", dependencies: ["CParley"], path: "Plugins/assistant-swift/Sources"),
 
@@ -199,7 +210,10 @@ let package = Package(
         ),
         .testTarget(name: "SocketIOTests", dependencies: ["SocketIO", "EngineIO", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyDispatchTests", dependencies: ["ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
-        .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "ParleyPluginsTests", dependencies: ["ParleyPlugins", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyActionsTests", dependencies: ["ParleyActions", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyJSON"], swiftSettings: swiftSettings),
