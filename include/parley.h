@@ -184,7 +184,7 @@ typedef struct parley_str {
 /*
 ** parley_host -- opaque handle for one plugin instance inside the host.
 **   OWNERSHIP: host-owned; valid from the entry call until the process exits (also after shutdown, when
-**     the host functions refuse with PARLEY_E_CLOSED). Never free it; never dereference it.
+**     emit() refuses with PARLEY_E_CLOSED). Never free it; never dereference it.
 **   THREADS: may be passed to log/emit from any thread.
 */
 typedef struct parley_host parley_host;
@@ -239,7 +239,8 @@ typedef parley_status (*parley_complete_fn)(parley_call *call, parley_status sta
 **   @param sender_id  the conversation id (Rasa sender_id); must not be empty.
 **   @param json       {"responses": [...]} (optionally "channel"); see PAYLOADS.
 **   @return PARLEY_OK (queued), PARLEY_E_INVALID (empty sender_id, bad view), PARLEY_E_BAD_JSON,
-**           PARLEY_E_BUSY (queue full), PARLEY_E_CLOSED (host shutting down).
+**           PARLEY_E_UNSUPPORTED (the host has no proactive output configured), PARLEY_E_BUSY (queue
+**           full), PARLEY_E_CLOSED (host shutting down).
 **   OWNERSHIP: both views are borrowed; the host copies them before returning.
 **   THREADS: any thread. Delivery happens later, never inside emit().
 */

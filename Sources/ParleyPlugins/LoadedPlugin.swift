@@ -72,6 +72,7 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         self.logger = logger
     }
 
+    /// `agent "mirror" 1.0.0 (path, ABI 1.0, thread-safe)`.
     public var description: String {
         "\(kind) \"\(name)\" \(version) (\(path), ABI \(abiMajor).\(abiMinor)\(isThreadSafe ? ", thread-safe" : ""))"
     }

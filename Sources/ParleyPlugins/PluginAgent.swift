@@ -11,10 +11,12 @@ public struct PluginAgent: Agent {
     /// The loaded plugin.
     public let plugin: LoadedPlugin
 
+    /// Wraps a loaded agent plugin.
     public init(plugin: LoadedPlugin) {
         self.plugin = plugin
     }
 
+    /// The plugin's configured name.
     public var name: String { plugin.name }
 
     /// Runs one turn on the plugin. Throws ``PluginCallError`` (deadline, invalid reply, plugin failure).
@@ -59,10 +61,12 @@ public struct PluginFormatter: MessageFormatter {
     /// The loaded plugin.
     public let plugin: LoadedPlugin
 
+    /// Wraps a loaded formatter plugin.
     public init(plugin: LoadedPlugin) {
         self.plugin = plugin
     }
 
+    /// The plugin's configured name.
     public var name: String { plugin.name }
 
     /// Formats `responses` for `channel`. Throws ``PluginCallError`` (deadline, invalid reply, failure).
@@ -81,10 +85,12 @@ public struct FormatterChain: MessageFormatter {
     /// The formatters, first applied first.
     public var formatters: [any MessageFormatter]
 
+    /// A chain applying `formatters` in order.
     public init(_ formatters: [any MessageFormatter]) {
         self.formatters = formatters
     }
 
+    /// The formatters' names joined with ` -> `.
     public var name: String { formatters.map(\.name).joined(separator: " -> ") }
 
     /// Runs every formatter in order; the first failure is thrown (the caller decides whether to send the

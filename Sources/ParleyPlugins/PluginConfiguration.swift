@@ -7,6 +7,7 @@ public enum PluginKind: String, Sendable, Hashable, CaseIterable, CustomStringCo
     /// Output transformation: responses for a channel in, responses out.
     case formatter
 
+    /// `agent` or `formatter`.
     public var description: String { rawValue }
 }
 
@@ -37,6 +38,7 @@ public struct PluginConfiguration: Sendable, Hashable {
     /// JSON handed to the plugin's entry point (`config_json`); `{}` when absent.
     public var config: JSONValue
 
+    /// One plugin entry; everything but the path and the slot is optional.
     public init(path: String, kind: PluginKind, name: String? = nil, deadline: Duration? = nil, config: JSONValue = .object([:])) {
         self.path = path
         self.kind = kind
@@ -59,6 +61,7 @@ public struct PluginHostConfiguration: Sendable {
     /// Capacity of the queue of proactive messages (`emit`); a full queue refuses with `PARLEY_E_BUSY`.
     public var emitQueueCapacity: Int
 
+    /// Host settings; every parameter has a default.
     public init(
         defaultDeadline: Duration = .seconds(10),
         initDeadline: Duration = .seconds(10),
@@ -91,5 +94,6 @@ public struct PluginStatistics: Sendable, Hashable {
     /// `handle` invocations currently running on worker threads.
     public var running = 0
 
+    /// All counters zero.
     public init() {}
 }

@@ -12,6 +12,7 @@ public struct PluginLoadError: Error, Sendable, Hashable, CustomStringConvertibl
             case initReturnedNull, initFailed, invalidDefinition, duplicateName, wrongKind, hostClosed
         }
         fileprivate let value: Value
+        /// The code's name.
         public var description: String { value.rawValue }
 
         /// The path does not exist.
@@ -47,6 +48,7 @@ public struct PluginLoadError: Error, Sendable, Hashable, CustomStringConvertibl
     /// What is wrong and how to fix it (without the `plugin PATH:` prefix).
     public var reason: String
 
+    /// An error for the plugin file `path`.
     public init(code: Code, path: String, reason: String) {
         self.code = code
         self.path = path
@@ -67,6 +69,7 @@ public struct PluginCallError: Error, Sendable, Hashable, CustomStringConvertibl
             case deadlineExceeded, cancelled, invalidJSON, invalidShape, pluginFailed, protocolViolation, closed
         }
         fileprivate let value: Value
+        /// The code's name.
         public var description: String { value.rawValue }
 
         /// No completion before the call's deadline; the plugin's cancel hook was called.
@@ -94,6 +97,7 @@ public struct PluginCallError: Error, Sendable, Hashable, CustomStringConvertibl
     /// The status the plugin reported, for ``Code/pluginFailed``.
     public var status: Int32?
 
+    /// An error for the plugin named `plugin`.
     public init(code: Code, plugin: String, reason: String, status: Int32? = nil) {
         self.code = code
         self.plugin = plugin

@@ -51,7 +51,7 @@ import Testing
     @Test func completionFromAnotherThreadAfterTheDeadline() async throws {
         let path = try Build.fixture()
         try await withHost { host in
-            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent, deadline: .milliseconds(50)))
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent, deadline: .milliseconds(300)))
             let error = await #expect(throws: PluginCallError.self) { _ = try await agent.respond(to: request("late")) }
             #expect(error?.code == .deadlineExceeded)
             #expect(await eventually { fixtureStat(path, FixtureStat.late) == PARLEY_E_EXPIRED.rawValue })
@@ -67,7 +67,8 @@ import Testing
         try await withHost { host in
             let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
             let task = Task { try await agent.respond(to: request("late")) }
-            #expect(await eventually { agent.plugin.statistics.calls == 1 && agent.plugin.statistics.running == 0 })
+            // Cancel once the plugin has the call (handle ran and returned PARLEY_PENDING).
+            #expect(await eventually { fixtureStat(path, FixtureStat.handled) == 1 && agent.plugin.statistics.running == 0 })
             task.cancel()
             let result = await task.result
             #expect(throws: PluginCallError.self) { try result.get() }

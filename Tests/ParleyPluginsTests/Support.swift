@@ -112,7 +112,7 @@ func fixtureStat(_ path: String, _ index: Int32) -> Int32 {
 
 enum FixtureStat {
     static let double: Int32 = 0, late: Int32 = 1, emit: Int32 = 2, concurrent: Int32 = 3, maxConcurrent: Int32 = 4, cancels: Int32 = 5
-    static let emitBad: Int32 = 6
+    static let emitBad: Int32 = 6, handled: Int32 = 7
 }
 
 /// Waits (bounded, not timed: up to ~10 s of polling) until `condition` holds; returns whether it did.
@@ -125,6 +125,7 @@ func eventually(_ condition: () -> Bool) async -> Bool {
 }
 
 /// A host with its own small pool; `body` gets it; shut down afterwards.
+@discardableResult
 func withHost<T>(
     defaultDeadline: Duration = .seconds(10), output: (any ProactiveOutput)? = nil,
     _ body: (PluginHost) async throws -> T

@@ -29,10 +29,10 @@
 #define FIX_KIND_VALUE PARLEY_KIND_AGENT
 #endif
 
-enum { ST_DOUBLE, ST_LATE, ST_EMIT, ST_CONCURRENT, ST_MAX_CONCURRENT, ST_CANCELS, ST_EMIT_BAD, ST_COUNT };
+enum { ST_DOUBLE, ST_LATE, ST_EMIT, ST_CONCURRENT, ST_MAX_CONCURRENT, ST_CANCELS, ST_EMIT_BAD, ST_HANDLED, ST_COUNT };
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cond = PTHREAD_COND_INITIALIZER;
-static int g_stats[ST_COUNT] = {0, 1, 1, 0, 0, 0, 1};
+static int g_stats[ST_COUNT] = {0, 1, 1, 0, 0, 0, 1, 0};
 static const parley_host_api *g_api;
 static parley_host *g_host;
 static char g_suffix[64] = "!";
@@ -133,6 +133,7 @@ static parley_status fixture_handle(void *state, parley_call *call, parley_str r
     if (pj_get(root, "message", &message) && pj_get(message, "text", &tok)) pj_string(tok, text, sizeof text);
 
     pthread_mutex_lock(&g_lock);
+    g_stats[ST_HANDLED]++;
     int now = ++g_stats[ST_CONCURRENT];
     if (now > g_stats[ST_MAX_CONCURRENT]) g_stats[ST_MAX_CONCURRENT] = now;
     pthread_mutex_unlock(&g_lock);
