@@ -192,8 +192,25 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        /// Plugin round-trip benchmark: `swift run -c release PluginBench build/plugins/libmirror.so`.
+        .executableTarget(
+            name: "PluginBench",
+            dependencies: ["ParleyPlugins", "ParleyDispatch", "ParleyCore", "ParleyJSON"],
+            path: "Benchmarks/PluginBench",
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Example plugin in Swift
-        .target(name: "ParleyAssistant", dependencies: ["CParley"], path: "Plugins/assistant-swift/Sources"),
+        .target(
+            name: "ParleyAssistant",
+            dependencies: ["CParley", "ParleyJSON"],
+            path: "Plugins/assistant-swift/Sources",
+            swiftSettings: swiftSettings,
+            // Export only parley_plugin_init_v1 (the version script hides the Swift symbols).
+            linkerSettings: [
+                .unsafeFlags(["-Xlinker", "--version-script=\(Context.packageDirectory)/Plugins/assistant-swift/exports.map"], .when(platforms: [.linux]))
+            ]
+        ),
 
         // MARK: Tests
         .testTarget(name: "ParleyJSONTests", dependencies: ["ParleyJSON"], swiftSettings: swiftSettings),
@@ -210,11 +227,13 @@ let package = Package(
         ),
         .testTarget(name: "SocketIOTests", dependencies: ["SocketIO", "EngineIO", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyDispatchTests", dependencies: ["ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON"],
+            name: "ParleyPluginsTests",
+            dependencies: ["ParleyPlugins", "CParley", "ParleyDispatch", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "ParleyPluginsTests", dependencies: ["ParleyPlugins", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyActionsTests", dependencies: ["ParleyActions", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(
