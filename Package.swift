@@ -181,7 +181,12 @@ let package = Package(
         .testTarget(name: "ParleyDispatchTests", dependencies: ["ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyPluginsTests", dependencies: ["ParleyPlugins", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
-        .testTarget(name: "ParleyActionsTests", dependencies: ["ParleyActions", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyActionsTests",
+            dependencies: ["ParleyActions", "ParleyDispatch", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyChannelsTests",
