@@ -120,7 +120,8 @@ public struct ActionManifest: Sendable {
         let actions = reader.read(yaml)
         if !reader.problems.isEmpty {
             var error = ActionError(reader.problems[0].code, reader.problems.map(\.text).joined(separator: "\n"))
-            if reader.problems.count == 1 { error.action = reader.problems[0].action }
+            let actions = Set(reader.problems.map(\.action))
+            if actions.count == 1 { error.action = actions.first ?? nil }
             throw error
         }
         return ActionManifest(path: path, actions: actions)

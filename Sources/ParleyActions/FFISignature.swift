@@ -41,11 +41,12 @@ public struct FFISignature: Sendable, Hashable, CustomStringConvertible {
     /// Creates a signature from already-checked types.
     /// - Throws: ``FFISignatureError`` when `void` appears as a parameter or `say` as the return type.
     public init(returns returnType: FFIType, parameters: [FFIType]) throws(FFISignatureError) {
+        let text = "\(returnType.rawValue)(\(parameters.map(\.rawValue).joined(separator: ",")))"
         if returnType == .say {
-            throw FFISignatureError(text: "", message: "return type 'say' is not allowed (say is a parameter type)")
+            throw FFISignatureError(text: text, message: "return type: 'say' is only valid as a parameter")
         }
         if let i = parameters.firstIndex(of: .void) {
-            throw FFISignatureError(text: "", message: "parameter \(i + 1): 'void' is only valid as the return type")
+            throw FFISignatureError(text: text, message: "parameter \(i + 1): 'void' is only valid as the return type")
         }
         self.returnType = returnType
         self.parameters = parameters
@@ -107,7 +108,7 @@ public struct FFISignatureError: Error, Sendable, Hashable, CustomStringConverti
     /// What is wrong and where ("parameter 2: unknown type 'float' ...").
     public var message: String
 
-    public var description: String { text.isEmpty ? message : "signature '\(text)': \(message)" }
+    public var description: String { "signature '\(text)': \(message)" }
 }
 
 extension StringProtocol {

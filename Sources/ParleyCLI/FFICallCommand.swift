@@ -40,6 +40,12 @@ struct FFICallCommand: AsyncParsableCommand {
     var arguments: [String] = []
 
     func run() async throws {
+        try await execute()
+    }
+
+    /// The command's work, callable directly (plain `ParsableCommand.run()` would shadow the async `run` when a
+    /// parsed value is run by hand, as the placeholder main does).
+    func execute() async throws {
         // ActionError descriptions name the problem; ArgumentParser prints them as "Error: …" and exits 1.
         let prepared = try FFICall.prepare(
             library: library, symbol: symbol, signature: signature, arguments: arguments, freeFunction: freeFunction)

@@ -42,7 +42,8 @@ import Testing
     @Test func mixedAndManyArguments() throws {
         let mixed = try call(
             "fx_mixed", "double(bool,int32,int64,double,cstring)", [.bool(true), .int32(-2), .int64(10_000_000_000), .double(0.5), .cstring("abc")])
-        #expect(mixed.value == .double(1000 - 2 + 10_000_000_000 + 0.5 + 3))
+        let expected: Double = 10_000_001_001.5  // 1000 (flag) - 2 + 10_000_000_000 + 0.5 + strlen("abc")
+        #expect(mixed.value == .double(expected))
         let ints: [FFIValue] = (1...8).map { .int32(Int32($0)) }
         #expect(try call("fx_many_int32", "int32(int32,int32,int32,int32,int32,int32,int32,int32)", ints).value == .int32(204))
         let doubles: [FFIValue] = (1...10).map { .double(Double($0) / 2) }

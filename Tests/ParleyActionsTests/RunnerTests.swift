@@ -82,10 +82,9 @@ import Testing
             """)
         // fx_rendezvous holds each caller until both are inside the function, so the two closures are live
         // at the same time on two worker threads.
-        let (ada, bob) = try await (
-            runner.runAction(named: "rendezvous", invocation: invocation(sender: "conv-ada", slots: ["name": "Ada"])),
-            runner.runAction(named: "rendezvous", invocation: invocation(sender: "conv-bob", slots: ["name": "Bob"]))
-        )
+        async let adaReply = runner.runAction(named: "rendezvous", invocation: invocation(sender: "conv-ada", slots: ["name": "Ada"]))
+        async let bobReply = runner.runAction(named: "rendezvous", invocation: invocation(sender: "conv-bob", slots: ["name": "Bob"]))
+        let (ada, bob) = try await (adaReply, bobReply)
         #expect(ada.responses == [["text": "hello from Ada"], ["text": "goodbye from Ada"]])
         #expect(bob.responses == [["text": "hello from Bob"], ["text": "goodbye from Bob"]])
         #expect(ada.events.last == ["event": "slot", "name": "met", "value": 1])
