@@ -234,7 +234,12 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "ParleyActionsTests", dependencies: ["ParleyActions", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyActionsTests",
+            dependencies: ["ParleyActions", "ParleyDispatch", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyChannelsTests",

@@ -1,9 +1,11 @@
-// Placeholder: the `parley` command line is built by the `parley serve` issue.
-// (Minimal root command so that `parley plugins check` can be tried; the lead resolves this file at merge.)
+// Interim root command (the `parley serve` issue replaces this file with the full command tree).
 import ArgumentParser
 
 struct Parley: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "parley", subcommands: [PluginsCommand.self])
+    static let configuration = CommandConfiguration(
+        commandName: "parley",
+        subcommands: [PluginsCommand.self, FFICallCommand.self]
+    )
 }
 
 /// Runs an async root command (a bare `Parley.main()` in top-level code resolves to the synchronous entry).
