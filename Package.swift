@@ -183,6 +183,7 @@ let package = Package(
         .testTarget(name: "ParleyPluginsTests", dependencies: ["ParleyPlugins", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyActionsTests", dependencies: ["ParleyActions", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "LoadTestTests", dependencies: ["LoadTest", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyChannelsTests",
             dependencies: ["ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO"],
