@@ -241,6 +241,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "LoadTestTests", dependencies: ["LoadTest", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyChannelsTests",
             dependencies: ["ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO"],

@@ -4,7 +4,7 @@ import ArgumentParser
 struct Parley: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "parley",
-        subcommands: [PluginsCommand.self, FFICallCommand.self]
+        subcommands: [PluginsCommand.self, FFICallCommand.self, LoadTestCommand.self]
     )
 }
 
