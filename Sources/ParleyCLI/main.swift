@@ -12,9 +12,9 @@ struct Parley: AsyncParsableCommand {
             ServeCommand.self,
             VersionCommand.self,
             // ── Subcommands from other parts (added at merge, keep one per line) ──
-            // PluginsCommand.self,   // `parley plugins check`  (Sources/ParleyCLI/PluginsCommand.swift, branch plugins)
-            // FFICallCommand.self,   // `parley ffi-call`       (Sources/ParleyCLI/FFICallCommand.swift, branch actions)
-            // LoadTestCommand.self,  // `parley loadtest`       (Sources/ParleyCLI/LoadTestCommand.swift, branch bench)
+            PluginsCommand.self,      // `parley plugins check`  (Sources/ParleyCLI/PluginsCommand.swift, branch plugins)
+            FFICallCommand.self,      // `parley ffi-call`       (Sources/ParleyCLI/FFICallCommand.swift, branch actions)
+            LoadTestCommand.self,     // `parley loadtest`       (Sources/ParleyCLI/LoadTestCommand.swift, branch bench)
             // ── end of subcommands from other parts ──
         ],
         defaultSubcommand: nil

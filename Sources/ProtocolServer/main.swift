@@ -25,9 +25,9 @@ struct ProtocolServerCommand: AsyncParsableCommand {
         engines.append(EngineEcho.makeServer(logger: logger))
 
         // MARK: Socket.IO suite mount point
-        // The Socket.IO conformance server (/socket.io/, see the Socket.IO suite README) is added here as one
-        // more EngineIOServer whose delegate is the Socket.IO layer, e.g.:
-        //   engines.append(SocketIOConformance.makeEngine(logger: logger))
+        // Socket.IO suite: /socket.io/ (Sources/ProtocolServer/SocketIOSuite.swift), an EngineIOServer whose
+        // delegate is the Socket.IO layer.
+        engines.append(SocketIOConformance.makeEngine(logger: logger))
 
         let app = Application(
             router: Router(),

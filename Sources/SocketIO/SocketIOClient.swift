@@ -17,7 +17,13 @@ final class SocketIOClient: EngineConnectionDelegate, Sendable {
         var closed = false
         /// Set when this layer closes the session, so sockets get the real reason.
         var closeReason: SocketIODisconnectReason?
+        /// Messages held after a CONNECT reply (see ``SocketIOConfiguration/connectReplyDelay``); nil when
+        /// not holding.
+        var held: [EngineMessage]?
     }
+
+    /// The most messages held after a CONNECT reply before they are sent anyway.
+    private static let maxHeld = 1024
 
     private let state: Mutex<State>
 
@@ -44,7 +50,45 @@ final class SocketIOClient: EngineConnectionDelegate, Sendable {
     }
 
     func send(_ messages: [EngineMessage]) {
-        connection.send(messages)
+        let direct = state.withLock { s in
+            guard s.held != nil else { return true }
+            s.held?.append(contentsOf: messages)
+            return false
+        }
+        if direct {
+            connection.send(messages)
+        } else if state.withLock({ ($0.held?.count ?? 0) > Self.maxHeld }) {
+            flushHeld()
+        }
+    }
+
+    /// Starts holding outgoing messages for `delay` (after a CONNECT reply).
+    private func hold(for delay: Duration) {
+        let start = state.withLock { s in
+            guard s.held == nil else { return false }
+            s.held = []
+            return true
+        }
+        guard start else { return }
+        _ = server.scheduler.schedule(after: delay) { [weak self] in self?.flushHeld() }
+    }
+
+    /// Sends the held messages in order and stops holding. Messages sent while this runs stay in order:
+    /// they are appended to the held list until it is empty.
+    private func flushHeld() {
+        while true {
+            let batch: [EngineMessage]? = state.withLock { s in
+                guard let held = s.held else { return nil }
+                if held.isEmpty {
+                    s.held = nil
+                    return nil
+                }
+                s.held = []
+                return held
+            }
+            guard let batch else { return }
+            connection.send(batch)
+        }
     }
 
     /// Closes the Engine.IO session; sockets will disconnect with `reason`.
@@ -183,6 +227,7 @@ final class SocketIOClient: EngineConnectionDelegate, Sendable {
         var object = JSONObject()
         object["sid"] = .string(socket.id)
         send(SocketIOPacketEncoder.encode(SocketIOPacket(type: .connect, namespace: name, data: .json(.object(object)))))
+        if let delay = server.configuration.connectReplyDelay { hold(for: delay) }
         socket.join(socket.id)
         for handler in namespace.connectionHandlerChain { handler(socket) }
     }

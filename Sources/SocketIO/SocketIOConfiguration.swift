@@ -22,6 +22,12 @@ public struct SocketIOConfiguration: Sendable {
     public var removeEmptyDynamicNamespaces: Bool
     /// Creates the room adapter of each namespace. Default: ``SocketIOInMemoryAdapter``.
     public var adapter: SocketIOAdapterFactory
+    /// When set, what is sent to a client right after a CONNECT reply (the connection handler's emits and
+    /// anything else sent to that client meanwhile) is held this long and then sent in order, so the reply
+    /// arrives in its own network read. Default nil (no delay): real clients parse several frames per read.
+    /// The official Socket.IO test suite's raw client (`ws` >= 8.17, one `await` per frame) drops a frame
+    /// that arrives in the same read as the previous one, so the conformance server sets a few milliseconds.
+    public var connectReplyDelay: Duration?
 
     /// Creates a configuration; every parameter has a default (see the properties).
     public init(
@@ -31,7 +37,8 @@ public struct SocketIOConfiguration: Sendable {
         maxAttachments: Int = 64,
         maxPayloadDepth: Int = 128,
         removeEmptyDynamicNamespaces: Bool = false,
-        adapter: SocketIOAdapterFactory = .inMemory
+        adapter: SocketIOAdapterFactory = .inMemory,
+        connectReplyDelay: Duration? = nil
     ) {
         self.connectTimeout = connectTimeout
         self.ackTimeout = ackTimeout
@@ -40,6 +47,7 @@ public struct SocketIOConfiguration: Sendable {
         self.maxPayloadDepth = maxPayloadDepth
         self.removeEmptyDynamicNamespaces = removeEmptyDynamicNamespaces
         self.adapter = adapter
+        self.connectReplyDelay = connectReplyDelay
     }
 }
 

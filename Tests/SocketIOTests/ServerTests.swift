@@ -138,6 +138,21 @@ private func installEcho(on namespace: SocketIONamespace) {
         #expect(io.existingNamespace("/d1")?.socketCount == 1)
     }
 
+    @Test func connectReplyDelayHoldsWhatFollowsTheReplyInOrder() throws {
+        let (io, clock) = makeServer { $0.connectReplyDelay = .milliseconds(5) }
+        installEcho(on: io.mainNamespace)
+        let c = TestConnection.open(on: io)
+        c.receive("0")
+        #expect(c.sent.count == 1 && c.sent[0].hasPrefix(#"0{"sid":"#))
+        c.receive(#"2["message",1]"#)
+        c.receive(#"2["message",2]"#)
+        #expect(c.sent.count == 1)
+        clock.advance(by: .milliseconds(5))
+        #expect(Array(c.sent.dropFirst()) == [#"2["auth",{}]"#, #"2["message-back",1]"#, #"2["message-back",2]"#])
+        c.receive(#"2["message",3]"#)
+        #expect(c.sent.last == #"2["message-back",3]"#)
+    }
+
     @Test func secondConnectToSameNamespaceIsIgnored() throws {
         let (io, _) = makeServer()
         let c = TestConnection.open(on: io)
