@@ -1,17 +1,26 @@
+import EngineIO
 import Hummingbird
 import Logging
 import NIOCore
+import ParleyActions
 import ParleyChannels
 import ParleyConfig
+import ParleyCore
 import ParleyDispatch
+import ParleyJSON
+import ParleyPlugins
+import ParleyStore
 import ServiceLifecycle
+import SocketIO
 import UnixSignals
 
 /// The running bot: store, plugins, dispatcher and channels on one Hummingbird server, in one `ServiceGroup`.
 ///
-/// Graceful shutdown (SIGTERM/SIGINT): the HTTP server stops accepting and finishes running requests,
-/// the Socket.IO sessions get close packets, the dispatcher finishes running turns (bounded by
-/// `server.shutdown_timeout`), then the store is flushed and closed.
+/// On SIGTERM/SIGINT: the dispatcher refuses new messages and finishes the running and queued turns, whose
+/// replies still reach the open sockets; the Engine.IO server closes every session with a close packet; the
+/// HTTP server stops; the plugin host drains and calls the plugins' shutdown hooks. The whole shutdown is
+/// bounded by `server.shutdown_timeout` (then the group is cancelled). Every event is durable in the store
+/// when its turn completes, so nothing needs flushing after that.
 struct ParleyServer {
     let configuration: ParleyConfiguration
     let logger: Logger
@@ -24,40 +33,200 @@ struct ParleyServer {
         let runtime = try await Runtime.make(configuration, logger: logger)
         let router = Router()
         router.get("/") { _, _ in "Hello from Parley: \(parleyVersion)" }
-        if let rest = configuration.channels.rest {
-            RESTChannel(turns: runtime.turns, maxBodySize: rest.maxBodySize).addRoutes(to: router)
+
+        var engines: [EngineIOServer] = []
+        if let socketConfig = configuration.channels.socketIO {
+            var jwt: JWTVerifier?
+            if let j = socketConfig.jwt {
+                do {
+                    jwt = try await JWTVerifier(method: j.method, key: j.key, sessionClaim: j.sessionClaim)
+                } catch {
+                    throw StartupError("channels.socketio: the JWT key from \(j.keySource) does not fit jwt_method \(j.method): \(error.description)")
+                }
+            }
+            let io = SocketIOServer(logger: Logger(label: "parley.socketio"))
+            let channel = SocketIOChannel(server: io, configuration: socketConfig, turns: runtime.dispatcher, jwt: jwt, logger: Logger(label: "parley.socketio"))
+            runtime.setProactiveOutput(channel)
+            let engineConfig = EngineIOConfiguration(
+                path: socketConfig.socketIOPath + "/",
+                pingInterval: .milliseconds(Int64(socketConfig.pingInterval * 1000)),
+                pingTimeout: .milliseconds(Int64(socketConfig.pingTimeout * 1000)),
+                maxPayload: socketConfig.maxPayload,
+                cors: .init(allowedOrigins: socketConfig.corsOrigins, allowCredentials: !socketConfig.corsOrigins.isEmpty)
+            )
+            engines.append(EngineIOServer(configuration: engineConfig, delegate: io, logger: Logger(label: "parley.engineio")))
+            router.get("/webhooks/socketio") { _, _ in HTTPJSON.ok }
         }
+        if let rest = configuration.channels.rest {
+            RESTChannel(turns: runtime.dispatcher, maxBodySize: rest.maxBodySize).addRoutes(to: router)
+        }
+        if configuration.api.enabled {
+            ConversationRoutes.add(to: router, api: ConversationAPI(store: runtime.store, token: configuration.api.token))
+        }
+
         let host = configuration.server.host
         let logger = self.logger
         let app = Application(
             router: router,
+            server: .engineIO(engines),
             configuration: .init(address: .hostname(host, port: configuration.server.port), serverName: "parley"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
                 logger.info("serving", metadata: ["url": "http://\(host):\(port)", "host": "\(host)", "port": "\(port)"])
             },
+            logger: Logger(label: "parley.http")
+        )
+        // Stopped in reverse order: log, drain the dispatcher (replies still reach the open sockets; new
+        // messages are refused), close the Engine.IO sessions with close packets, stop the HTTP server, then
+        // shut the plugins down.
+        let services: [any Service] =
+            [PluginHostService(host: runtime.plugins), app] + engines
+            + [runtime.dispatcher, ShutdownDeadline(timeout: configuration.server.shutdownTimeout, logger: logger)]
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services,
+            gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         )
-        let group = ServiceGroup(
-            configuration: .init(
-                services: runtime.services + [app],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
+        // Past this, running turns are abandoned (cancelled) so the process still exits.
+        groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.server.shutdownTimeout * 1000))
+        let group = ServiceGroup(configuration: groupConfiguration)
+        logger.info("starting", metadata: ["agents": "\(configuration.agents.map(\.name).joined(separator: ","))", "store": "\(configuration.store.kind.rawValue)"])
         try await group.run()
         logger.info("stopped")
     }
 }
 
+/// Logs when a graceful shutdown starts; a no-op service otherwise.
+struct ShutdownDeadline: Service {
+    let timeout: Double
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        logger.info("shutting down", metadata: ["timeout_seconds": "\(timeout)"])
+    }
+}
+
+/// Runs the plugin host's emit delivery and shuts the plugins down after the dispatcher has drained.
+struct PluginHostService: Service {
+    let host: PluginHost
+
+    func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await host.run() }
+            try? await gracefulShutdown()
+            await host.shutdown()
+        }
+    }
+}
+
 /// Everything behind the channels.
 struct Runtime {
-    /// What channels hand user messages to.
-    var turns: any TurnHandler
-    /// Services that start before and stop after the HTTP server (dispatcher drain, store flush).
-    var services: [any Service]
+    let dispatcher: Dispatcher
+    let store: any ConversationStore
+    let plugins: PluginHost
 
-    static func make(_ configuration: ParleyConfiguration, logger: Logger) async throws -> Runtime {
-        throw StartupError("the dispatcher is not wired into parley serve yet")
+    func setProactiveOutput(_ output: any ProactiveOutput) {
+        dispatcher.setProactiveOutput(output)
+        plugins.setProactiveOutput(ProactiveThroughDispatcher(dispatcher: dispatcher))
+    }
+
+    static func make(_ c: ParleyConfiguration, logger: Logger) async throws -> Runtime {
+        let pool = WorkerPool(threads: c.dispatcher.workers)
+        // The store.
+        let store: any ConversationStore
+        switch c.store.kind {
+        case .memory:
+            store = InMemoryConversationStore()
+        case .sqlite:
+            do {
+                store = try SQLiteConversationStore(configuration: .init(path: c.store.path))
+            } catch {
+                throw StartupError("store \(c.store.path): \(error)")
+            }
+        }
+        // Plugins.
+        let host = PluginHost(
+            pool: pool, configuration: .init(defaultDeadline: .milliseconds(Int64(c.dispatcher.turnDeadline * 1000))),
+            logger: Logger(label: "parley.plugins"))
+        func deadline(_ seconds: Double?) -> Duration? { seconds.map { .milliseconds(Int64($0 * 1000)) } }
+        let loaded: (agents: [PluginAgent], formatters: [PluginFormatter])
+        do {
+            loaded = try await host.loadAll(
+                agents: c.agents.map { PluginConfiguration(path: $0.pluginPath, kind: .agent, name: $0.name, deadline: deadline($0.deadline), config: $0.config) },
+                formatters: c.formatters.map { PluginConfiguration(path: $0.pluginPath, kind: .formatter, name: $0.name, deadline: deadline($0.deadline), config: $0.config) })
+        } catch {
+            throw StartupError("\(error)")
+        }
+        for a in c.agents where a.threadSafe != nil {
+            logger.warning("agents: \(a.name): thread_safe is not applied by this build; the plugin's own declaration is used")
+        }
+        // Routing: the first agent without a route is the default.
+        var routes: [ParleyDispatch.AgentRoute] = []
+        var defaultAgent: (any Agent)?
+        for (i, a) in c.agents.enumerated() {
+            let agent = loaded.agents[i]
+            guard let route = a.route else {
+                if defaultAgent == nil { defaultAgent = agent }
+                continue
+            }
+            var rules: [ParleyDispatch.AgentRoute.Rule] = []
+            if let p = route.prefix { rules.append(.prefix(p)) }
+            for (k, v) in route.metadata { rules.append(.metadata(key: k, value: v)) }
+            for ch in route.channels ?? [] { rules.append(.channel(ch)) }
+            guard rules.count == 1, let rule = rules.first else {
+                throw StartupError("agents[\(i)].route: give exactly one condition (prefix, one metadata key, or one channel); got \(rules.count)")
+            }
+            routes.append(ParleyDispatch.AgentRoute(rule, to: agent))
+        }
+        let fallbackAgent: any Agent = defaultAgent ?? loaded.agents[0]
+        // Formatter chains: those without `channels` apply everywhere.
+        let everywhere = zip(c.formatters, loaded.formatters).filter { $0.0.channels == nil }.map { $0.1 as any MessageFormatter }
+        var perChannel: [String: [any MessageFormatter]] = [:]
+        if c.formatters.contains(where: { $0.channels != nil }) {
+            for channel in [SocketIOChannel.name, RESTChannel.name] {
+                perChannel[channel] = zip(c.formatters, loaded.formatters)
+                    .filter { $0.0.channels?.contains(channel) ?? true }
+                    .map { $0.1 as any MessageFormatter }
+            }
+        }
+        // Actions.
+        var runner: (any ActionRunner)?
+        if let manifestPath = c.actions.manifestPath {
+            do {
+                let manifest = try ActionManifest.load(path: manifestPath)
+                runner = NativeActionRunner(manifest: manifest, pool: pool, logger: Logger(label: "parley.actions"))
+            } catch {
+                throw StartupError("actions.manifest \(manifestPath): \(error)")
+            }
+        }
+        let dispatcher = Dispatcher(
+            agent: fallbackAgent,
+            routes: routes,
+            formatters: everywhere,
+            channelFormatters: perChannel,
+            store: store,
+            actionRunner: runner,
+            configuration: ParleyDispatch.DispatcherConfiguration(
+                mailboxCapacity: c.dispatcher.mailboxSize,
+                turnDeadline: .milliseconds(Int64(c.dispatcher.turnDeadline * 1000)),
+                fallbackText: c.dispatcher.fallbackText,
+                sessionExpirationMinutes: c.session.expirationMinutes,
+                carryOverSlotsToNewSession: c.session.carryOverSlots,
+                idleEvictionSeconds: c.dispatcher.idleEviction
+            ),
+            logger: Logger(label: "parley.dispatch")
+        )
+        return Runtime(dispatcher: dispatcher, store: store, plugins: host)
+    }
+}
+
+/// Plugin `emit`s go through the dispatcher (recorded, formatted, ordered with the conversation's turns),
+/// which then hands them to the channel's proactive output.
+struct ProactiveThroughDispatcher: ProactiveOutput {
+    let dispatcher: Dispatcher
+
+    func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async {
+        _ = try? await dispatcher.emit(responses, to: senderID, channel: channel)
     }
 }

@@ -7,7 +7,7 @@ public import ParleyDispatch
 import ParleyJSON
 
 /// Rasa's REST channel: `POST /webhooks/rest/webhook` with `{"sender", "message", "metadata"?}` answers with
-/// a JSON array of Rasa's collecting output messages (see ``RESTOutput``); `GET /webhooks/rest/` is its
+/// a JSON array of Rasa's collecting output messages (``OutputMapping/restMessages(for:recipientID:)-(JSONValue,_)``); `GET /webhooks/rest/` is its
 /// health route (`{"status":"ok"}`).
 ///
 /// Bad requests get a Rasa-shaped failure body: 400 for invalid JSON, a missing or mistyped `sender` /
@@ -28,7 +28,6 @@ public struct RESTChannel: Sendable {
     /// Adds the channel's routes to `router`.
     public func addRoutes<Context: RequestContext>(to router: Router<Context>) {
         router.get("/webhooks/rest") { _, _ in HTTPJSON.ok }
-        router.get("/webhooks/rest/") { _, _ in HTTPJSON.ok }
         router.post("/webhooks/rest/webhook") { request, context in
             await self.webhook(request, logger: context.logger)
         }
@@ -67,7 +66,7 @@ public struct RESTChannel: Sendable {
         logger.debug("rest: message", metadata: ["sender_id": "\(message.senderID)", "message_id": "\(message.messageID)"])
         do {
             let result = try await turns.handle(message)
-            return Reply(status: .ok, body: .array(RESTOutput.messages(for: result.responses, recipientID: message.senderID)))
+            return Reply(status: .ok, body: .array(OutputMapping.restMessages(for: result.responses, recipientID: message.senderID)))
         } catch {
             logger.warning("rest: message refused", metadata: ["sender_id": "\(message.senderID)", "error": "\(error)"])
             return Reply(status: .serviceUnavailable, body: HTTPJSON.errorBody(.serviceUnavailable, reason: "MessageRefused", message: "the message was not handled: \(error)"))

@@ -124,22 +124,8 @@ struct RESTChannelTests {
     }
 }
 
-@Suite("REST output mapping")
-struct RESTOutputTests {
-    @Test func skipsFalsyAndCombinesKeys() {
-        let r: JSONValue = ["text": "hi", "image": "i.png", "custom": ["a": 1], "attachment": [:], "buttons": []]
-        #expect(RESTOutput.messages(for: r, recipientID: "x") == [
-            ["recipient_id": "x", "text": "hi"],
-            ["recipient_id": "x", "custom": ["a": 1]],
-            ["recipient_id": "x", "image": "i.png"],
-        ])
-        #expect(RESTOutput.messages(for: ["buttons": [["title": "t", "payload": "p"]]], recipientID: "x") == [
-            ["recipient_id": "x", "buttons": [["title": "t", "payload": "p"]]],
-        ])
-        #expect(RESTOutput.messages(for: "not an object", recipientID: "x") == [])
-        #expect(RESTOutput.messages(for: ["text": "  \n\n  "], recipientID: "x") == [])
-    }
-
+@Suite("Text helpers")
+struct TextHelperTests {
     @Test func paragraphs() {
         #expect(Paragraphs.split("a\n\nb") == ["a", "b"])
         #expect(Paragraphs.split("l1\nl2") == ["l1\nl2"])
