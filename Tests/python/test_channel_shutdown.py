@@ -1,19 +1,23 @@
 """Graceful shutdown with connected sockets and a running turn."""
 import signal
 import threading
+import time
 
 from conftest import mirror_config
 from sio_helpers import Client
 
 
 def test_sigterm_finishes_the_running_turn_and_closes_sockets(server_factory):
-    server = server_factory(mirror_config())
+    server = server_factory(mirror_config(), args=["--log-level", "debug"])
     c = Client(server.url, transports=["websocket"])
     disconnected = threading.Event()
     c.sio.on("disconnect", lambda *a: disconnected.set())
     sid = c.request_session(None)
     c.say("/slow", sid)
-    # The turn is running (1 s in the plugin); stop the server now.
+    # Wait until the server has taken the message (its debug line), so the turn is running (1 s in the plugin).
+    deadline = time.time() + 10
+    while "socketio: turn " not in server.logs() and time.time() < deadline:
+        time.sleep(0.02)
     server.proc.send_signal(signal.SIGTERM)
     assert c.replies(1) == [{"text": "slow done"}]
     assert disconnected.wait(10)
