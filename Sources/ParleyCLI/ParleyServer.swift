@@ -158,14 +158,22 @@ struct Runtime {
         } catch {
             throw StartupError("\(error)")
         }
-        for a in c.agents where a.threadSafe != nil {
-            logger.warning("agents: \(a.name): thread_safe is not applied by this build; the plugin's own declaration is used")
+        // `thread_safe: false` serialises every call of an agent that declares itself thread-safe; `true` cannot
+        // make a plugin that declared otherwise parallel (its calls stay serialised per conversation by the host).
+        var agents: [any Agent] = loaded.agents
+        for (i, a) in c.agents.enumerated() {
+            switch (a.threadSafe, loaded.agents[i].plugin.isThreadSafe) {
+            case (false?, true): agents[i] = SerializedAgent(loaded.agents[i])
+            case (true?, false):
+                logger.warning("agents[\(i)] \(a.name): thread_safe: true is ignored; the plugin does not declare itself thread-safe")
+            default: break
+            }
         }
         // Routing: the first agent without a route is the default.
         var routes: [ParleyDispatch.AgentRoute] = []
         var defaultAgent: (any Agent)?
         for (i, a) in c.agents.enumerated() {
-            let agent = loaded.agents[i]
+            let agent = agents[i]
             guard let route = a.route else {
                 if defaultAgent == nil { defaultAgent = agent }
                 continue
@@ -179,7 +187,7 @@ struct Runtime {
             }
             routes.append(ParleyDispatch.AgentRoute(rule, to: agent))
         }
-        let fallbackAgent: any Agent = defaultAgent ?? loaded.agents[0]
+        let fallbackAgent: any Agent = defaultAgent ?? agents[0]
         // Formatter chains: those without `channels` apply everywhere.
         let everywhere = zip(c.formatters, loaded.formatters).filter { $0.0.channels == nil }.map { $0.1 as any MessageFormatter }
         var perChannel: [String: [any MessageFormatter]] = [:]
@@ -228,5 +236,49 @@ struct ProactiveThroughDispatcher: ProactiveOutput {
 
     func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async {
         _ = try? await dispatcher.emit(responses, to: senderID, channel: channel)
+    }
+}
+
+/// An agent whose calls run one at a time across all conversations (`thread_safe: false`).
+struct SerializedAgent: Agent {
+    let inner: any Agent
+    let gate = AsyncGate()
+
+    init(_ inner: any Agent) { self.inner = inner }
+
+    var name: String { inner.name }
+
+    func respond(to request: AgentRequest) async throws -> AgentReply {
+        await gate.enter()
+        do {
+            let reply = try await inner.respond(to: request)
+            await gate.leave()
+            return reply
+        } catch {
+            await gate.leave()
+            throw error
+        }
+    }
+}
+
+/// A FIFO async mutex: `enter()` waits until every earlier holder has called `leave()`.
+actor AsyncGate {
+    private var held = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func enter() async {
+        if !held {
+            held = true
+            return
+        }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func leave() {
+        if waiters.isEmpty {
+            held = false
+        } else {
+            waiters.removeFirst().resume()
+        }
     }
 }

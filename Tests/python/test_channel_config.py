@@ -100,3 +100,26 @@ def test_graceful_shutdown_on_sigterm_and_sigint(server_factory):
         requests.post(server.url + "/webhooks/rest/webhook", json={"sender": "g", "message": "hi"}, timeout=5)
         assert server.stop(sig) == 0, server.logs()
         assert "stopped" in server.logs()
+
+
+def test_thread_safe_override_and_routes(server_factory):
+    cfg = mirror_config(channels="channels:\n  rest:\n").replace(
+        "  - name: mirror\n", "  - name: mirror\n    thread_safe: false\n")
+    cfg += f"""
+formatters: []
+"""
+    server = server_factory(cfg)
+    r = requests.post(server.url + "/webhooks/rest/webhook", json={"sender": "t", "message": "/many"}, timeout=10)
+    assert [m["text"] for m in r.json()] == ["1", "2", "3", "4", "5"]
+
+
+def test_route_with_two_conditions_is_refused():
+    cfg = f"agents:\n  - name: a\n    plugin: {MIRROR}\n  - name: b\n    plugin: {MIRROR}\n    route: {{prefix: /x, channels: [rest]}}\n"
+    code, out = run_to_exit(cfg, args=["--port", "0"])
+    assert code == 70 and "agents[1].route: give exactly one condition" in out, out
+
+
+def test_tls_is_refused_with_a_fix():
+    cfg = mirror_config(extra="server:\n  tls: {cert: c.pem, key: k.pem}\n")
+    code, out = run_to_exit(cfg, args=["--port", "0"])
+    assert code == 70 and "reverse proxy" in out, out
