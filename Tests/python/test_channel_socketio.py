@@ -283,3 +283,18 @@ def test_rest_then_socket_with_the_same_id(mirror_server, client):
     assert [m.get("text") for m in messages] == ["via rest", "via rest", "via socket", "via socket"]
     tracker = requests.get(f"{mirror_server.url}/conversations/cross-1/tracker", timeout=5).json()
     assert tracker["sender_id"] == "cross-1"
+
+
+# CORS -----------------------------------------------------------------------------------------------------
+
+def test_no_origin_check_and_no_cors_headers_by_default(mirror_server):
+    r = requests.get(mirror_server.url + "/socket.io/?EIO=4&transport=polling", headers={"Origin": "https://elsewhere.example"}, timeout=5)
+    assert r.status_code == 200 and r.text.startswith("0{")
+    assert "access-control-allow-origin" not in {k.lower() for k in r.headers}
+
+
+def test_cors_origins_star(server_factory):
+    server = server_factory(mirror_config(extra_socketio='cors_origins: "*"'))
+    r = requests.get(server.url + "/socket.io/?EIO=4&transport=polling", headers={"Origin": "https://widget.example"}, timeout=5)
+    assert r.status_code == 200
+    assert r.headers.get("Access-Control-Allow-Origin") in ("*", "https://widget.example")
