@@ -12,7 +12,7 @@ WAIT = 10  # seconds to wait for an expected event (a bound, not a speed asserti
 class Client:
     """A python-socketio client that queues every received event as (name, args)."""
 
-    def __init__(self, url, namespace="/", transports=None, auth=None, bot_event="bot_uttered"):
+    def __init__(self, url, namespace="/", transports=None, auth=None, bot_event="bot_uttered", socketio_path=None):
         self.events = queue.Queue()
         self.namespace = namespace
         self.sio = socketio.Client(reconnection=False)
@@ -23,6 +23,8 @@ class Client:
             kwargs["transports"] = transports
         if auth is not None:
             kwargs["auth"] = auth
+        if socketio_path is not None:
+            kwargs["socketio_path"] = socketio_path
         self.sio.connect(url, **kwargs)
 
     def _handler(self, name):
@@ -47,18 +49,18 @@ class Client:
         assert name == "session_confirm", (name, args)
         return args[0]
 
-    def say(self, text, session_id=None, **extra):
+    def say(self, text, session_id=None, event="user_uttered", **extra):
         data = {"message": text}
         if session_id is not None:
             data["session_id"] = session_id
         data.update(extra)
-        self.emit("user_uttered", data)
+        self.emit(event, data)
 
     def replies(self, n):
         out = []
         for _ in range(n):
             name, args = self.next()
-            assert name == "bot_uttered", (name, args)
+            assert name != "session_confirm", (name, args)
             out.append(args[0] if args else None)
         return out
 

@@ -298,3 +298,17 @@ def test_cors_origins_star(server_factory):
     r = requests.get(server.url + "/socket.io/?EIO=4&transport=polling", headers={"Origin": "https://widget.example"}, timeout=5)
     assert r.status_code == 200
     assert r.headers.get("Access-Control-Allow-Origin") in ("*", "https://widget.example")
+
+
+def test_custom_path_and_event_names(server_factory):
+    server = server_factory(mirror_config(extra_socketio="socketio_path: /chat/io\nuser_message_evt: user_says\nbot_message_evt: bot_says"))
+    c = Client(server.url, socketio_path="chat/io", bot_event="bot_says")
+    try:
+        sid = c.request_session(None)
+        c.say("ignored: default event name", sid)
+        c.say("custom names", sid, event="user_says")
+        name, args = c.next()
+        assert (name, args) == ("bot_says", [{"text": "custom names"}])
+    finally:
+        c.close()
+    assert requests.get(server.url + "/socket.io/?EIO=4&transport=polling", timeout=5).status_code == 404
