@@ -124,6 +124,16 @@ import Testing
         }
     }
 
+    /// `get_api` finds every 1.0 host function by name and nothing else; the table carries the run-time version.
+    @Test func hostFunctionsByNameAndGarbageArguments() async throws {
+        let path = try Build.fixture()
+        try await withHost(output: OutputCollector()) { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            #expect(try await agent.respond(to: request("get_api")).responses == [["text": "get_api ok"]])
+            #expect(try await agent.respond(to: request("emit_invalid")).responses == [["text": "refused"]])
+        }
+    }
+
     @Test func emitWithoutOutputIsUnsupported() async throws {
         let path = try Build.fixture()
         try await withHost { host in
