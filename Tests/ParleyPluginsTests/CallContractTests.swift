@@ -66,12 +66,16 @@ import Testing
         let path = try Build.fixture()
         try await withHost { host in
             let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
-            let task = Task { try await agent.respond(to: request("late")) }
-            // Cancel once the plugin has the call (handle ran and returned PARLEY_PENDING).
-            #expect(await eventually { fixtureStat(path, FixtureStat.handled) == 1 && agent.plugin.statistics.running == 0 })
-            task.cancel()
-            let result = await task.result
-            #expect(throws: PluginCallError.self) { try result.get() }
+            let outcome: Result<AgentReply, any Error> = await withTaskGroup(of: Result<AgentReply, any Error>.self) { group in
+                group.addTask {
+                    do { return .success(try await agent.respond(to: request("late"))) } catch { return .failure(error) }
+                }
+                // Cancel once the plugin has the call (handle ran and returned PARLEY_PENDING).
+                #expect(await eventually { fixtureStat(path, FixtureStat.handled) == 1 && agent.plugin.statistics.running == 0 })
+                group.cancelAll()
+                return await group.next() ?? .failure(CancellationError())
+            }
+            #expect(throws: PluginCallError.self) { try outcome.get() }
             #expect(await eventually { fixtureStat(path, FixtureStat.late) == PARLEY_E_EXPIRED.rawValue })
         }
     }
