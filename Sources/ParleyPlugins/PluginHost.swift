@@ -47,8 +47,15 @@ public final class PluginHost: Sendable {
 
     /// Sets (or clears) where plugin `emit`s are delivered. Without an output, `emit` returns
     /// `PARLEY_E_UNSUPPORTED`.
-    public func setProactiveOutput(_ newOutput: (any ProactiveOutput)?) {
+    ///
+    /// - Parameters:
+    ///   - newOutput: the channels' proactive output.
+    ///   - formatter: applied to emitted responses before delivery (normally the configured formatter
+    ///     chain, so pushed messages look like replies); a formatter error is logged and the responses
+    ///     are delivered unformatted.
+    public func setProactiveOutput(_ newOutput: (any ProactiveOutput)?, formatter: (any MessageFormatter)? = nil) {
         output.current = newOutput
+        output.formatter = formatter
     }
 
     /// The plugins loaded so far, in load order.
@@ -62,7 +69,15 @@ public final class PluginHost: Sendable {
                 logger.warning("plugin \(message.plugin): emit to \(message.senderID) dropped: no proactive output is set")
                 continue
             }
-            await out.deliver(message.responses, to: message.senderID, channel: message.channel)
+            var responses = message.responses
+            if let formatter = output.formatter {
+                do {
+                    responses = try await formatter.format(responses, channel: message.channel ?? "socketio", senderID: message.senderID)
+                } catch {
+                    logger.error("plugin \(message.plugin): formatting an emit to \(message.senderID) failed (\(error)); delivering it unformatted")
+                }
+            }
+            await out.deliver(responses, to: message.senderID, channel: message.channel)
         }
     }
 
@@ -280,9 +295,14 @@ private func absolutePath(_ path: String) -> String {
 /// The settable proactive output.
 final class OutputBox: Sendable {
     private let value = Mutex<(any ProactiveOutput)?>(nil)
+    private let formatterValue = Mutex<(any MessageFormatter)?>(nil)
     var current: (any ProactiveOutput)? {
         get { value.withLock { $0 } }
         set { value.withLock { $0 = newValue } }
+    }
+    var formatter: (any MessageFormatter)? {
+        get { formatterValue.withLock { $0 } }
+        set { formatterValue.withLock { $0 = newValue } }
     }
 }
 

@@ -138,6 +138,26 @@ import Testing
         }
     }
 
+    /// Emitted responses pass through the formatter given with the output, like replies do.
+    @Test func emitIsFormattedBeforeDelivery() async throws {
+        let path = try Build.fixture()
+        let suffix = try Build.fixture(["-DFIX_FORMATTER", "-DFIX_NAME=\"suffix\""])
+        let output = OutputCollector()
+        try await withHost { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            let formatter = try await host.loadFormatter(PluginConfiguration(path: suffix, kind: .formatter, config: ["suffix": "!"]))
+            host.setProactiveOutput(output, formatter: FormatterChain([formatter]))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await host.run() }
+                _ = try await agent.respond(to: request("emit", sender: "room-8"))
+                #expect(await eventually { output.delivered.count == 1 })
+                await host.shutdown()
+                try await group.waitForAll()
+            }
+            #expect(output.delivered.first?.1 == [["text": "pushed!"]])
+        }
+    }
+
     @Test func emitWithoutOutputIsUnsupported() async throws {
         let path = try Build.fixture()
         try await withHost { host in
