@@ -16,7 +16,7 @@ import Darwin
 /// ```swift
 /// let host = PluginHost(pool: pool, logger: logger)
 /// let (agents, formatters) = try await host.loadAll(agents: config.agents, formatters: config.formatters)
-/// host.setProactiveOutput(channels)          // where plugin `emit`s go
+/// host.setProactiveOutput(channels, formatter: FormatterChain(formatters))   // where plugin `emit`s go
 /// // run `host.run()` next to the server (it delivers emits), `await host.shutdown()` at the end
 /// ```
 public final class PluginHost: Sendable {
@@ -33,7 +33,7 @@ public final class PluginHost: Sendable {
     ///   - pool: the worker pool every plugin call runs on (shared with other foreign calls).
     ///   - configuration: deadlines and queue sizes.
     ///   - logger: used for the host's own lines and for plugin log lines (with `parley.plugin` metadata).
-    ///   - proactiveOutput: where plugin `emit`s go; settable later with ``setProactiveOutput(_:)``.
+    ///   - proactiveOutput: where plugin `emit`s go; settable later with ``setProactiveOutput(_:formatter:)``.
     public init(
         pool: WorkerPool, configuration: PluginHostConfiguration = .init(), logger: Logger = Logger(label: "parley.plugins"),
         proactiveOutput: (any ProactiveOutput)? = nil
