@@ -50,7 +50,7 @@
 **     libffi by an actions manifest) by putting the event {"event": "action", "name": "action_x"} in its
 **     reply's "events". After the agent's reply the dispatcher runs each such action that an action
 **     runner provides, in order, records its events (e.g. slot sets) and sends its responses in the same
-**     turn. An unknown action name is logged and the fallback response is sent.
+**     turn. An action name that no runner provides is not run; the dispatcher logs it.
 **   Formatter request, handed to handle():
 **     {"channel": "socketio", "sender_id": "abc", "responses": [{...}, ...]}
 **   Formatter reply, passed to complete():
@@ -121,6 +121,7 @@ extern "C" {
 **   PARLEY_E_CLOSED            the host is shutting down; nothing more is accepted.
 **   PARLEY_E_BUSY              a bounded host queue is full (emit); try again later or drop.
 **   PARLEY_E_VERSION           a version requirement is not met.
+**   OWNERSHIP: a plain value. THREADS: any.
 */
 typedef enum parley_status {
     PARLEY_OK = 0,
@@ -139,6 +140,7 @@ typedef enum parley_status {
 
 /*
 ** parley_log_level -- severity of a log line (the swift-log levels).
+**   OWNERSHIP: a plain value. THREADS: any.
 */
 typedef enum parley_log_level {
     PARLEY_LOG_TRACE = 0,
@@ -154,6 +156,7 @@ typedef enum parley_log_level {
 ** parley_plugin_kind -- what a plugin does; the host refuses a plugin configured in the wrong slot.
 **   PARLEY_KIND_AGENT      gets the user message and the conversation, returns events and responses.
 **   PARLEY_KIND_FORMATTER  gets the outgoing responses for a channel, returns transformed responses.
+**   OWNERSHIP: a plain value (stored as uint32_t in parley_plugin_def.kind). THREADS: any.
 */
 typedef enum parley_plugin_kind {
     PARLEY_KIND_AGENT = 1,
@@ -199,6 +202,8 @@ typedef struct parley_call parley_call;
 
 /*
 ** parley_fn -- a generic function pointer, as returned by get_api; cast it to the documented type.
+**   OWNERSHIP: points into the host's code; valid for the process lifetime. THREADS: as documented for
+**     the function it points to.
 */
 typedef void (*parley_fn)(void);
 

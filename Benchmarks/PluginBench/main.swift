@@ -9,12 +9,24 @@ import ParleyDispatch
 import ParleyJSON
 import ParleyPlugins
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// CPU seconds used by the whole process so far (all threads): less sensitive to a busy machine than wall time.
+func processCPUSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
 let arguments = CommandLine.arguments
 let path = arguments.count > 1 ? arguments[1] : "build/plugins/libmirror.so"
 let calls = arguments.count > 2 ? Int(arguments[2]) ?? 20_000 : 20_000
 
 func measure(_ label: String, calls: Int, concurrency: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws {
     let clock = ContinuousClock()
+    let cpuStart = processCPUSeconds()
     let start = clock.now
     try await withThrowingTaskGroup(of: Void.self) { group in
         for worker in 0..<concurrency {
@@ -25,10 +37,11 @@ func measure(_ label: String, calls: Int, concurrency: Int, _ body: @escaping @S
         try await group.waitForAll()
     }
     let elapsed = clock.now - start
+    let cpuPerCall = (processCPUSeconds() - cpuStart) / Double(calls) * 1e6
     let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
     let perCall = seconds / Double(calls) * 1e6
     let padded = label + String(repeating: " ", count: max(0, 48 - label.count))
-    print("\(padded) \((perCall * 100).rounded() / 100) us/call  \(Int(Double(calls) / seconds)) calls/s")
+    print("\(padded) \((perCall * 100).rounded() / 100) us/call wall  \((cpuPerCall * 100).rounded() / 100) us/call CPU  \(Int(Double(calls) / seconds)) calls/s")
 }
 
 let pool = WorkerPool(threads: 4)

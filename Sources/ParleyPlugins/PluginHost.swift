@@ -16,7 +16,7 @@ import Darwin
 /// ```swift
 /// let host = PluginHost(pool: pool, logger: logger)
 /// let (agents, formatters) = try await host.loadAll(agents: config.agents, formatters: config.formatters)
-/// host.setProactiveOutput(channels)          // where plugin `emit`s go
+/// host.setProactiveOutput(channels, formatter: FormatterChain(formatters))   // where plugin `emit`s go
 /// // run `host.run()` next to the server (it delivers emits), `await host.shutdown()` at the end
 /// ```
 public final class PluginHost: Sendable {
@@ -33,7 +33,7 @@ public final class PluginHost: Sendable {
     ///   - pool: the worker pool every plugin call runs on (shared with other foreign calls).
     ///   - configuration: deadlines and queue sizes.
     ///   - logger: used for the host's own lines and for plugin log lines (with `parley.plugin` metadata).
-    ///   - proactiveOutput: where plugin `emit`s go; settable later with ``setProactiveOutput(_:)``.
+    ///   - proactiveOutput: where plugin `emit`s go; settable later with ``setProactiveOutput(_:formatter:)``.
     public init(
         pool: WorkerPool, configuration: PluginHostConfiguration = .init(), logger: Logger = Logger(label: "parley.plugins"),
         proactiveOutput: (any ProactiveOutput)? = nil
@@ -47,8 +47,15 @@ public final class PluginHost: Sendable {
 
     /// Sets (or clears) where plugin `emit`s are delivered. Without an output, `emit` returns
     /// `PARLEY_E_UNSUPPORTED`.
-    public func setProactiveOutput(_ newOutput: (any ProactiveOutput)?) {
+    ///
+    /// - Parameters:
+    ///   - newOutput: the channels' proactive output.
+    ///   - formatter: applied to emitted responses before delivery (normally the configured formatter
+    ///     chain, so pushed messages look like replies); a formatter error is logged and the responses
+    ///     are delivered unformatted.
+    public func setProactiveOutput(_ newOutput: (any ProactiveOutput)?, formatter: (any MessageFormatter)? = nil) {
         output.current = newOutput
+        output.formatter = formatter
     }
 
     /// The plugins loaded so far, in load order.
@@ -62,7 +69,15 @@ public final class PluginHost: Sendable {
                 logger.warning("plugin \(message.plugin): emit to \(message.senderID) dropped: no proactive output is set")
                 continue
             }
-            await out.deliver(message.responses, to: message.senderID, channel: message.channel)
+            var responses = message.responses
+            if let formatter = output.formatter {
+                do {
+                    responses = try await formatter.format(responses, channel: message.channel ?? "socketio", senderID: message.senderID)
+                } catch {
+                    logger.error("plugin \(message.plugin): formatting an emit to \(message.senderID) failed (\(error)); delivering it unformatted")
+                }
+            }
+            await out.deliver(responses, to: message.senderID, channel: message.channel)
         }
     }
 
@@ -280,9 +295,14 @@ private func absolutePath(_ path: String) -> String {
 /// The settable proactive output.
 final class OutputBox: Sendable {
     private let value = Mutex<(any ProactiveOutput)?>(nil)
+    private let formatterValue = Mutex<(any MessageFormatter)?>(nil)
     var current: (any ProactiveOutput)? {
         get { value.withLock { $0 } }
         set { value.withLock { $0 = newValue } }
+    }
+    var formatter: (any MessageFormatter)? {
+        get { formatterValue.withLock { $0 } }
+        set { formatterValue.withLock { $0 = newValue } }
     }
 }
 

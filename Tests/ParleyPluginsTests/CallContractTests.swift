@@ -66,12 +66,16 @@ import Testing
         let path = try Build.fixture()
         try await withHost { host in
             let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
-            let task = Task { try await agent.respond(to: request("late")) }
-            // Cancel once the plugin has the call (handle ran and returned PARLEY_PENDING).
-            #expect(await eventually { fixtureStat(path, FixtureStat.handled) == 1 && agent.plugin.statistics.running == 0 })
-            task.cancel()
-            let result = await task.result
-            #expect(throws: PluginCallError.self) { try result.get() }
+            let outcome: Result<AgentReply, any Error> = await withTaskGroup(of: Result<AgentReply, any Error>.self) { group in
+                group.addTask {
+                    do { return .success(try await agent.respond(to: request("late"))) } catch { return .failure(error) }
+                }
+                // Cancel once the plugin has the call (handle ran and returned PARLEY_PENDING).
+                #expect(await eventually { fixtureStat(path, FixtureStat.handled) == 1 && agent.plugin.statistics.running == 0 })
+                group.cancelAll()
+                return await group.next() ?? .failure(CancellationError())
+            }
+            #expect(throws: PluginCallError.self) { try outcome.get() }
             #expect(await eventually { fixtureStat(path, FixtureStat.late) == PARLEY_E_EXPIRED.rawValue })
         }
     }
@@ -121,6 +125,36 @@ import Testing
             #expect(output.delivered.first?.1 == [["text": "pushed"]])
             #expect(fixtureStat(path, FixtureStat.emit) == PARLEY_OK.rawValue)
             #expect(fixtureStat(path, FixtureStat.emitBad) == PARLEY_E_BAD_JSON.rawValue)
+        }
+    }
+
+    /// `get_api` finds every 1.0 host function by name and nothing else; the table carries the run-time version.
+    @Test func hostFunctionsByNameAndGarbageArguments() async throws {
+        let path = try Build.fixture()
+        try await withHost(output: OutputCollector()) { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            #expect(try await agent.respond(to: request("get_api")).responses == [["text": "get_api ok"]])
+            #expect(try await agent.respond(to: request("emit_invalid")).responses == [["text": "refused"]])
+        }
+    }
+
+    /// Emitted responses pass through the formatter given with the output, like replies do.
+    @Test func emitIsFormattedBeforeDelivery() async throws {
+        let path = try Build.fixture()
+        let suffix = try Build.fixture(["-DFIX_FORMATTER", "-DFIX_NAME=\"suffix\""])
+        let output = OutputCollector()
+        try await withHost { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            let formatter = try await host.loadFormatter(PluginConfiguration(path: suffix, kind: .formatter, config: ["suffix": "!"]))
+            host.setProactiveOutput(output, formatter: FormatterChain([formatter]))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await host.run() }
+                _ = try await agent.respond(to: request("emit", sender: "room-8"))
+                #expect(await eventually { output.delivered.count == 1 })
+                await host.shutdown()
+                try await group.waitForAll()
+            }
+            #expect(output.delivered.first?.1 == [["text": "pushed!"]])
         }
     }
 

@@ -171,6 +171,21 @@ static parley_status fixture_handle(void *state, parley_call *call, parley_str r
         pthread_create(&t, NULL, late_thread, job);
         pthread_detach(t);
         result = PARLEY_PENDING;
+    } else if (strcmp(text, "get_api") == 0) {
+        int ok = g_api->get_api("parley_log") == (parley_fn)g_api->log &&
+                 g_api->get_api("parley_complete") == (parley_fn)g_api->complete &&
+                 g_api->get_api("parley_emit") == (parley_fn)g_api->emit && g_api->get_api("parley_get_api") != NULL &&
+                 g_api->get_api("parley_no_such_function") == NULL && g_api->get_api(NULL) == NULL &&
+                 PARLEY_API_HAS(g_api, get_api) && g_api->abi_major == PARLEY_ABI_MAJOR &&
+                 g_api->host_version != NULL && strncmp(g_api->host_version, "parley ", 7) == 0;
+        complete_cstr(call, ok ? "{\"responses\":[{\"text\":\"get_api ok\"}]}" : "{\"responses\":[{\"text\":\"get_api bad\"}]}");
+    } else if (strcmp(text, "emit_invalid") == 0) {
+        parley_str empty = {NULL, 0}, bad = {NULL, 3};
+        int ok = g_api->emit(g_host, empty, parley_str_from_cstr("{\"responses\":[]}")) == PARLEY_E_INVALID &&
+                 g_api->emit(g_host, parley_str_from_cstr("x"), bad) == PARLEY_E_INVALID &&
+                 g_api->emit(NULL, parley_str_from_cstr("x"), parley_str_from_cstr("{}")) == PARLEY_E_INVALID &&
+                 g_api->complete(NULL, PARLEY_OK, empty) == PARLEY_E_INVALID;
+        complete_cstr(call, ok ? "{\"responses\":[{\"text\":\"refused\"}]}" : "{\"responses\":[{\"text\":\"accepted garbage\"}]}");
     } else if (strcmp(text, "emit") == 0) {
         pj_get(root, "sender_id", &sender);
         parley_str sid = {sender.p + 1, sender.n - 2};
