@@ -78,7 +78,8 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                     case .accept(let sid, _):
                         if let sid, let session = engine.lookupSession(sid) {
                             // Before the 101 goes out: polls racing with this upgrade are held from now on.
-                            session.eventLoop.execute { session.expectProbe() }
+                            let connection = ObjectIdentifier(channel)
+                            session.eventLoop.execute { session.expectProbe(connection: connection) }
                         }
                         return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
                     case .refuse(let reason, let response):

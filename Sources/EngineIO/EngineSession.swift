@@ -30,7 +30,7 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
     enum Upgrade {
         case none
         /// A WebSocket upgrade request with this sid was accepted; its handler is not attached yet.
-        case expecting(Scheduled<Void>)
+        case expecting(Scheduled<Void>, connection: ObjectIdentifier)
         /// A WebSocket with the same sid is open; `probed` once it sent `2probe`.
         case probing(EngineWebSocketHandler, probed: Bool, timer: Scheduled<Void>?)
     }
@@ -236,14 +236,14 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
 
     /// A WebSocket upgrade request for this session was accepted and its 101 is about to be sent; the handler
     /// attaches shortly after. Polls arriving in between are held like polls during the probe. Loop only.
-    func expectProbe() {
+    func expectProbe(connection: ObjectIdentifier) {
         guard isOpen, case .polling = transport, case .none = upgrade else { return }
         let timer = eventLoop.scheduleTask(in: TimeAmount(configuration.upgradeTimeout)) { [weak self] in
             guard let self, case .expecting = self.upgrade else { return }
             self.upgrade = .none
             self.releaseHeldPoll()
         }
-        upgrade = .expecting(timer)
+        upgrade = .expecting(timer, connection: connection)
     }
 
     /// A held poll goes back to being an ordinary pending poll.
@@ -317,7 +317,13 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
     /// A WebSocket with this session's sid was opened. Loop only.
     func attachProbe(_ link: EngineWebSocketHandler) {
         logger.trace("Engine.IO probe WebSocket attached")
-        if case .expecting(let timer) = upgrade {
+        if case .expecting(let timer, let expected) = upgrade {
+            // Only the connection announced first may become the probe; a racing second one is refused.
+            guard expected == ObjectIdentifier(link.channel) else {
+                logger.debug("Engine.IO WebSocket refused: another upgrade is in progress")
+                link.close(code: .policyViolation)
+                return
+            }
             timer.cancel()
             upgrade = .none
         }
@@ -451,7 +457,7 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
             timer?.cancel()
             link.close(code: .goingAway)
         }
-        if case .expecting(let timer) = upgrade { timer.cancel() }
+        if case .expecting(let timer, _) = upgrade { timer.cancel() }
         upgrade = .none
 
         switch transport {

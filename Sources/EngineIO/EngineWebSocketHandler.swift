@@ -21,7 +21,7 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     /// The sid of the query (nil: a WebSocket-only session is created on this connection).
     private let requestedSID: String?
     private let handshake: EngineHandshake
-    private let channel: any Channel
+    let channel: any Channel
     // Loop-confined (channel loop).
     private var context: ChannelHandlerContext?
     private var session: EngineSession?
