@@ -21,13 +21,15 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     /// The sid of the query (nil: a WebSocket-only session is created on this connection).
     private let requestedSID: String?
     private let handshake: EngineHandshake
-    private let channel: any Channel
+    let channel: any Channel
     // Loop-confined (channel loop).
     private var context: ChannelHandlerContext?
     private var session: EngineSession?
     private var closeSent = false
     private var closing = false
     private var closeReason: EngineCloseReason?
+    /// `3probe` was already written for this (upgrade) connection.
+    private(set) var probeAnswered = false
 
     init(server: EngineIOServer, requestedSID: String?, handshake: EngineHandshake, channel: any Channel) {
         self.server = server
@@ -46,7 +48,9 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             self.session = session
-            onSessionLoop(session) { $0.attachProbe(self) }
+            // Always enqueue (even on the session's own loop): attach requests then reach the session in the
+            // order they were made, even when a loop runs a later connection's I/O before its queued tasks.
+            session.eventLoop.execute { session.attachProbe(self) }
         } else {
             session = server.openWebSocketSession(link: self, handshake: handshake, eventLoop: context.eventLoop)
         }
@@ -83,6 +87,13 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
                         return .failure(error)
                     }
                 }
+            }
+            if requestedSID != nil, !probeAnswered, case .success(.ping("probe")) = result {
+                // Answer the probe right here on the connection's loop, before handing it to the session (which
+                // may live on another loop): a client that sends `2probe`, `5` and then polls must see `3probe`
+                // first, as it would with a single-threaded server.
+                probeAnswered = true
+                writeNow(packets: [.pong("probe")])
             }
             onSessionLoop(session) { $0.webSocketReceived(result, from: self) }
         case .binary:
