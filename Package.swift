@@ -29,6 +29,8 @@ let package = Package(
         .library(name: "SocketIO", targets: ["SocketIO"]),
         // The example Swift agent plugin, loaded with dlopen like any other plugin.
         .library(name: "ParleyAssistant", type: .dynamic, targets: ["ParleyAssistant"]),
+        /// Turns through the dispatcher with the SQLite store: the kill -9 test driver and the turn/store benchmark.
+        .executable(name: "parley-turns", targets: ["TurnBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -87,6 +89,7 @@ let package = Package(
                 "ParleyCore", "ParleyJSON",
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -181,8 +184,33 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        /// `parley-turns`: dispatcher + SQLite store driver (kill -9 test, turn cost and store throughput benchmarks).
+        .executableTarget(
+            name: "TurnBench",
+            dependencies: ["ParleyDispatch", "ParleyStore", "ParleyCore", "ParleyJSON"],
+            path: "Benchmarks/TurnBench",
+            swiftSettings: swiftSettings
+        ),
+
+        /// Plugin round-trip benchmark: `swift run -c release PluginBench build/plugins/libmirror.so`.
+        .executableTarget(
+            name: "PluginBench",
+            dependencies: ["ParleyPlugins", "ParleyDispatch", "ParleyCore", "ParleyJSON"],
+            path: "Benchmarks/PluginBench",
+            swiftSettings: swiftSettings
+        ),
+
         // MARK: Example plugin in Swift
-        .target(name: "ParleyAssistant", dependencies: ["CParley"], path: "Plugins/assistant-swift/Sources"),
+        .target(
+            name: "ParleyAssistant",
+            dependencies: ["CParley", "ParleyJSON"],
+            path: "Plugins/assistant-swift/Sources",
+            swiftSettings: swiftSettings,
+            // Export only parley_plugin_init_v1 (the version script hides the Swift symbols).
+            linkerSettings: [
+                .unsafeFlags(["-Xlinker", "--version-script=\(Context.packageDirectory)/Plugins/assistant-swift/exports.map"], .when(platforms: [.linux]))
+            ]
+        ),
 
         // MARK: Tests
         .testTarget(name: "ParleyJSONTests", dependencies: ["ParleyJSON"], swiftSettings: swiftSettings),
@@ -193,6 +221,7 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -200,9 +229,20 @@ let package = Package(
         .testTarget(name: "SocketIOTests", dependencies: ["SocketIO", "EngineIO", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyDispatchTests", dependencies: ["ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
-        .testTarget(name: "ParleyPluginsTests", dependencies: ["ParleyPlugins", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
-        .testTarget(name: "ParleyActionsTests", dependencies: ["ParleyActions", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyPluginsTests",
+            dependencies: ["ParleyPlugins", "CParley", "ParleyDispatch", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ParleyActionsTests",
+            dependencies: ["ParleyActions", "ParleyDispatch", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "LoadTestTests", dependencies: ["LoadTest", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyChannelsTests",
             dependencies: ["ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO"],

@@ -21,6 +21,8 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         case engineWebSocket
         /// Plain HTTP/1.1.
         case http(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
+        /// A refused WebSocket upgrade: NIO has consumed the request, so the answer is written directly.
+        case refusedUpgrade(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, EngineHTTPResponse)
     }
 
     /// The connection being set up.
@@ -60,20 +62,24 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         let engines = self.engines
         let configuration = self.configuration
         return channel.eventLoop.makeCompletedFuture {
+            // Set when an upgrade request is refused: NIO then hands the connection to the HTTP side without
+            // replaying the request, so the refusal is answered from here.
+            let refusal = NIOLoopBoundBox<EngineHTTPResponse?>(nil, eventLoop: channel.eventLoop)
             let maxFrameSize = engines.map(\.configuration.maxPayload).max() ?? (1 << 20)
             let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
                 maxFrameSize: max(maxFrameSize, 126),
                 shouldUpgrade: { channel, head in
                     let uri = URI(head.uri)
                     guard let engine = engines.first(where: { $0.matches(path: uri.path) }) else {
+                        refusal.value = .json(.badRequest, code: 3, "Bad request: no WebSocket endpoint at \(uri.path)", headers: [:])
                         return channel.eventLoop.makeSucceededFuture(nil)
                     }
                     switch engine.webSocketDecision(uri: uri, headers: head.headers, channel: channel) {
                     case .accept:
                         return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
-                    case .refuse(let reason):
+                    case .refuse(let reason, let response):
                         engine.logger.debug("Engine.IO WebSocket upgrade refused: \(reason)")
-                        // nil: NIO answers through the HTTP pipeline, where the Engine.IO responder sends the 400.
+                        refusal.value = response
                         return channel.eventLoop.makeSucceededFuture(nil)
                     }
                 },
@@ -117,6 +123,9 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                             wrappingChannelSynchronously: channel,
                             configuration: .init(isOutboundHalfClosureEnabled: true)
                         )
+                        if let response = refusal.value {
+                            return UpgradeResult.refusedUpgrade(asyncChannel, response)
+                        }
                         return UpgradeResult.http(asyncChannel)
                     }
                 }
@@ -145,6 +154,15 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 return
             case .http(let asyncChannel):
                 await handleHTTP(asyncChannel: asyncChannel, logger: logger)
+            case .refusedUpgrade(let asyncChannel, var response):
+                response.headers[.connection] = "close"
+                let head = response.head
+                let body = response.body
+                try await asyncChannel.executeThenClose { _, outbound in
+                    var buffer = value.channel.allocator.buffer(capacity: body.count)
+                    buffer.writeBytes(body)
+                    try await outbound.write(contentsOf: [.head(head), .body(buffer), .end(nil)])
+                }
             }
         } catch {
             logger.debug("Connection setup failed", metadata: ["error": "\(error)"])

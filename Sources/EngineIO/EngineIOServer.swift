@@ -310,20 +310,29 @@ public final class EngineIOServer: Service, Sendable {
     /// The decision for a WebSocket upgrade request on this server's path.
     enum WebSocketDecision {
         case accept(sid: String?, handshake: EngineHandshake)
-        case refuse(String)
+        /// Refused: the reason for the log and the HTTP answer (the same 400 a polling request would get).
+        case refuse(String, EngineHTTPResponse)
     }
 
     /// Validates a WebSocket upgrade request (query, origin, sid). Runs on the connection's loop.
     func webSocketDecision(uri: URI, headers: HTTPHeaders, channel: any Channel) -> WebSocketDecision {
-        if case .rejected = checkOrigin(headers.first(name: "origin")) { return .refuse("origin not allowed") }
+        let corsHeaders: HTTPFields
+        switch checkOrigin(headers.first(name: "origin")) {
+        case .rejected: return .refuse("origin not allowed", .text(.badRequest, "Not an accepted origin.", headers: [:]))
+        case .allowed(let fields): corsHeaders = fields
+        }
         let query = uri.queryParameters
-        guard query["EIO"] == "4" else { return .refuse("unsupported EIO") }
+        guard query["EIO"] == "4" else {
+            return .refuse("unsupported EIO", .text(.badRequest, Self.unsupportedVersionMessage, headers: corsHeaders))
+        }
         guard query["transport"] == "websocket", configuration.transports.contains(.websocket) else {
-            return .refuse("transport unknown")
+            return .refuse("transport unknown", .json(.badRequest, code: 0, "Transport unknown", headers: corsHeaders))
         }
         var sid: String?
         if let value = query["sid"] {
-            guard lookupSession(String(value)) != nil else { return .refuse("unknown sid") }
+            guard lookupSession(String(value)) != nil else {
+                return .refuse("unknown sid", .json(.badRequest, code: 1, "Session ID unknown", headers: corsHeaders))
+            }
             sid = String(value)
         }
         var q: [String: String] = [:]

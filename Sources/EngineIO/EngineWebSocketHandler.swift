@@ -142,6 +142,17 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
         context.close(promise: nil)
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Hummingbird enables remote half-closure on its connections: a client that closes its socket shows up
+        // as `inputClosed`, not as an inactive channel. A WebSocket cannot continue half-closed, so close it.
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            if closeReason == nil { closeReason = .transportError("WebSocket closed by the peer") }
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         if let session {
             let reason = closeReason ?? .transportError("WebSocket closed by the peer")

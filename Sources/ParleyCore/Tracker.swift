@@ -1,0 +1,128 @@
+public import ParleyJSON
+
+/// The state of one conversation, rebuilt from its events the way Rasa's `DialogueStateTracker` does.
+///
+/// A tracker is a value: apply events with ``apply(_:)``, read the derived state (slots, latest message,
+/// paused, active loop, latest action) and serialise it with ``json(eventLimit:)`` into the Rasa-shaped
+/// tracker agents receive. It keeps the events of the current session only (since the latest
+/// `session_started` or `restart`), and of those at most ``retainedEventLimit`` most recent ones; the store
+/// keeps everything.
+public struct Tracker: Sendable, Hashable {
+    /// The conversation id (Rasa `sender_id`).
+    public let senderID: String
+    /// Current slot values.
+    public private(set) var slots: JSONObject = [:]
+    /// `parse_data` of the latest user message (Rasa `latest_message`).
+    public private(set) var latestMessage: JSONValue = Tracker.emptyLatestMessage
+    /// Timestamp of the latest event, nil before the first event.
+    public private(set) var latestEventTime: Double?
+    /// Timestamp of the latest user message, nil before the first (session expiry counts from it).
+    public private(set) var latestUserTime: Double?
+    /// Whether the conversation is paused (the bot does not respond until a `resume` event).
+    public private(set) var paused = false
+    /// The active loop (`{}` when none), Rasa `active_loop`.
+    public private(set) var activeLoop: JSONObject = [:]
+    /// Name of the latest action run, Rasa `latest_action_name`.
+    public private(set) var latestActionName: String?
+    /// The channel the latest user message came in on.
+    public private(set) var latestInputChannel: String?
+    /// Number of events applied since this value was created (across sessions).
+    public private(set) var appliedEventCount = 0
+    /// Recent events of the current session, oldest first (at most ``retainedEventLimit``; see ``recentEvents``).
+    private var buffer: [JSONValue] = []
+    /// Most recent events of the current session kept in memory.
+    public let retainedEventLimit: Int
+
+    /// `latest_message` before any user message.
+    public static let emptyLatestMessage: JSONValue = [
+        "intent": [:], "entities": [], "text": nil, "message_id": nil, "metadata": [:],
+    ]
+
+    /// Creates an empty tracker keeping at most `retainedEventLimit` (at least 1) events of the current session.
+    public init(senderID: String, retainedEventLimit: Int = 100) {
+        self.senderID = senderID
+        self.retainedEventLimit = max(1, retainedEventLimit)
+    }
+
+    /// Whether no event was ever applied (a conversation the store does not know).
+    public var isEmpty: Bool { appliedEventCount == 0 }
+
+    /// The recent events of the current session, oldest first.
+    public var recentEvents: ArraySlice<JSONValue> { buffer.suffix(retainedEventLimit) }
+
+    /// Applies one Rasa event dict, updating the derived state. Events that are not objects with a string
+    /// `"event"` key are ignored; unknown event types are kept in ``recentEvents`` but change nothing else.
+    public mutating func apply(_ event: JSONValue) {
+        guard case .object(let object) = event, let kind = object["event"]?.stringValue else { return }
+        appliedEventCount += 1
+        if let t = object["timestamp"]?.doubleValue { latestEventTime = t }
+        switch kind {
+        case TrackerEvent.Kind.user:
+            latestMessage = object["parse_data"] ?? Tracker.emptyLatestMessage
+            if latestMessage["text"] == nil, let text = object["text"] { latestMessage["text"] = text }
+            latestInputChannel = object["input_channel"]?.stringValue
+            latestUserTime = object["timestamp"]?.doubleValue ?? latestUserTime
+        case TrackerEvent.Kind.slot:
+            if let name = object["name"]?.stringValue { slots[name] = object["value"] ?? .null }
+        case TrackerEvent.Kind.resetSlots:
+            slots = [:]
+        case TrackerEvent.Kind.sessionStarted, TrackerEvent.Kind.restart:
+            slots = [:]
+            latestMessage = Tracker.emptyLatestMessage
+            paused = false
+            activeLoop = [:]
+            latestActionName = nil
+            buffer.removeAll(keepingCapacity: true)
+        case TrackerEvent.Kind.action:
+            latestActionName = object["name"]?.stringValue
+        case TrackerEvent.Kind.pause:
+            paused = true
+        case TrackerEvent.Kind.resume:
+            paused = false
+        case TrackerEvent.Kind.activeLoop:
+            if let name = object["name"]?.stringValue { activeLoop = ["name": .string(name)] } else { activeLoop = [:] }
+        default:
+            break
+        }
+        buffer.append(event)
+        // Trim in chunks so appending stays amortised O(1).
+        if buffer.count >= 2 * retainedEventLimit { buffer.removeFirst(buffer.count - retainedEventLimit) }
+    }
+
+    /// Applies events in order.
+    public mutating func apply(contentsOf events: some Sequence<JSONValue>) {
+        for event in events { apply(event) }
+    }
+
+    /// Whether a session started at `latestUserTime` has expired at `now` for `expirationMinutes`
+    /// (Rasa `session_expiration_time`; 0 or less = never). A conversation without user messages never expires.
+    public func sessionExpired(now: Double, expirationMinutes: Double) -> Bool {
+        guard expirationMinutes > 0, let last = latestUserTime else { return false }
+        return (now - last) / 60 > expirationMinutes
+    }
+
+    /// The Rasa-shaped tracker: `{"sender_id", "slots", "latest_message", "latest_event_time", "followup_action",
+    /// "paused", "events", "latest_input_channel", "active_loop", "latest_action", "latest_action_name"}` with at
+    /// most `eventLimit` most recent events of the current session (nil = all retained ones).
+    public func json(eventLimit: Int? = nil) -> JSONValue {
+        let events = eventLimit.map { recentEvents.suffix(max(0, $0)) } ?? recentEvents
+        return json(events: Array(events))
+    }
+
+    /// The Rasa-shaped tracker with the given `events` list (for example every event from the store).
+    public func json(events: [JSONValue]) -> JSONValue {
+        .object([
+            "sender_id": .string(senderID),
+            "slots": .object(slots),
+            "latest_message": latestMessage,
+            "latest_event_time": latestEventTime.map(JSONValue.double) ?? .null,
+            "followup_action": .null,
+            "paused": .bool(paused),
+            "events": .array(events),
+            "latest_input_channel": latestInputChannel.map(JSONValue.string) ?? .null,
+            "active_loop": .object(activeLoop),
+            "latest_action": latestActionName.map { ["action_name": .string($0)] } ?? [:],
+            "latest_action_name": latestActionName.map(JSONValue.string) ?? .null,
+        ])
+    }
+}

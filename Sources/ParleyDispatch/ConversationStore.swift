@@ -1,0 +1,68 @@
+public import ParleyCore
+public import ParleyJSON
+import Synchronization
+
+/// Where conversations' events live: the dispatcher appends every turn's events here before replying, and
+/// reloads a conversation from here after it was evicted from memory or the process restarted.
+///
+/// Implementations: ``InMemoryConversationStore`` (tests, embedding) and `SQLiteConversationStore` in
+/// `ParleyStore` (the embedded default).
+public protocol ConversationStore: Sendable {
+    /// The events of the conversation's current session, in order: from its latest `session_started` or
+    /// `restart` event on (every event when it has neither). Nil when the store has no event for `senderID`.
+    func currentSession(of senderID: String) async throws -> [JSONValue]?
+
+    /// Every event of the conversation in order, only those whose `"event"` is in `types` when given.
+    /// Nil when the store has no event for `senderID`.
+    func events(of senderID: String, types: Set<String>?) async throws -> [JSONValue]?
+
+    /// Appends `events` (Rasa event dicts with `"event"` and `"timestamp"`) to the conversation, durably:
+    /// when this returns every event is stored and survives a crash; when it throws, none of them is stored.
+    func append(_ events: [JSONValue], to senderID: String) async throws
+}
+
+/// A ``ConversationStore`` in process memory: fast, lost on exit. For tests and embedding.
+public final class InMemoryConversationStore: ConversationStore {
+    private struct Conversation {
+        var events: [JSONValue] = []
+        var sessionStart = 0
+    }
+
+    private let conversations = Mutex<[String: Conversation]>([:])
+
+    /// Creates an empty store.
+    public init() {}
+
+    public func currentSession(of senderID: String) async throws -> [JSONValue]? {
+        conversations.withLock { all in
+            all[senderID].map { Array($0.events[$0.sessionStart...]) }
+        }
+    }
+
+    public func events(of senderID: String, types: Set<String>?) async throws -> [JSONValue]? {
+        conversations.withLock { all in
+            guard let events = all[senderID]?.events else { return nil }
+            guard let types else { return events }
+            return events.filter { TrackerEvent.kind(of: $0).map(types.contains) ?? false }
+        }
+    }
+
+    public func append(_ events: [JSONValue], to senderID: String) async throws {
+        conversations.withLock { all in
+            var conversation = all.removeValue(forKey: senderID) ?? Conversation()
+            for event in events {
+                let kind = TrackerEvent.kind(of: event)
+                if kind == TrackerEvent.Kind.sessionStarted || kind == TrackerEvent.Kind.restart {
+                    conversation.sessionStart = conversation.events.count
+                }
+                conversation.events.append(event)
+            }
+            all[senderID] = conversation
+        }
+    }
+
+    /// Number of stored events across all conversations.
+    public var eventCount: Int {
+        conversations.withLock { $0.values.reduce(0) { $0 + $1.events.count } }
+    }
+}

@@ -1,0 +1,642 @@
+public import Logging
+public import ParleyCore
+public import ParleyJSON
+public import ServiceLifecycle
+import Synchronization
+
+/// The dialogue dispatcher: runs turns for channels, one at a time per conversation, many conversations at once.
+///
+/// Each conversation has a bounded mailbox (a queue behind a `Mutex`) and at most one drain task that runs its
+/// items in arrival order; different conversations drain concurrently in child tasks of ``run()``. The locks
+/// only guard O(1) queue bookkeeping; no lock is held while a turn runs. A turn: start a session when needed,
+/// record the user message, route to an agent, run requested actions, apply the channel's formatter chain,
+/// record the bot messages, append every event to the store (durably), then complete the caller. A turn that
+/// throws or misses ``DispatcherConfiguration/turnDeadline`` yields the fallback response instead; a missed
+/// deadline hands the conversation to a fresh drain task so later messages are not held up by a hung agent.
+///
+/// ``run()`` must be running (add the dispatcher to a `ServiceGroup`, or run it in a task group) for turns to
+/// proceed; without it requests fail with ``DispatchError/Code/notRunning``.
+public final class Dispatcher: TurnHandler, Service {
+    public typealias Completion = @Sendable (Result<TurnResult, any Error>) -> Void
+
+    let defaultAgent: any Agent
+    let routes: [AgentRoute]
+    let formatters: [any MessageFormatter]
+    let channelFormatters: [String: [any MessageFormatter]]
+    /// The conversation store.
+    public let store: any ConversationStore
+    let actionRunner: (any ActionRunner)?
+    /// The settings.
+    public let configuration: DispatcherConfiguration
+    let logger: Logger
+    let proactive = Mutex<(any ProactiveOutput)?>(nil)
+
+    let conversations = Mutex<[String: Conversation]>([:])
+    let scheduler = Mutex(SchedulerState())
+    let watchdog = Mutex(WatchdogState())
+
+    /// Creates a dispatcher.
+    /// - Parameters:
+    ///   - agent: the default agent.
+    ///   - routes: rules sending some messages to other agents, tried in order.
+    ///   - formatters: the formatter chain for every channel without its own chain, applied in order.
+    ///   - channelFormatters: formatter chains per input channel name, replacing `formatters` for that channel.
+    ///   - store: where events are recorded; defaults to memory.
+    ///   - actionRunner: runs actions agents request with `{"event":"action","name":N}`.
+    ///   - proactiveOutput: receives ``emit(_:to:channel:)`` output (can be set later with ``setProactiveOutput(_:)``).
+    ///   - configuration: limits, deadline, fallback, sessions.
+    ///   - logger: where refusals, agent failures and store errors are logged.
+    public init(
+        agent: any Agent,
+        routes: [AgentRoute] = [],
+        formatters: [any MessageFormatter] = [],
+        channelFormatters: [String: [any MessageFormatter]] = [:],
+        store: any ConversationStore = InMemoryConversationStore(),
+        actionRunner: (any ActionRunner)? = nil,
+        proactiveOutput: (any ProactiveOutput)? = nil,
+        configuration: DispatcherConfiguration = .init(),
+        logger: Logger = Logger(label: "parley.dispatch")
+    ) {
+        self.defaultAgent = agent
+        self.routes = routes
+        self.formatters = formatters
+        self.channelFormatters = channelFormatters
+        self.store = store
+        self.actionRunner = actionRunner
+        self.configuration = configuration
+        self.logger = logger
+        proactive.withLock { $0 = proactiveOutput }
+    }
+
+    /// Sets where ``emit(_:to:channel:)`` delivers (a channel creates its output after the dispatcher exists).
+    public func setProactiveOutput(_ output: (any ProactiveOutput)?) {
+        proactive.withLock { $0 = output }
+    }
+
+    // MARK: - TurnHandler
+
+    public func handle(_ message: UserMessage) async throws -> TurnResult {
+        try await withCheckedThrowingContinuation { continuation in
+            submit(message) { continuation.resume(with: $0) }
+        }
+    }
+
+    public func submit(_ message: UserMessage, completion: @escaping Completion) {
+        do {
+            try InputValidation.checkSenderID(message.senderID)
+            try InputValidation.checkSize(of: message.text, maxBytes: configuration.maxMessageBytes)
+        } catch {
+            completion(.failure(error))
+            return
+        }
+        enqueue(.turn(message, completion), senderID: message.senderID)
+    }
+
+    // MARK: - Proactive output
+
+    /// Sends responses to a conversation outside a turn (a plugin `emit`, a reminder): in order with the
+    /// conversation's turns, through the formatter chain of `channel` (default: the conversation's latest input
+    /// channel), recorded as bot events, then delivered to the ``ProactiveOutput``.
+    /// - Throws: ``DispatchError`` with `.unknownConversation` when the store has no such conversation,
+    ///   `.mailboxFull`, `.storeFailed`.
+    @discardableResult
+    public func emit(_ responses: [JSONValue], to senderID: String, channel: String? = nil) async throws -> TurnResult {
+        try await withCheckedThrowingContinuation { continuation in
+            submitEmit(responses, to: senderID, channel: channel) { continuation.resume(with: $0) }
+        }
+    }
+
+    /// ``emit(_:to:channel:)`` without waiting (for callbacks from plugin threads); `completion` is called once.
+    public func submitEmit(_ responses: [JSONValue], to senderID: String, channel: String?, completion: @escaping Completion) {
+        enqueue(.emit(responses, channel: channel, completion), senderID: senderID)
+    }
+
+    // MARK: - Mailboxes
+
+    private func enqueue(_ item: WorkItem, senderID: String) {
+        let refusal: DispatchError? = scheduler.withLock { s in
+            if s.finished { return DispatchError(.notRunning, senderID: senderID, "dispatcher has stopped (its run() returned); message for conversation \(senderID) refused") }
+            if s.stopping { return DispatchError(.shuttingDown, senderID: senderID, "dispatcher is shutting down; message for conversation \(senderID) refused") }
+            return nil
+        }
+        if let refusal {
+            item.complete(.failure(refusal))
+            return
+        }
+        while true {
+            let conversation = conversations.withLock { map in
+                if let c = map[senderID] { return c }
+                let c = Conversation(id: senderID)
+                map[senderID] = c
+                return c
+            }
+            let outcome: EnqueueOutcome = conversation.state.withLock { s in
+                if s.evicted { return .retry }
+                if s.queue.count >= configuration.mailboxCapacity { return .full }
+                s.queue.append(item)
+                s.lastActive = configuration.clock()
+                if s.running { return .queued }
+                s.running = true
+                return .activate
+            }
+            switch outcome {
+            case .retry: continue
+            case .full:
+                logger.warning("mailbox full", metadata: ["parley.sender_id": "\(senderID)"])
+                item.complete(.failure(DispatchError(
+                    .mailboxFull, senderID: senderID,
+                    "conversation \(senderID) has \(configuration.mailboxCapacity) messages waiting (dispatch.mailboxCapacity); wait for replies before sending more")))
+            case .queued: break
+            case .activate: schedule(conversation)
+            }
+            return
+        }
+    }
+
+    /// Hands a conversation whose mailbox has work to the run loop, which starts its drain task.
+    private func schedule(_ conversation: Conversation) {
+        let waiter = scheduler.withLock { s in
+            s.ready.append(conversation)
+            return s.waiter.take()
+        }
+        waiter?.resume()
+    }
+
+    // MARK: - Run loop
+
+    /// Runs the dispatcher until graceful shutdown or cancellation: starts drain tasks for conversations with
+    /// work, checks turn deadlines and evicts idle conversations. On graceful shutdown it refuses new messages,
+    /// finishes the queued ones, then returns. On cancellation queued messages fail with `.shuttingDown`.
+    public func run() async throws {
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                await withDiscardingTaskGroup { group in
+                    group.addTask { await self.watchdogLoop() }
+                    group.addTask { await self.evictionLoop() }
+                    while let batch = await self.nextReady() {
+                        for conversation in batch {
+                            group.addTask { await self.drain(conversation) }
+                        }
+                    }
+                    group.cancelAll()
+                }
+            } onCancel: {
+                self.shutdown(cancel: true)
+            }
+        } onGracefulShutdown: {
+            self.shutdown(cancel: false)
+        }
+        scheduler.withLock {
+            $0.finished = true
+            $0.stopping = true
+        }
+    }
+
+    /// Stops accepting messages; ``run()`` returns once the queued ones are done. Safe to call more than once.
+    public func shutdown() { shutdown(cancel: false) }
+
+    private func shutdown(cancel: Bool) {
+        let waiter = scheduler.withLock { s in
+            s.stopping = true
+            if cancel { s.cancelled = true }
+            return s.waiter.take()
+        }
+        waiter?.resume()
+        if cancel {
+            // Fail everything still queued: nothing will drain it.
+            let all = conversations.withLock { Array($0.values) }
+            for c in all {
+                let items = c.state.withLock { s in
+                    defer { s.queue.removeAll() }
+                    return s.queue
+                }
+                for item in items {
+                    item.complete(.failure(DispatchError(.shuttingDown, senderID: c.id, "dispatcher stopped before conversation \(c.id) was processed")))
+                }
+            }
+        }
+    }
+
+    /// The next conversations to drain, or nil when the run loop should end.
+    private func nextReady() async -> [Conversation]? {
+        while true {
+            enum Step { case batch([Conversation]), stop, wait }
+            let step: Step = scheduler.withLock { s in
+                if s.cancelled { return .stop }
+                if !s.ready.isEmpty {
+                    let batch = s.ready
+                    s.ready.removeAll(keepingCapacity: true)
+                    s.activeDrains += batch.count
+                    return .batch(batch)
+                }
+                if s.stopping && s.activeDrains == 0 { return .stop }
+                return .wait
+            }
+            switch step {
+            case .batch(let b): return b
+            case .stop: return nil
+            case .wait:
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    let resumeNow = scheduler.withLock { s in
+                        if !s.ready.isEmpty || s.cancelled || (s.stopping && s.activeDrains == 0) { return true }
+                        s.waiter = c
+                        return false
+                    }
+                    if resumeNow { c.resume() }
+                }
+            }
+        }
+    }
+
+    private func drainFinished() {
+        let waiter = scheduler.withLock { s in
+            s.activeDrains -= 1
+            return s.stopping ? s.waiter.take() : nil
+        }
+        waiter?.resume()
+    }
+
+    // MARK: - Draining one conversation
+
+    private func drain(_ conversation: Conversation) async {
+        var abandoned = false
+        // An abandoned drain (its turn was taken over at the deadline) was already uncounted by the watchdog.
+        defer { if !abandoned { drainFinished() } }
+        var tracker: Tracker? = conversation.state.withLock { $0.tracker.take() }
+        while true {
+            let now = configuration.clock()
+            let next: (WorkItem, UInt64)? = conversation.state.withLock { s in
+                guard !s.queue.isEmpty else {
+                    s.running = false
+                    s.tracker = tracker
+                    s.lastActive = now
+                    return nil
+                }
+                let item = s.queue.removeFirst()
+                if item.needsDeadline { s.inFlight = item }
+                // A new generation per item: the watchdog and the commit check compare it, so a deadline entry
+                // can only ever take over the item it was registered for.
+                s.generation &+= 1
+                return (item, s.generation)
+            }
+            guard let (item, generation) = next else { return }
+            if item.needsDeadline { registerDeadline(conversation, generation: generation) }
+            let outcome = await process(item, in: conversation, generation: generation, tracker: &tracker)
+            if case .abandoned = outcome {
+                abandoned = true
+                return
+            }
+        }
+    }
+
+    enum Outcome { case done, abandoned }
+
+    private func process(_ item: WorkItem, in conversation: Conversation, generation: UInt64, tracker: inout Tracker?) async -> Outcome {
+        // Load the conversation on first use (after start, eviction, a deadline takeover or a store failure).
+        if tracker == nil {
+            do {
+                var loaded = Tracker(senderID: conversation.id, retainedEventLimit: max(configuration.agentTrackerEventLimit, 1))
+                if let events = try await store.currentSession(of: conversation.id) { loaded.apply(contentsOf: events) }
+                tracker = loaded
+            } catch {
+                logger.error("store load failed", metadata: ["parley.sender_id": "\(conversation.id)", "error": "\(error)"])
+                guard claim(conversation, generation: generation) else { return .abandoned }
+                item.complete(.failure(DispatchError(.storeFailed, senderID: conversation.id, "could not load conversation \(conversation.id) from the store: \(error)")))
+                return .done
+            }
+        }
+        guard var current = tracker.take() else { return .done }
+        let result: Result<(TurnResult, [JSONValue])?, any Error>
+        switch item {
+        case .turn(let message, _):
+            result = .success(await runTurn(message, tracker: &current, fallbackOnly: false))
+        case .expired(let inner):
+            guard case .turn(let message, _) = inner else {
+                result = .failure(DispatchError(.deadlineExceeded, senderID: conversation.id, "emit to \(conversation.id) missed the turn deadline (dispatch.turnDeadline); nothing was recorded"))
+                break
+            }
+            result = .success(await runTurn(message, tracker: &current, fallbackOnly: true))
+        case .emit(let responses, let channel, _):
+            if current.isEmpty {
+                result = .failure(DispatchError(.unknownConversation, senderID: conversation.id, "no conversation \(conversation.id): emit needs a conversation that has had a message"))
+            } else {
+                result = .success(await runEmit(responses, channel: channel, tracker: &current))
+            }
+        }
+        // Commit point: from here on the watchdog can no longer take this item over.
+        guard claim(conversation, generation: generation) else { return .abandoned }
+        switch result {
+        case .failure(let error):
+            tracker = current
+            item.complete(.failure(error))
+        case .success(nil):
+            tracker = current
+            item.complete(.success(TurnResult()))
+        case .success(.some(let (turn, deliver))):
+            do {
+                try await store.append(turn.events, to: conversation.id)
+                tracker = current
+            } catch {
+                // Nothing of the turn is stored; drop the in-memory state so the next item reloads it.
+                tracker = nil
+                logger.error("store append failed", metadata: ["parley.sender_id": "\(conversation.id)", "error": "\(error)"])
+                item.complete(.failure(DispatchError(.storeFailed, senderID: conversation.id, "could not record the turn of conversation \(conversation.id): \(error)")))
+                return .done
+            }
+            if case .emit(_, let channel, _) = item, let output = proactive.withLock({ $0 }) {
+                await output.deliver(deliver, to: conversation.id, channel: channel ?? current.latestInputChannel)
+            }
+            item.complete(.success(turn))
+        }
+        return .done
+    }
+
+    /// Ends the deadline watch of the running item. False when the watchdog already took it over (the caller
+    /// then drops everything it computed).
+    private func claim(_ conversation: Conversation, generation: UInt64) -> Bool {
+        let won = conversation.state.withLock { s in
+            guard s.generation == generation else { return false }
+            s.inFlight = nil
+            return true
+        }
+        if won { watchdog.withLock { _ = $0.entries.removeValue(forKey: ObjectIdentifier(conversation)) } }
+        return won
+    }
+
+    // MARK: - A turn
+
+    /// Runs one user turn on `tracker`; returns the result and the events to store.
+    private func runTurn(_ message: UserMessage, tracker: inout Tracker, fallbackOnly: Bool) async -> (TurnResult, [JSONValue])? {
+        let now = configuration.clock()
+        var events: [JSONValue] = []
+        events.reserveCapacity(8)
+        func record(_ event: JSONValue) {
+            events.append(event)
+            tracker.apply(event)
+        }
+        if tracker.isEmpty || tracker.sessionExpired(now: now, expirationMinutes: configuration.sessionExpirationMinutes) {
+            let carried = configuration.carryOverSlotsToNewSession ? tracker.slots : [:]
+            record(TrackerEvent.action(TrackerEvent.sessionStartActionName, timestamp: now))
+            record(TrackerEvent.sessionStarted(timestamp: now))
+            for (name, value) in carried { record(TrackerEvent.slot(name, value, timestamp: now)) }
+            record(TrackerEvent.action(TrackerEvent.listenActionName, timestamp: now))
+        }
+        record(TrackerEvent.user(message, timestamp: now))
+        var responses: [JSONValue] = []
+        if fallbackOnly {
+            responses = [fallbackResponse]
+        } else if !tracker.paused {
+            let agent = route(message)
+            let request = AgentRequest(message: message, payload: payload(for: message, tracker: tracker))
+            do {
+                let reply = try await agent.respond(to: request)
+                var actionResponses: [JSONValue] = []
+                for raw in reply.events {
+                    guard let event = TrackerEvent.normalized(raw, timestamp: now) else {
+                        logger.warning("agent returned an event without a string \"event\" key; ignored", metadata: ["parley.agent": "\(agent.name)"])
+                        continue
+                    }
+                    record(event)
+                    if TrackerEvent.kind(of: event) == TrackerEvent.Kind.action, let name = event["name"]?.stringValue,
+                        let runner = actionRunner, runner.hasAction(named: name)
+                    {
+                        actionResponses += await runAction(name, runner: runner, message: message, tracker: &tracker, events: &events, now: now)
+                    }
+                }
+                responses = try await format(reply.responses + actionResponses, channel: message.inputChannel, senderID: message.senderID)
+            } catch {
+                logger.error("agent failed; sending the fallback", metadata: ["parley.agent": "\(agent.name)", "parley.sender_id": "\(message.senderID)", "error": "\(error)"])
+                responses = [fallbackResponse]
+            }
+        }
+        for response in responses { record(TrackerEvent.bot(response: response, timestamp: now)) }
+        if !tracker.paused { record(TrackerEvent.action(TrackerEvent.listenActionName, timestamp: now)) }
+        return (TurnResult(responses: responses, events: events), responses)
+    }
+
+    private func runAction(
+        _ name: String, runner: any ActionRunner, message: UserMessage, tracker: inout Tracker, events: inout [JSONValue], now: Double
+    ) async -> [JSONValue] {
+        let invocation = ActionInvocation(senderID: message.senderID, slots: tracker.slots, latestMessage: tracker.latestMessage)
+        do {
+            let reply = try await runner.runAction(named: name, invocation: invocation)
+            for raw in reply.events {
+                guard let event = TrackerEvent.normalized(raw, timestamp: now) else { continue }
+                events.append(event)
+                tracker.apply(event)
+            }
+            return reply.responses
+        } catch {
+            logger.error("action failed; sending the fallback", metadata: ["parley.action": "\(name)", "parley.sender_id": "\(message.senderID)", "error": "\(error)"])
+            let rejected = TrackerEvent.actionExecutionRejected(name, timestamp: now)
+            events.append(rejected)
+            tracker.apply(rejected)
+            return [fallbackResponse]
+        }
+    }
+
+    private func runEmit(_ responses: [JSONValue], channel: String?, tracker: inout Tracker) async -> (TurnResult, [JSONValue])? {
+        let now = configuration.clock()
+        let channelName = channel ?? tracker.latestInputChannel ?? ""
+        let formatted = (try? await format(responses, channel: channelName, senderID: tracker.senderID)) ?? responses
+        var events: [JSONValue] = []
+        for response in formatted {
+            let event = TrackerEvent.bot(response: response, timestamp: now)
+            events.append(event)
+            tracker.apply(event)
+        }
+        return (TurnResult(responses: formatted, events: events), formatted)
+    }
+
+    /// The agent for `message`: the first matching route's, else the default.
+    func route(_ message: UserMessage) -> any Agent {
+        for route in routes where route.rule.matches(message) { return route.agent }
+        return defaultAgent
+    }
+
+    /// Applies the formatter chain of `channel`. A formatter that throws is skipped (its input passes on).
+    func format(_ responses: [JSONValue], channel: String, senderID: String) async throws -> [JSONValue] {
+        let chain = channelFormatters[channel] ?? formatters
+        var current = responses
+        for formatter in chain {
+            do {
+                current = try await formatter.format(current, channel: channel, senderID: senderID)
+            } catch {
+                logger.error("formatter failed; its input is sent unformatted", metadata: ["parley.formatter": "\(formatter.name)", "error": "\(error)"])
+            }
+        }
+        return current
+    }
+
+    /// The request payload, shaped like Rasa's action-server request.
+    func payload(for message: UserMessage, tracker: Tracker) -> JSONValue {
+        .object([
+            "sender_id": .string(message.senderID),
+            "message": .object([
+                "text": .string(message.text),
+                "message_id": .string(message.messageID),
+                "metadata": .object(message.metadata),
+                "input_channel": .string(message.inputChannel),
+            ]),
+            "tracker": tracker.json(eventLimit: configuration.agentTrackerEventLimit),
+        ])
+    }
+
+    var fallbackResponse: JSONValue { ["text": .string(configuration.fallbackText)] }
+
+    // MARK: - Deadlines
+
+    private func registerDeadline(_ conversation: Conversation, generation: UInt64) {
+        let deadline = ContinuousClock.now.advanced(by: configuration.turnDeadline)
+        let parked = watchdog.withLock { w in
+            w.entries[ObjectIdentifier(conversation)] = WatchdogEntry(conversation: conversation, generation: generation, deadline: deadline)
+            return w.waiter.take()
+        }
+        parked?.resume()
+    }
+
+    /// Sleeps while no item is running; otherwise checks deadlines every `deadlineCheckInterval`.
+    private func watchdogLoop() async {
+        while !Task.isCancelled {
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                    let resumeNow = watchdog.withLock { w in
+                        if !w.entries.isEmpty || w.stopped { return true }
+                        w.waiter = c
+                        return false
+                    }
+                    if resumeNow { c.resume() }
+                }
+            } onCancel: {
+                self.watchdog.withLock { w in
+                    w.stopped = true
+                    return w.waiter.take()
+                }?.resume()
+            }
+            if Task.isCancelled { return }
+            try? await Task.sleep(for: configuration.deadlineCheckInterval)
+            expireOverdue(now: .now)
+        }
+    }
+
+    /// Takes over every running item past its deadline: its caller gets the fallback from a fresh drain task.
+    func expireOverdue(now: ContinuousClock.Instant) {
+        let overdue = watchdog.withLock { w -> [WatchdogEntry] in
+            let due = w.entries.values.filter { $0.deadline <= now }
+            for e in due { w.entries.removeValue(forKey: ObjectIdentifier(e.conversation)) }
+            return due
+        }
+        for entry in overdue {
+            let conversation = entry.conversation
+            let tookOver = conversation.state.withLock { s -> Bool in
+                guard s.generation == entry.generation, let item = s.inFlight.take() else { return false }
+                s.generation &+= 1
+                s.tracker = nil
+                s.queue.insert(.expired(item), at: 0)
+                return true
+            }
+            guard tookOver else { continue }
+            logger.error("turn missed its deadline; sending the fallback", metadata: ["parley.sender_id": "\(conversation.id)"])
+            let waiter = scheduler.withLock { s in
+                s.ready.append(conversation)
+                // The abandoned drain task no longer counts: shutdown must not wait for a hung agent.
+                s.activeDrains -= 1
+                return s.waiter.take()
+            }
+            waiter?.resume()
+        }
+    }
+
+    // MARK: - Eviction
+
+    private func evictionLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.evictionInterval)
+            if Task.isCancelled { return }
+            evictIdleConversations()
+        }
+    }
+
+    /// Drops conversations idle for ``DispatcherConfiguration/idleEvictionSeconds`` (by the configured clock)
+    /// from memory; they reload from the store on their next message. Returns how many were evicted.
+    @discardableResult
+    public func evictIdleConversations() -> Int {
+        let cutoff = configuration.clock() - configuration.idleEvictionSeconds
+        return conversations.withLock { map in
+            var evicted: [String] = []
+            for (id, c) in map {
+                let idle = c.state.withLock { s in
+                    guard !s.running, s.queue.isEmpty, s.lastActive <= cutoff else { return false }
+                    s.evicted = true
+                    return true
+                }
+                if idle { evicted.append(id) }
+            }
+            for id in evicted { map.removeValue(forKey: id) }
+            return evicted.count
+        }
+    }
+
+    /// Number of conversations held in memory.
+    public var residentConversationCount: Int { conversations.withLock { $0.count } }
+}
+
+// MARK: - Internal state
+
+enum WorkItem: Sendable {
+    case turn(UserMessage, Dispatcher.Completion)
+    case emit([JSONValue], channel: String?, Dispatcher.Completion)
+    /// A turn whose deadline passed: answered with the fallback.
+    indirect case expired(WorkItem)
+
+    var needsDeadline: Bool {
+        if case .expired = self { return false }
+        return true
+    }
+
+    func complete(_ result: Result<TurnResult, any Error>) {
+        switch self {
+        case .turn(_, let c), .emit(_, _, let c): c(result)
+        case .expired(let inner): inner.complete(result)
+        }
+    }
+}
+
+enum EnqueueOutcome { case retry, full, queued, activate }
+
+struct ConversationState: Sendable {
+    var queue: [WorkItem] = []
+    var running = false
+    var evicted = false
+    var tracker: Tracker?
+    var generation: UInt64 = 0
+    var inFlight: WorkItem?
+    var lastActive: Double = 0
+}
+
+final class Conversation: Sendable {
+    let id: String
+    let state = Mutex(ConversationState())
+    init(id: String) { self.id = id }
+}
+
+struct SchedulerState: Sendable {
+    var ready: [Conversation] = []
+    var waiter: CheckedContinuation<Void, Never>?
+    var activeDrains = 0
+    var finished = false
+    var stopping = false
+    var cancelled = false
+}
+
+struct WatchdogEntry: Sendable {
+    let conversation: Conversation
+    let generation: UInt64
+    let deadline: ContinuousClock.Instant
+}
+
+struct WatchdogState: Sendable {
+    var entries: [ObjectIdentifier: WatchdogEntry] = [:]
+    var waiter: CheckedContinuation<Void, Never>?
+    var stopped = false
+}

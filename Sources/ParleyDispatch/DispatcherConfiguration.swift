@@ -1,0 +1,124 @@
+public import ParleyCore
+public import ParleyJSON
+
+/// Settings of a ``Dispatcher``. Every field has a default.
+public struct DispatcherConfiguration: Sendable {
+    /// Messages that may wait per conversation behind the running turn; one more is refused with
+    /// ``DispatchError/Code/mailboxFull``.
+    public var mailboxCapacity: Int
+    /// Time a turn (agent, actions, formatters) may take before the fallback response is sent instead.
+    public var turnDeadline: Duration
+    /// The text of the fallback response sent when the agent or an action throws or the turn misses its deadline.
+    public var fallbackText: String
+    /// Largest accepted message text in UTF-8 bytes; larger messages are refused with ``InputError``.
+    public var maxMessageBytes: Int
+    /// Rasa `session_expiration_time` in minutes: a user message after this much inactivity starts a new
+    /// session (`action_session_start`, `session_started`). 0 = sessions never expire.
+    public var sessionExpirationMinutes: Double
+    /// Rasa `carry_over_slots_to_new_session`: slots set in the old session are set again in the new one.
+    public var carryOverSlotsToNewSession: Bool
+    /// Conversations without activity for this many seconds are dropped from memory (they reload from the
+    /// store on their next message).
+    public var idleEvictionSeconds: Double
+    /// How often idle conversations are looked for.
+    public var evictionInterval: Duration
+    /// How often running turns are checked against their deadline (the granularity of the deadline).
+    public var deadlineCheckInterval: Duration
+    /// Most recent events of the current session put into the tracker an agent receives.
+    public var agentTrackerEventLimit: Int
+    /// Seconds since 1970 "now": event timestamps, session expiry and eviction read it. Tests inject a clock.
+    public var clock: @Sendable () -> Double
+
+    public init(
+        mailboxCapacity: Int = 64,
+        turnDeadline: Duration = .seconds(10),
+        fallbackText: String = "Sorry, something went wrong on my side. Please try again.",
+        maxMessageBytes: Int = 64 * 1024,
+        sessionExpirationMinutes: Double = 60,
+        carryOverSlotsToNewSession: Bool = true,
+        idleEvictionSeconds: Double = 600,
+        evictionInterval: Duration = .seconds(30),
+        deadlineCheckInterval: Duration = .milliseconds(20),
+        agentTrackerEventLimit: Int = 50,
+        clock: @escaping @Sendable () -> Double = { Clock.unixNow() }
+    ) {
+        self.mailboxCapacity = mailboxCapacity
+        self.turnDeadline = turnDeadline
+        self.fallbackText = fallbackText
+        self.maxMessageBytes = maxMessageBytes
+        self.sessionExpirationMinutes = sessionExpirationMinutes
+        self.carryOverSlotsToNewSession = carryOverSlotsToNewSession
+        self.idleEvictionSeconds = idleEvictionSeconds
+        self.evictionInterval = evictionInterval
+        self.deadlineCheckInterval = deadlineCheckInterval
+        self.agentTrackerEventLimit = agentTrackerEventLimit
+        self.clock = clock
+    }
+}
+
+/// A rule sending matching messages to another agent than the default one. Rules are tried in order; the
+/// first match wins.
+public struct AgentRoute: Sendable {
+    /// What a message must look like to match.
+    public enum Rule: Sendable, Hashable {
+        /// The text starts with this string (for example `"/faq"`).
+        case prefix(String)
+        /// The metadata has this key with this value.
+        case metadata(key: String, value: JSONValue)
+        /// The metadata has this key (any value).
+        case metadataKey(String)
+        /// The message came in on this channel (`socketio`, `rest`, …).
+        case channel(String)
+
+        /// Whether `message` matches.
+        public func matches(_ message: UserMessage) -> Bool {
+            switch self {
+            case .prefix(let p): message.text.hasPrefix(p)
+            case .metadata(let key, let value): message.metadata[key] == value
+            case .metadataKey(let key): message.metadata[key] != nil
+            case .channel(let c): message.inputChannel == c
+            }
+        }
+    }
+
+    public var rule: Rule
+    public var agent: any Agent
+
+    public init(_ rule: Rule, to agent: any Agent) {
+        self.rule = rule
+        self.agent = agent
+    }
+}
+
+/// Why the dispatcher refused or could not finish a request.
+public struct DispatchError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The kind of failure.
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        private enum _Code: Hashable, Sendable { case mailboxFull, notRunning, shuttingDown, unknownConversation, storeFailed, deadlineExceeded }
+        private let code: _Code
+        /// Too many messages are waiting for this conversation.
+        public static let mailboxFull = Code(code: .mailboxFull)
+        /// ``Dispatcher/run()`` is not running.
+        public static let notRunning = Code(code: .notRunning)
+        /// The dispatcher is shutting down and accepts no new work.
+        public static let shuttingDown = Code(code: .shuttingDown)
+        /// The store has no conversation with that id.
+        public static let unknownConversation = Code(code: .unknownConversation)
+        /// The store could not load or save the conversation; nothing of the turn was recorded.
+        public static let storeFailed = Code(code: .storeFailed)
+        /// A proactive emit missed the turn deadline (a formatter or the output hung); nothing was recorded.
+        public static let deadlineExceeded = Code(code: .deadlineExceeded)
+        public var description: String { "\(code)" }
+    }
+
+    public var code: Code
+    /// The conversation concerned.
+    public var senderID: String
+    public var description: String
+
+    public init(_ code: Code, senderID: String, _ description: String) {
+        self.code = code
+        self.senderID = senderID
+        self.description = description
+    }
+}

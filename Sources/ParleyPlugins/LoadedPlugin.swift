@@ -1,0 +1,170 @@
+import CParley
+import Dispatch
+public import Logging
+import ParleyDispatch
+public import ParleyJSON
+import Synchronization
+
+/// The plugin's `parley_plugin_def`, copied at load (only `struct_size` bytes; later fields read as zero).
+struct PluginDefinition: @unchecked Sendable {
+    // @unchecked: `state` is an opaque plugin pointer the host never dereferences; the function pointers are
+    // immutable code addresses.
+    var raw: parley_plugin_def
+}
+
+/// One loaded plugin instance: its identity and the machinery that calls it.
+///
+/// Every call runs `handle` on the ``WorkerPool`` (never on an event loop), serialized per conversation,
+/// and — unless the plugin sets `PARLEY_FLAG_THREAD_SAFE` — at most one `handle` of this plugin at a time.
+/// Each call has a deadline; on expiry the caller gets ``PluginCallError/Code/deadlineExceeded``, the
+/// plugin's cancel hook runs, and the plugin's late `complete` returns `PARLEY_E_EXPIRED`.
+public final class LoadedPlugin: Sendable, CustomStringConvertible {
+    /// The name used in logs and routing (configured name, or the plugin's own).
+    public let name: String
+    /// The name the plugin reports in `parley_plugin_def.name`.
+    public let pluginName: String
+    /// The plugin's version string (`unknown` when NULL).
+    public let version: String
+    /// The file as configured.
+    public let path: String
+    /// Agent or formatter.
+    public let kind: PluginKind
+    /// The ABI version the plugin was built against.
+    public let abiMajor: UInt32
+    /// The ABI minor version the plugin was built against.
+    public let abiMinor: UInt32
+    /// Whether calls for different conversations may run concurrently (`PARLEY_FLAG_THREAD_SAFE`).
+    public let isThreadSafe: Bool
+    /// Per-call deadline.
+    public let deadline: Duration
+    /// Logger with `parley.plugin` metadata.
+    public let logger: Logger
+
+    let definition: PluginDefinition
+    let instance: InstanceContext
+    private let pool: WorkerPool
+    private let conversationGate: SerialGate
+    private let pluginGate: SerialGate?
+    private let stats = Mutex(PluginStatistics())
+    private let closed = Atomic<Bool>(false)
+
+    init(
+        name: String, definition: PluginDefinition, path: String, kind: PluginKind, deadline: Duration,
+        instance: InstanceContext, pool: WorkerPool, logger: Logger
+    ) {
+        let raw = definition.raw
+        self.name = name
+        self.pluginName = raw.name.map { String(cString: $0) } ?? name
+        self.version = raw.version.map { String(cString: $0) } ?? "unknown"
+        self.path = path
+        self.kind = kind
+        self.abiMajor = raw.abi_major
+        self.abiMinor = raw.abi_minor
+        self.isThreadSafe = raw.flags & PARLEY_FLAG_THREAD_SAFE != 0
+        self.deadline = deadline
+        self.definition = definition
+        self.instance = instance
+        self.pool = pool
+        self.conversationGate = SerialGate(pool: pool)
+        self.pluginGate = isThreadSafe ? nil : SerialGate(pool: pool)
+        var logger = logger
+        logger[metadataKey: "parley.plugin"] = "\(name)"
+        self.logger = logger
+    }
+
+    /// `agent "mirror" 1.0.0 (path, ABI 1.0, thread-safe)`.
+    public var description: String {
+        "\(kind) \"\(name)\" \(version) (\(path), ABI \(abiMajor).\(abiMinor)\(isThreadSafe ? ", thread-safe" : ""))"
+    }
+
+    /// A snapshot of the plugin's counters.
+    public var statistics: PluginStatistics { stats.withLock { $0 } }
+
+    func updateStatistics(_ body: (inout PluginStatistics) -> Void) { stats.withLock { body(&$0) } }
+
+    /// Sends `request` (serialized as JSON) to the plugin's `handle` for conversation `senderID` and returns
+    /// the JSON the plugin completed the call with.
+    ///
+    /// - Throws: ``PluginCallError`` on deadline, cancellation, plugin failure, invalid JSON or a broken
+    ///   calling contract; never crashes on plugin garbage.
+    public func call(_ request: JSONValue, senderID: String) async throws -> JSONValue {
+        if closed.load(ordering: .acquiring) {
+            throw PluginCallError(code: .closed, plugin: name, reason: "the plugin host is shut down")
+        }
+        var bytes: [UInt8] = []
+        request.serialize(into: &bytes)
+        bytes.append(0)  // courtesy NUL after the view (documented in parley.h); not counted in len
+        let payload = bytes
+        let key = senderID
+        let deadline = self.deadline
+        stats.withLock { $0.calls += 1 }
+        let id = callRegistry.register(owner: self) { [conversationGate] in conversationGate.release(key) }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
+                callRegistry.attach(id, continuation)
+                let nanos = deadline.components.seconds * 1_000_000_000 + deadline.components.attoseconds / 1_000_000_000
+                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(max(0, nanos)))) {
+                    callRegistry.expire(id, deadline: deadline, cancelled: false)
+                }
+                conversationGate.enqueue(key) { [self] in
+                    if let pluginGate, !callRegistry.isFinished(id) {
+                        pluginGate.enqueue("") { self.start(id, payload: payload, releasing: pluginGate) }
+                    } else {
+                        start(id, payload: payload, releasing: nil)
+                    }
+                }
+            }
+        } onCancel: {
+            callRegistry.expire(id, deadline: deadline, cancelled: true)
+        }
+    }
+
+    /// Runs `handle` for call `id` on a worker thread, unless the call already finished.
+    private func start(_ id: UInt, payload: [UInt8], releasing gate: SerialGate?) {
+        guard callRegistry.begin(id) else {
+            gate?.release("")
+            return
+        }
+        let definition = self.definition
+        pool.submit { [self] in
+            stats.withLock { $0.running += 1 }
+            let status: Int32 = payload.withUnsafeBufferPointer { buffer in
+                buffer.withMemoryRebound(to: CChar.self) { chars in
+                    let view = parley_str(ptr: chars.baseAddress, len: chars.count - 1)
+                    guard let handle = definition.raw.handle else { return PARLEY_E_INTERNAL.rawValue }
+                    return handle(definition.raw.state, OpaquePointer(bitPattern: id), view).rawValue
+                }
+            }
+            stats.withLock { $0.running -= 1 }
+            gate?.release("")
+            callRegistry.handleReturned(id, status: status)
+        }
+    }
+
+    /// Calls the plugin's optional cancel hook for call `id` on a worker thread.
+    func runCancelHook(callID id: UInt) {
+        guard let cancel = definition.raw.cancel else { return }
+        let state = PluginDefinition(raw: definition.raw)
+        stats.withLock { $0.cancelHookCalls += 1 }
+        pool.submit {
+            cancel(state.raw.state, OpaquePointer(bitPattern: id))
+        }
+    }
+
+    /// Refuses new calls; used by ``PluginHost/shutdown()``.
+    func close() {
+        closed.store(true, ordering: .releasing)
+        instance.close()
+    }
+
+    /// Runs the plugin's shutdown hook (if any) on a worker thread, with a deadline.
+    func runShutdownHook(deadline: Duration) async {
+        guard let shutdown = definition.raw.shutdown else { return }
+        let definition = self.definition
+        do {
+            try await pool.run(deadline: deadline) { shutdown(definition.raw.state) }
+        } catch {
+            logger.error("plugin \(name): shutdown hook did not return within \(formatDuration(deadline)) (\(error))")
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import CParley
+import ParleyDispatch
+import ParleyJSON
+import ParleyPlugins
+import Testing
+
+/// Garbage from a plugin is refused with an error naming it; the host and the plugin keep serving.
+@Suite struct CallContractTests {
+    static let garbage: [(String, PluginCallError.Code, String)] = [
+        ("invalid_json", .invalidJSON, "plugin fixture: reply is not valid JSON"),
+        ("wrong_shape", .invalidShape, #"plugin fixture: reply "responses" must be an array of objects"#),
+        ("not_objects", .invalidShape, #"plugin fixture: reply "responses"[0] must be an object"#),
+        ("array_reply", .invalidShape, "plugin fixture: reply must be a JSON object"),
+        ("null_json", .protocolViolation, "plugin fixture: complete called with a NULL json pointer and length 5"),
+        ("ok_without_complete", .protocolViolation, "plugin fixture: handle returned PARLEY_OK without calling complete"),
+        ("fail", .pluginFailed, "plugin fixture: handle failed with PARLEY_E_INTERNAL"),
+        ("error_complete", .pluginFailed, "plugin fixture: call failed with PARLEY_E_INTERNAL: boom: exploded"),
+        ("pending_complete", .protocolViolation, "plugin fixture: complete called with PARLEY_PENDING"),
+    ]
+
+    @Test(arguments: 0..<garbage.count)
+    func garbageIsRefused(_ index: Int) async throws {
+        let (text, code, message) = Self.garbage[index]
+        let path = try Build.fixture()
+        try await withHost { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            let error = await #expect(throws: PluginCallError.self) { _ = try await agent.respond(to: request(text)) }
+            #expect(error?.code == code, "\(text)")
+            #expect(error?.description.hasPrefix(message) == true, "\(String(describing: error))")
+            // Still serving, same conversation.
+            let reply = try await agent.respond(to: request("hello"))
+            #expect(reply.responses == [["text": "ok"]])
+            #expect(reply.events == [["event": "slot", "name": "seen", "value": true]])
+        }
+    }
+
+    @Test func secondCompletionIsRefusedWithAlreadyCompleted() async throws {
+        let path = try Build.fixture()
+        try await withHost { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            let reply = try await agent.respond(to: request("double"))
+            #expect(reply.responses == [["text": "first"]])
+            #expect(await eventually { fixtureStat(path, FixtureStat.double) == PARLEY_E_ALREADY_COMPLETED.rawValue })
+            #expect(agent.plugin.statistics.duplicateCompletions == 1)
+        }
+        #expect(LogCapture.shared.contains("completed twice; the second completion was dropped"))
+    }
+
+    /// The plugin completes from another thread only after its deadline (after the cancel hook ran): the
+    /// caller already got the deadline error, and the late `complete` returns PARLEY_E_EXPIRED.
+    @Test func completionFromAnotherThreadAfterTheDeadline() async throws {
+        let path = try Build.fixture()
+        try await withHost { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent, deadline: .milliseconds(300)))
+            let error = await #expect(throws: PluginCallError.self) { _ = try await agent.respond(to: request("late")) }
+            #expect(error?.code == .deadlineExceeded)
+            #expect(await eventually { fixtureStat(path, FixtureStat.late) == PARLEY_E_EXPIRED.rawValue })
+            #expect(fixtureStat(path, FixtureStat.cancels) == 1)
+            let stats = agent.plugin.statistics
+            #expect(stats.lateCompletions == 1 && stats.expired == 1 && stats.duplicateCompletions == 0)
+            #expect(try await agent.respond(to: request("hello")).responses == [["text": "ok"]])
+        }
+    }
+
+    @Test func cancellingTheCallerCancelsThePluginCall() async throws {
+        let path = try Build.fixture()
+        try await withHost { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            let outcome: Result<AgentReply, any Error> = await withTaskGroup(of: Result<AgentReply, any Error>.self) { group in
+                group.addTask {
+                    do { return .success(try await agent.respond(to: request("late"))) } catch { return .failure(error) }
+                }
+                // Cancel once the plugin has the call (handle ran and returned PARLEY_PENDING).
+                #expect(await eventually { fixtureStat(path, FixtureStat.handled) == 1 && agent.plugin.statistics.running == 0 })
+                group.cancelAll()
+                return await group.next() ?? .failure(CancellationError())
+            }
+            #expect(throws: PluginCallError.self) { try outcome.get() }
+            #expect(await eventually { fixtureStat(path, FixtureStat.late) == PARLEY_E_EXPIRED.rawValue })
+        }
+    }
+
+    /// Without PARLEY_FLAG_THREAD_SAFE the host never runs two `handle`s of the plugin at once.
+    @Test func pluginWithoutThreadSafeFlagIsSerialized() async throws {
+        let path = try Build.fixture()
+        try await withHost { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            #expect(!agent.plugin.isThreadSafe)
+            try await withThrowingTaskGroup(of: AgentReply.self) { group in
+                for i in 0..<8 { group.addTask { try await agent.respond(to: request("nap", sender: "s\(i)")) } }
+                for try await reply in group { #expect(reply.responses == [["text": "rested"]]) }
+            }
+            #expect(fixtureStat(path, FixtureStat.maxConcurrent) == 1)
+        }
+    }
+
+    /// With the flag, calls of one conversation are still serialized.
+    @Test func threadSafePluginIsSerializedPerConversation() async throws {
+        let path = try Build.fixture(["-DFIX_THREAD_SAFE"])
+        try await withHost { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            #expect(agent.plugin.isThreadSafe)
+            try await withThrowingTaskGroup(of: AgentReply.self) { group in
+                for _ in 0..<6 { group.addTask { try await agent.respond(to: request("nap", sender: "same")) } }
+                for try await reply in group { #expect(reply.responses == [["text": "rested"]]) }
+            }
+            #expect(fixtureStat(path, FixtureStat.maxConcurrent) == 1)
+        }
+    }
+
+    @Test func emitGoesToTheProactiveOutput() async throws {
+        let path = try Build.fixture()
+        let output = OutputCollector()
+        try await withHost(output: output) { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await host.run() }
+                let reply = try await agent.respond(to: request("emit", sender: "room-7"))
+                #expect(reply.responses == [["text": "emitted"]])
+                #expect(await eventually { output.delivered.count == 1 })
+                await host.shutdown()
+                try await group.waitForAll()
+            }
+            #expect(output.delivered.first?.0 == "room-7")
+            #expect(output.delivered.first?.1 == [["text": "pushed"]])
+            #expect(fixtureStat(path, FixtureStat.emit) == PARLEY_OK.rawValue)
+            #expect(fixtureStat(path, FixtureStat.emitBad) == PARLEY_E_BAD_JSON.rawValue)
+        }
+    }
+
+    /// `get_api` finds every 1.0 host function by name and nothing else; the table carries the run-time version.
+    @Test func hostFunctionsByNameAndGarbageArguments() async throws {
+        let path = try Build.fixture()
+        try await withHost(output: OutputCollector()) { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            #expect(try await agent.respond(to: request("get_api")).responses == [["text": "get_api ok"]])
+            #expect(try await agent.respond(to: request("emit_invalid")).responses == [["text": "refused"]])
+        }
+    }
+
+    /// Emitted responses pass through the formatter given with the output, like replies do.
+    @Test func emitIsFormattedBeforeDelivery() async throws {
+        let path = try Build.fixture()
+        let suffix = try Build.fixture(["-DFIX_FORMATTER", "-DFIX_NAME=\"suffix\""])
+        let output = OutputCollector()
+        try await withHost { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            let formatter = try await host.loadFormatter(PluginConfiguration(path: suffix, kind: .formatter, config: ["suffix": "!"]))
+            host.setProactiveOutput(output, formatter: FormatterChain([formatter]))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await host.run() }
+                _ = try await agent.respond(to: request("emit", sender: "room-8"))
+                #expect(await eventually { output.delivered.count == 1 })
+                await host.shutdown()
+                try await group.waitForAll()
+            }
+            #expect(output.delivered.first?.1 == [["text": "pushed!"]])
+        }
+    }
+
+    @Test func emitWithoutOutputIsUnsupported() async throws {
+        let path = try Build.fixture()
+        try await withHost { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            _ = try await agent.respond(to: request("emit"))
+            #expect(fixtureStat(path, FixtureStat.emit) == PARLEY_E_UNSUPPORTED.rawValue)
+        }
+    }
+
+    @Test func callsAfterShutdownAreRefused() async throws {
+        let path = try Build.mirror()
+        let pool = WorkerPool(threads: 2)
+        let host = PluginHost(pool: pool, logger: testLogger)
+        let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+        await host.shutdown()
+        let error = await #expect(throws: PluginCallError.self) { _ = try await agent.respond(to: request("x")) }
+        #expect(error?.code == .closed)
+        try await pool.shutdown()
+    }
+}

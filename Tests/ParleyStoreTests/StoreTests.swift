@@ -1,0 +1,246 @@
+import Foundation
+import ParleyCore
+import ParleyDispatch
+import ParleyJSON
+import ParleyStore
+import Synchronization
+import Testing
+
+/// A fresh temporary directory, removed after `body`.
+func withTemporaryDirectory<T>(_ body: (String) async throws -> T) async throws -> T {
+    let dir = NSTemporaryDirectory() + "parley-store-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    return try await body(dir)
+}
+
+func event(_ kind: String, _ extra: JSONObject = [:], at t: Double = 1.5) -> JSONValue {
+    var o: JSONObject = ["event": .string(kind), "timestamp": .double(t)]
+    for (k, v) in extra { o[k] = v }
+    return .object(o)
+}
+
+/// Both stores, for the tests that hold for every implementation.
+enum StoreKind: String, CaseIterable, Sendable {
+    case memory, sqlite
+    func make(in dir: String) throws -> any ConversationStore {
+        switch self {
+        case .memory: InMemoryConversationStore()
+        case .sqlite: try SQLiteConversationStore(configuration: .init(path: dir + "/parley.db"))
+        }
+    }
+}
+
+@Suite struct StoreRoundTripTests {
+    @Test(arguments: StoreKind.allCases) func roundTrip(_ kind: StoreKind) async throws {
+        try await withTemporaryDirectory { dir in
+            let store = try kind.make(in: dir)
+            #expect(try await store.currentSession(of: "a") == nil)
+            #expect(try await store.events(of: "a", types: nil) == nil)
+            let first: [JSONValue] = [event("session_started"), event("user", ["text": "hi"]), event("bot", ["text": "yo"])]
+            try await store.append(first, to: "a")
+            try await store.append([event("slot", ["name": "x", "value": 1])], to: "b")
+            let second: [JSONValue] = [event("session_started", at: 2.5), event("user", ["text": "again"], at: 2.5)]
+            try await store.append(second, to: "a")
+            #expect(try await store.events(of: "a", types: nil) == first + second)
+            #expect(try await store.currentSession(of: "a") == second)
+            #expect(try await store.events(of: "a", types: ["user"])?.count == 2)
+            #expect(try await store.events(of: "a", types: ["restart"]) == [])
+            #expect(try await store.currentSession(of: "b")?.count == 1)
+            try await store.append([event("restart", at: 3.5), event("user", ["text": "new"], at: 3.5)], to: "a")
+            #expect(try await store.currentSession(of: "a")?.first?["event"] == "restart")
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases) func concurrentAppendsAreAllStoredInOrder(_ kind: StoreKind) async throws {
+        try await withTemporaryDirectory { dir in
+            let store = try kind.make(in: dir)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for w in 0..<50 {
+                    group.addTask {
+                        for i in 0..<20 { try await store.append([event("user", ["n": .int(Int64(i))]), event("bot")], to: "w\(w)") }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            for w in 0..<50 {
+                let users = try #require(try await store.events(of: "w\(w)", types: ["user"]))
+                #expect(users.map { $0["n"]?.int64Value ?? -1 } == (0..<20).map(Int64.init))
+            }
+        }
+    }
+}
+
+@Suite struct SQLiteStoreTests {
+    @Test func reopenKeepsEventsAndSchemaVersion() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir + "/parley.db"
+            do {
+                let store = try SQLiteConversationStore(configuration: .init(path: path))
+                try await store.append([event("user", ["text": "persist me"])], to: "a")
+            }
+            let reopened = try SQLiteConversationStore(configuration: .init(path: path, durability: .normal))
+            #expect(try await reopened.events(of: "a", types: nil)?.first?["text"] == "persist me")
+            #expect(try reopened.appliedMigrations() == ["v1: events"])
+            #expect(try reopened.eventCount() == 1)
+        }
+    }
+
+    @Test func corruptFileIsAClearStartupError() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir + "/broken.db"
+            try Data(String(repeating: "this is not a database. ", count: 200).utf8).write(to: URL(fileURLWithPath: path))
+            let error = #expect(throws: StoreError.self) { try SQLiteConversationStore(configuration: .init(path: path)) }
+            #expect(error?.code == .corrupt)
+            #expect(error?.description.contains(path) == true)
+            #expect(error?.description.contains("not a SQLite database") == true)
+        }
+    }
+
+    @Test func readOnlyFileIsAClearStartupError() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir + "/ro.db"
+            do { _ = try SQLiteConversationStore(configuration: .init(path: path)) }
+            // Root ignores permission bits, so make the file immutable instead when running as root.
+            let asRoot = geteuid() == 0
+            if asRoot {
+                guard shell("/usr/bin/chattr", ["+i", path]) == 0 else {
+                    Issue.record("chattr +i failed; cannot make \(path) read-only as root")
+                    return
+                }
+            } else {
+                chmod(path, 0o444)
+            }
+            defer { if asRoot { _ = shell("/usr/bin/chattr", ["-i", path]) } }
+            let error = #expect(throws: StoreError.self) { try SQLiteConversationStore(configuration: .init(path: path)) }
+            #expect(error?.code == .readOnly)
+            #expect(error?.description.contains(path) == true)
+            #expect(error?.description.contains("read-only") == true || error?.description.contains("writable") == true)
+        }
+    }
+
+    @Test func missingDirectoryIsAClearStartupError() async throws {
+        let path = "/nonexistent-parley-dir/sub/parley.db"
+        let error = #expect(throws: StoreError.self) { try SQLiteConversationStore(configuration: .init(path: path)) }
+        #expect(error?.code == .cannotOpen)
+        #expect(error?.description.contains(path) == true)
+    }
+
+    @Test func newerSchemaIsRefused() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir + "/future.db"
+            do { _ = try SQLiteConversationStore(configuration: .init(path: path)) }
+            #expect(shell("/usr/bin/sqlite3", [path, "INSERT INTO grdb_migrations VALUES ('v99: future')"]) == 0 || !FileManager.default.fileExists(atPath: "/usr/bin/sqlite3"))
+            guard FileManager.default.fileExists(atPath: "/usr/bin/sqlite3") else { return }
+            let error = #expect(throws: StoreError.self) { try SQLiteConversationStore(configuration: .init(path: path)) }
+            #expect(error?.code == .newerSchema)
+        }
+    }
+
+    @Test func fullDiskFailsTheWriteAndLeavesNothingHalfWritten() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir + "/full.db"
+            let store = try SQLiteConversationStore(configuration: .init(path: path, maxPageCount: 16))
+            let big = String(repeating: "x", count: 1500)
+            var stored = 0
+            var failure: (any Error)?
+            for i in 0..<200 {
+                do {
+                    try await store.append((0..<4).map { _ in event("bot", ["text": .string(big), "n": .int(Int64(i))]) }, to: "a")
+                    stored += 4
+                } catch {
+                    failure = error
+                    break
+                }
+            }
+            let error = try #require(failure as? StoreError)
+            #expect(error.code == .full)
+            #expect(error.description.contains(path))
+            // All-or-nothing: exactly the successful appends are there.
+            #expect(try store.eventCount() == stored)
+            #expect(try await store.events(of: "a", types: nil)?.count == stored)
+        }
+    }
+}
+
+@Suite struct DispatcherWithSQLiteTests {
+    struct CountingAgent: Agent {
+        let name = "counting"
+        func respond(to request: AgentRequest) async throws -> AgentReply {
+            let previous = request.payload["tracker"]?["slots"]?["turns"]?.int64Value ?? 0
+            return AgentReply(
+                events: [["event": "slot", "name": "turns", "value": .int(previous + 1)]],
+                responses: [["text": .string("turn \(previous + 1) " + String(repeating: "x", count: 1500))]])
+        }
+    }
+
+    func run(_ dispatcher: Dispatcher, _ body: @Sendable () async throws -> Void) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await dispatcher.run() }
+            defer { dispatcher.shutdown() }
+            try await body()
+            dispatcher.shutdown()
+            try await group.waitForAll()
+        }
+    }
+
+    func reply(_ dispatcher: Dispatcher, _ text: String) async throws -> String {
+        let result = try await dispatcher.handle(UserMessage(text: text, senderID: "alice", inputChannel: "rest"))
+        return String(result.responses.first?["text"]?.stringValue?.prefix(6) ?? "")
+    }
+
+    @Test func conversationContinuesAfterRestart() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir + "/parley.db"
+            let first = Dispatcher(agent: CountingAgent(), store: try SQLiteConversationStore(configuration: .init(path: path)))
+            try await run(first) { () async throws -> Void in
+                let r1 = try await reply(first, "one")
+                let r2 = try await reply(first, "two")
+                #expect([r1, r2] == ["turn 1", "turn 2"])
+            }
+            let second = Dispatcher(agent: CountingAgent(), store: try SQLiteConversationStore(configuration: .init(path: path)))
+            try await run(second) { () async throws -> Void in
+                let r3 = try await reply(second, "three")
+                #expect(r3 == "turn 3")
+            }
+        }
+    }
+
+    @Test func fullDiskFailsTheTurnAndRecordsNothingOfIt() async throws {
+        try await withTemporaryDirectory { dir in
+            let store = try SQLiteConversationStore(configuration: .init(path: dir + "/full.db", maxPageCount: 14))
+            let dispatcher = Dispatcher(agent: CountingAgent(), store: store)
+            try await run(dispatcher) { () async throws -> Void in
+                var completed = 0
+                var refusal: DispatchError?
+                for i in 0..<100 {
+                    do {
+                        _ = try await reply(dispatcher, "message \(i)")
+                        completed += 1
+                    } catch let error as DispatchError {
+                        refusal = error
+                        break
+                    }
+                }
+                let error = try #require(refusal)
+                #expect(error.code == .storeFailed)
+                #expect(error.description.contains("disk full"))
+                let users = try #require(try await store.events(of: "alice", types: ["user"]))
+                #expect(users.count == completed)
+                let bots = try #require(try await store.events(of: "alice", types: ["bot"]))
+                #expect(bots.count == completed)
+            }
+        }
+    }
+}
+
+@discardableResult
+func shell(_ tool: String, _ arguments: [String]) -> Int32 {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: tool)
+    p.arguments = arguments
+    p.standardError = FileHandle.nullDevice
+    do { try p.run() } catch { return -1 }
+    p.waitUntilExit()
+    return p.terminationStatus
+}

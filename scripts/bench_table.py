@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Turns the JSON lines of scripts/bench.sh into bench/results.md: medians (min-max) per server and
+scenario, the ratios Parley/anchor and Parley/raw-echo, and each target of the benchmark issue."""
+import argparse
+import datetime
+import json
+import statistics
+import sys
+
+SERVERS = {"parley": "Parley (`parley serve`, C mirror agent, embedded store)",
+           "anchor": "anchor: python-socketio on aiohttp + uvloop (Rasa channel logic)",
+           "echo": "raw SwiftNIO WebSocket echo (NIOEchoBench, transport limit)"}
+GEN_BOUND_PCT = 70.0     # above this the generator may be the limit
+DISTURBED_PCT = 20.0     # other_cpu_pct above this: something else used the machine
+
+
+def load(path):
+    runs = {}
+    for line in open(path):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        runs.setdefault((d.get("server"), d.get("scenario")), []).append(d)
+    return runs
+
+
+def ok(d):
+    return "failed" not in d and d.get("completed", 0) + d.get("established", 0) > 0
+
+
+def metric(d, scen):
+    if scen in ("S1", "S2"):
+        return d.get("msgs_per_s")
+    if scen == "S3":
+        return d.get("sessions_per_s")
+    if scen == "S4":
+        return d.get("rss_per_conn_bytes")
+    return None
+
+
+class Cell:
+    """Median and range of one server x scenario."""
+
+    def __init__(self, runs, scen):
+        self.all = runs or []
+        self.used = [d for d in self.all if ok(d)]
+        self.scen = scen
+
+    def values(self, f):
+        return [v for v in (f(d) for d in self.used) if v is not None]
+
+    def med(self, f):
+        v = self.values(f)
+        return statistics.median(v) if v else None
+
+    def rng(self, f):
+        v = self.values(f)
+        return (min(v), max(v)) if v else None
+
+    @property
+    def main(self):
+        return self.med(lambda d: metric(d, self.scen))
+
+    def lat(self, p):
+        return self.med(lambda d: d.get("lat_us", {}).get(p))
+
+    @property
+    def errors(self):
+        return sum(d.get("errors", 0) for d in self.used)
+
+    @property
+    def failed(self):
+        return len(self.all) - len(self.used)
+
+
+def fmt(v, unit=""):
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:,.0f}{unit}"
+    if abs(v) >= 10:
+        return f"{v:,.1f}{unit}"
+    return f"{v:,.2f}{unit}"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("jsonl")
+    ap.add_argument("--machine", default="?")
+    ap.add_argument("--swift", default="?")
+    ap.add_argument("--python", default="?")
+    ap.add_argument("--reps", default="?")
+    ap.add_argument("--quick", default="0")
+    ap.add_argument("--notes", default=None)
+    ap.add_argument("--sizes", default="")
+    a = ap.parse_args()
+    runs = load(a.jsonl)
+    C = {(s, sc): Cell(runs.get((s, sc)), sc) for s in SERVERS for sc in ("S1", "S2", "S3", "S4")}
+    P, A, E = (lambda sc: C[("parley", sc)]), (lambda sc: C[("anchor", sc)]), (lambda sc: C[("echo", sc)])
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = []
+    w = out.append
+    w("# Benchmark results (`make bench`)\n")
+    w(f"Run {now} on {a.machine}. {a.swift}; anchor: {a.python}.  ")
+    w(f"Medians of {a.reps} run(s) per cell, a fresh server process per run, server pinned to CPU 0 and the "
+      "load generator (`parley loadtest`) to CPU 1." + (" **Quick mode (BENCH_QUICK=1): smoke numbers only.**" if a.quick == "1" else ""))
+    w(f"Scenarios: {a.sizes}. The raw echo runs the same scenarios as plain WebSocket text frames (64 bytes).\n")
+
+    # --- main table
+    w("| scenario | metric | Parley | anchor (python-socketio) | raw NIO echo | Parley / anchor | Parley / raw echo |")
+    w("|---|---|---|---|---|---|---|")
+
+    def row(scen, label, f, unit="", lower_better=False):
+        p, an, e = P(scen).med(f), A(scen).med(f), E(scen).med(f)
+        w(f"| {scen} | {label} | {fmt(p, unit)} | {fmt(an, unit)} | {fmt(e, unit)} | "
+          f"{fmt(ratio(p, an), 'x')} | {fmt(ratio(p, e), 'x')} |")
+
+    row("S1", "latency p50 (us)", lambda d: d.get("lat_us", {}).get("p50"))
+    row("S1", "latency p99 (us)", lambda d: d.get("lat_us", {}).get("p99"))
+    row("S1", "msgs/s, 1 client", lambda d: d.get("msgs_per_s"))
+    row("S2", "msgs/s, 100 clients", lambda d: d.get("msgs_per_s"))
+    row("S2", "latency p50 (ms)", lambda d: (d.get("lat_us", {}).get("p50") or 0) / 1000)
+    row("S2", "latency p99 (ms)", lambda d: (d.get("lat_us", {}).get("p99") or 0) / 1000)
+    row("S3", "sessions/s (2000, 100 in flight)", lambda d: d.get("sessions_per_s"))
+    row("S3", "session latency p50 (ms)", lambda d: (d.get("lat_us", {}).get("p50") or 0) / 1000)
+    row("S4", "server RSS bytes / idle session", lambda d: d.get("rss_per_conn_bytes"))
+    w("")
+
+    # --- targets
+    w("## Targets (from the benchmark issue)\n")
+    w("| target | measured | met? |")
+    w("|---|---|---|")
+
+    def verdict(cond, *needed):
+        if any(x is None for x in needed):
+            missing = [n for n, c in (("Parley", P), ("anchor", A), ("raw echo", E)) if False]
+            return "not measured"
+        return "**yes**" if cond() else "**no**"
+
+    p2, a2, e2 = P("S2").main, A("S2").main, E("S2").main
+    p2p99, a2p99 = P("S2").lat("p99"), A("S2").lat("p99")
+    p3, a3 = P("S3").main, A("S3").main
+    p4, e4 = P("S4").main, E("S4").main
+    p1, a1 = P("S1").lat("p50"), A("S1").lat("p50")
+    w(f"| S2 msgs/s >= 5x anchor | {fmt(ratio(p2, a2), 'x')} | {verdict(lambda: p2 >= 5 * a2, p2, a2)} |")
+    w(f"| S2 p99 <= 1/5 of anchor's | {fmt(p2p99 and p2p99 / 1000, ' ms')} vs {fmt(a2p99 and a2p99 / 1000, ' ms')} | {verdict(lambda: p2p99 * 5 <= a2p99, p2p99, a2p99)} |")
+    w(f"| S2 msgs/s >= 60% of raw NIO echo | {fmt(ratio(p2, e2) and 100 * ratio(p2, e2), ' %')} | {verdict(lambda: p2 >= 0.6 * e2, p2, e2)} |")
+    w(f"| S3 sessions/s >= 5x anchor | {fmt(ratio(p3, a3), 'x')} | {verdict(lambda: p3 >= 5 * a3, p3, a3)} |")
+    w(f"| S4 <= 10 KB per idle session | {fmt(p4, ' B')} | {verdict(lambda: p4 <= 10240, p4)} |")
+    w(f"| S4 <= 2x raw NIO echo | {fmt(ratio(p4, e4), 'x')} | {verdict(lambda: p4 <= 2 * e4, p4, e4)} |")
+    w(f"| S1 p50 below the anchor's | {fmt(p1, ' us')} vs {fmt(a1, ' us')} | {verdict(lambda: p1 < a1, p1, a1)} |")
+    w("")
+
+    # --- details and trust
+    w("## Every cell\n")
+    w("| server | scen | runs ok | main: median (min-max) | p50 us | p99 us | errors | gen CPU % | server CPU % | other CPU % |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    units = {"S1": "msg/s", "S2": "msg/s", "S3": "sess/s", "S4": "B/session"}
+    warnings = []
+    for s in SERVERS:
+        for sc in ("S1", "S2", "S3", "S4"):
+            c = C[(s, sc)]
+            if not c.all:
+                continue
+            r = c.rng(lambda d: metric(d, sc))
+            main = f"{fmt(c.main)} ({fmt(r[0])}-{fmt(r[1])}) {units[sc]}" if r else "-"
+            gen = c.med(lambda d: d.get("gen_cpu_pct"))
+            other = c.med(lambda d: d.get("other_cpu_pct"))
+            w(f"| {s} | {sc} | {len(c.used)}/{len(c.all)} | {main} | {fmt(c.lat('p50'))} | {fmt(c.lat('p99'))} | {c.errors} | "
+              f"{fmt(gen)} | {fmt(c.med(lambda d: d.get('server_cpu_pct')))} | {fmt(other)} |")
+            if c.failed:
+                reasons = sorted({d.get("failed", "no result") for d in c.all if not ok(d)})
+                warnings.append(f"{s} {sc}: {c.failed} run(s) without a result ({', '.join(reasons)})")
+            if c.errors:
+                warnings.append(f"{s} {sc}: {c.errors} request error(s) (mismatch/timeout/close count as errors)")
+            if gen is not None and gen > GEN_BOUND_PCT and sc in ("S2", "S3"):
+                warnings.append(f"{s} {sc}: generator at {gen:.0f} % CPU: the number is a lower bound (generator-bound)")
+            if other is not None and other > DISTURBED_PCT and sc != "S4":
+                warnings.append(f"{s} {sc}: other processes used {other:.0f} % CPU during the runs: disturbed, re-run")
+            if sc == "S4":
+                alive = c.med(lambda d: d.get("alive_at_end"))
+                if alive is not None and alive < c.med(lambda d: d.get("established") or 0):
+                    warnings.append(f"{s} S4: only {alive:.0f} sessions still open at the end of the hold")
+    for s in SERVERS:
+        if not any(C[(s, sc)].all for sc in ("S1", "S2", "S3", "S4")):
+            warnings.append(f"{s}: not measured")
+        elif not any(C[(s, sc)].used for sc in ("S1", "S2", "S3", "S4")):
+            warnings.append(f"{s}: no run produced a result ({SERVERS[s]} did not start; see .build/bench/logs)")
+    notes = []
+    if a.notes:
+        try:
+            notes = [l.strip() for l in open(a.notes) if l.strip()]
+        except OSError:
+            pass
+    w("")
+    if warnings or notes:
+        w("## Notes\n")
+        for n in notes + warnings:
+            w(f"* {n}")
+        w("")
+    w("Servers: " + "; ".join(f"`{k}` = {v}" for k, v in SERVERS.items()) + ".  ")
+    w("Reading it: compare ratios, not absolute numbers (shared 2-core machines are noisy; "
+      "differences under ~20 % are noise). `gen CPU %` above ~70 means the generator, not the server, "
+      "may be the limit; `other CPU %` well above 0 means something else ran on the machine. "
+      "Reproduce with `make bench` (quick smoke run: `BENCH_QUICK=1 make bench`).")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
