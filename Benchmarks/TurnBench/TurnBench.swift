@@ -212,7 +212,7 @@ struct TurnBench {
         let cpu = cpuSeconds() - cpuStart
         let events = appendsPerWriter * writers * perAppend
         let s = seconds(elapsed)
-        say("store-bench durability=\(options.string("durability", "full")) writers=\(writers) per_append=\(perAppend) events=\(events) seconds=\(format3(s)) events_per_s=\(Int(Double(events) / s)) appends_per_s=\(Int(Double(events / perAppend) / s)) cpu_us_per_event=\(format3(cpu / Double(events) * 1e6))")
+        say("store-bench durability=\(options.string("durability", "full")) writers=\(writers) per_append=\(perAppend) events=\(events) seconds=\(format3(s)) events_per_s=\(Int(Double(events) / s)) appends_per_s=\(Int(Double(events / perAppend) / s)) cpu_us_per_event=\(format3(cpu / Double(events) * 1e6)) appends_per_commit=\(format3(Double(store.commitStatistics.appends) / Double(max(1, store.commitStatistics.commits))))")
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
     }
 }
