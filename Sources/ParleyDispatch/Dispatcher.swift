@@ -387,9 +387,9 @@ public final class Dispatcher: TurnHandler, Service {
             responses = [fallbackResponse]
         } else if !tracker.paused {
             let agent = route(message)
-            let request = AgentRequest(message: message, payload: payload(for: message, tracker: tracker))
             do {
-                let reply = try await agent.respond(to: request)
+                // The request (which shares the tracker's event buffer) is gone before new events are applied.
+                let reply = try await agent.respond(to: AgentRequest(message: message, payload: payload(for: message, tracker: tracker)))
                 var actionResponses: [JSONValue] = []
                 for raw in reply.events {
                     guard let event = TrackerEvent.normalized(raw, timestamp: now) else {
@@ -470,17 +470,20 @@ public final class Dispatcher: TurnHandler, Service {
 
     /// The request payload, shaped like Rasa's action-server request.
     func payload(for message: UserMessage, tracker: Tracker) -> JSONValue {
-        .object([
-            "sender_id": .string(message.senderID),
-            "message": .object([
-                "text": .string(message.text),
-                "message_id": .string(message.messageID),
-                "metadata": .object(message.metadata),
-                "input_channel": .string(message.inputChannel),
-            ]),
-            "tracker": tracker.json(eventLimit: configuration.agentTrackerEventLimit),
-        ])
+        var m = Self.messageTemplate
+        m["text"] = .string(message.text)
+        m["message_id"] = .string(message.messageID)
+        m["metadata"] = .object(message.metadata)
+        m["input_channel"] = .string(message.inputChannel)
+        var p = Self.payloadTemplate
+        p["sender_id"] = .string(message.senderID)
+        p["message"] = .object(m)
+        p["tracker"] = tracker.json(eventLimit: configuration.agentTrackerEventLimit)
+        return .object(p)
     }
+
+    static let messageTemplate: JSONObject = ["text": nil, "message_id": nil, "metadata": nil, "input_channel": nil]
+    static let payloadTemplate: JSONObject = ["sender_id": nil, "message": nil, "tracker": nil]
 
     var fallbackResponse: JSONValue { ["text": .string(configuration.fallbackText)] }
 
