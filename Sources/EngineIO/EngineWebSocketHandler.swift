@@ -60,6 +60,17 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
         self.context = nil
     }
 
+    /// Hands an inbound packet to the session: a direct call when the session lives on this connection's loop
+    /// (every WebSocket-only session), so the per-message path allocates no closure and makes no hop.
+    @inline(__always)
+    private func deliver(_ result: Result<EnginePacket, EngineDecodingError>, to session: EngineSession) {
+        if session.eventLoop === channel.eventLoop {
+            session.webSocketReceived(result, from: self)
+        } else {
+            session.eventLoop.execute { session.webSocketReceived(result, from: self) }
+        }
+    }
+
     @inline(__always)
     private func onSessionLoop(_ session: EngineSession, _ body: @escaping @Sendable (EngineSession) -> Void) {
         if session.eventLoop === channel.eventLoop || session.eventLoop.inEventLoop {
@@ -95,7 +106,7 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
                 probeAnswered = true
                 writeNow(packets: [.pong("probe")])
             }
-            onSessionLoop(session) { $0.webSocketReceived(result, from: self) }
+            deliver(result, to: session)
         case .binary:
             guard let session else { return }
             let result: Result<EnginePacket, EngineDecodingError>
@@ -106,7 +117,7 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
                 let bytes = data.readBytes(length: data.readableBytes) ?? []
                 result = .success(.message(.binary(bytes)))
             }
-            onSessionLoop(session) { $0.webSocketReceived(result, from: self) }
+            deliver(result, to: session)
         case .ping:
             guard !closeSent else { return }
             let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
