@@ -55,6 +55,10 @@ public struct EngineIOConfiguration: Sendable {
     /// fetched by a GET; WebSocket: not yet accepted by the kernel). A client that lets it overflow is
     /// disconnected with ``EngineCloseReason/slowConsumer`` and a log line.
     public var maxOutboundQueueBytes: Int
+    /// WebSocket permessage-deflate (RFC 7692). `nil` (the default): never negotiated, frames are sent as they
+    /// are. Set: offered to clients that ask for it in `Sec-WebSocket-Extensions`; ``maxPayload`` then applies
+    /// to the decompressed size of inbound messages.
+    public var perMessageDeflate: PerMessageDeflate?
 
     /// Creates a configuration; every parameter has the reference server's default.
     /// - Parameters:
@@ -67,6 +71,7 @@ public struct EngineIOConfiguration: Sendable {
     ///   - upgradeTimeout: default 10 s.
     ///   - cors: default ``CORS-swift.struct/disabled``.
     ///   - maxOutboundQueueBytes: default 4 MiB.
+    ///   - perMessageDeflate: default nil (WebSocket compression off).
     public init(
         path: String = "/socket.io/",
         pingInterval: Duration = .seconds(25),
@@ -76,7 +81,8 @@ public struct EngineIOConfiguration: Sendable {
         allowUpgrades: Bool = true,
         upgradeTimeout: Duration = .seconds(10),
         cors: CORS = .disabled,
-        maxOutboundQueueBytes: Int = 4 * 1024 * 1024
+        maxOutboundQueueBytes: Int = 4 * 1024 * 1024,
+        perMessageDeflate: PerMessageDeflate? = nil
     ) {
         self.path = path
         self.pingInterval = pingInterval
@@ -87,6 +93,7 @@ public struct EngineIOConfiguration: Sendable {
         self.upgradeTimeout = upgradeTimeout
         self.cors = cors
         self.maxOutboundQueueBytes = maxOutboundQueueBytes
+        self.perMessageDeflate = perMessageDeflate
     }
 
     /// The path without trailing slashes, for matching (`/socket.io`).
