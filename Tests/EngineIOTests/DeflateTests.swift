@@ -231,6 +231,43 @@ struct DeflateSocketTests {
         }
     }
 
+    @Test func uncompressedOversizedFragmentsClose1009() async throws {
+        // With deflate negotiated, the deflate handler replaces NIO's aggregator: the limit still holds.
+        let config = EngineIOConfiguration(path: "/engine.io/", maxPayload: 1000, perMessageDeflate: .init())
+        try await TestServer.with(config) { server in
+            let client = try await DeflateWSClient.connect(port: server.port, offer: offer)
+            _ = try await client.readOpen()
+            try await client.send(opcode: WSFrame.text, payload: Array(("4" + String(repeating: "a", count: 600)).utf8), fin: false)
+            try await client.send(opcode: 0, payload: Array(String(repeating: "b", count: 600).utf8), fin: true)
+            #expect(try await client.waitForCloseCode() == 1009)
+            await server.expectNoSessions()
+        }
+    }
+
+    @Test func upgradeFromPollingWithCompression() async throws {
+        try await TestServer.with(deflateConfig) { server in
+            let sid = try await server.openPollingSession()
+            // A large message queued over polling is flushed over the compressed WebSocket after `5`.
+            let big = "4" + String(repeating: "queued before the upgrade ", count: 100)
+            let post = try await HTTPTestClient.request("POST", "/engine.io/?EIO=4&transport=polling&sid=\(sid)", body: big, port: server.port)
+            #expect(post.status == 200)
+            let client = try await DeflateWSClient.connect(port: server.port, offer: offer, target: "/engine.io/?EIO=4&transport=websocket&sid=\(sid)")
+            #expect(client.status == 101 && client.extensions == "permessage-deflate")
+            try await client.send(opcode: WSFrame.text, payload: Array("2probe".utf8))
+            #expect(text(try await client.nextMessage(), inflater: TestInflater()) == "3probe")
+            try await client.send(opcode: WSFrame.text, payload: Array("5".utf8))
+            let inflater = TestInflater()
+            let flushed = try #require(try await client.nextMessage())
+            #expect(flushed.rsv1)
+            #expect(text(flushed, inflater: inflater) == big)
+            try await client.send(opcode: WSFrame.text, payload: TestDeflater().compress(Array(big.utf8)), rsv1: true)
+            #expect(text(try await client.nextMessage(), inflater: inflater) == big)
+            #expect(server.engine.sessionCount == 1)
+            client.close()
+            await server.expectNoSessions()
+        }
+    }
+
     @Test func noContextTakeoverIsHonoured() async throws {
         try await TestServer.with(deflateConfig) { server in
             let client = try await DeflateWSClient.connect(
