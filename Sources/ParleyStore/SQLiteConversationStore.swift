@@ -22,6 +22,7 @@ public struct SQLiteStoreConfiguration: Sendable {
         /// `PRAGMA synchronous = NORMAL`: survives a crash of the process (`kill -9`), a power loss may drop the
         /// latest commits. Faster on slow disks.
         public static let normal = Durability(mode: .normal)
+        /// `FULL` or `NORMAL`.
         public var description: String { mode.rawValue }
     }
 
@@ -37,6 +38,7 @@ public struct SQLiteStoreConfiguration: Sendable {
     /// Most concurrent appends committed in one transaction (group commit).
     public var maxBatchSize: Int
 
+    /// Creates a configuration; every parameter has the default documented on its property.
     public init(
         path: String = "parley.db",
         durability: Durability = .full,
@@ -70,9 +72,11 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case other
     }
 
+    /// The kind of failure.
     public var code: Code
     /// The database file.
     public var path: String
+    /// What happened, naming the file and the fix.
     public var description: String
 }
 
