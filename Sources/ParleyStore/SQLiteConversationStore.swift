@@ -190,7 +190,15 @@ public final class SQLiteConversationStore: ConversationStore {
     }
 
     public func events(of senderID: String, types: Set<String>?) async throws -> [JSONValue]? {
-        try await read(sql: "SELECT data, type FROM events WHERE sender_id = ?1 ORDER BY id", senderID: senderID, types: types)
+        guard let types else {
+            return try await read(sql: "SELECT data FROM events WHERE sender_id = ?1 ORDER BY id", senderID: senderID, types: nil)
+        }
+        // Event type names are plain identifiers; anything else cannot match a stored type.
+        let names = types.filter { !$0.isEmpty && $0.utf8.allSatisfy { $0 == UInt8(ascii: "_") || (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) } }
+        let list = names.sorted().map { "'\($0)'" }.joined(separator: ", ")
+        return try await read(
+            sql: "SELECT data FROM events WHERE sender_id = ?1 AND type IN (\(list.isEmpty ? "NULL" : list)) ORDER BY id",
+            senderID: senderID, types: nil)
     }
 
     private func read(sql: String, senderID: String, types: Set<String>?) async throws -> [JSONValue]? {
