@@ -55,6 +55,9 @@ public struct EngineIOConfiguration: Sendable {
     /// fetched by a GET; WebSocket: not yet accepted by the kernel). A client that lets it overflow is
     /// disconnected with ``EngineCloseReason/slowConsumer`` and a log line.
     public var maxOutboundQueueBytes: Int
+    /// Most packets one long-polling response carries; the rest wait for the next GET. python-engineio
+    /// clients refuse a payload of more than 16 packets ("Too many packets in payload"), so that is the default.
+    public var maxPacketsPerPoll: Int
 
     /// Creates a configuration; every parameter has the reference server's default.
     /// - Parameters:
@@ -67,6 +70,7 @@ public struct EngineIOConfiguration: Sendable {
     ///   - upgradeTimeout: default 10 s.
     ///   - cors: default ``CORS-swift.struct/disabled``.
     ///   - maxOutboundQueueBytes: default 4 MiB.
+    ///   - maxPacketsPerPoll: default 16.
     public init(
         path: String = "/socket.io/",
         pingInterval: Duration = .seconds(25),
@@ -76,7 +80,8 @@ public struct EngineIOConfiguration: Sendable {
         allowUpgrades: Bool = true,
         upgradeTimeout: Duration = .seconds(10),
         cors: CORS = .disabled,
-        maxOutboundQueueBytes: Int = 4 * 1024 * 1024
+        maxOutboundQueueBytes: Int = 4 * 1024 * 1024,
+        maxPacketsPerPoll: Int = 16
     ) {
         self.path = path
         self.pingInterval = pingInterval
@@ -87,6 +92,7 @@ public struct EngineIOConfiguration: Sendable {
         self.upgradeTimeout = upgradeTimeout
         self.cors = cors
         self.maxOutboundQueueBytes = maxOutboundQueueBytes
+        self.maxPacketsPerPoll = max(1, maxPacketsPerPoll)
     }
 
     /// The path without trailing slashes, for matching (`/socket.io`).
