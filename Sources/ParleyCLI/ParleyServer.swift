@@ -85,7 +85,7 @@ struct ParleyServer {
         // shut the plugins down.
         let services: [any Service] =
             [PluginHostService(host: runtime.plugins), app] + engines
-            + [runtime.dispatcher, ShutdownDeadline(timeout: configuration.server.shutdownTimeout, logger: logger)]
+            + [runtime.dispatcher, ShutdownAnnouncer(timeout: configuration.server.shutdownTimeout, logger: logger)]
         var groupConfiguration = ServiceGroupConfiguration(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -109,7 +109,7 @@ struct ParleyServer {
 }
 
 /// Logs when a graceful shutdown starts; a no-op service otherwise.
-struct ShutdownDeadline: Service {
+struct ShutdownAnnouncer: Service {
     let timeout: Double
     let logger: Logger
 
