@@ -76,6 +76,18 @@ func openSQLite(_ options: Options, defaultPath: String) -> SQLiteConversationSt
     }
 }
 
+/// CPU time (user + system) of this process in seconds: unlike wall time, it does not grow when other
+/// processes compete for the cores.
+func cpuSeconds() -> Double {
+    var usage = rusage()
+    #if canImport(Glibc)
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    #else
+    getrusage(RUSAGE_SELF, &usage)
+    #endif
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+}
+
 func seconds(_ d: Duration) -> Double {
     Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
 }
@@ -145,10 +157,13 @@ struct TurnBench {
         let perClient = max(1, turns / clients)
         let clock = ContinuousClock()
         var elapsed = Duration.zero
+        var cpu = 0.0
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await dispatcher.run() }
             // Warm up: create every conversation.
             for c in 0..<conversations { _ = try await dispatcher.handle(UserMessage(text: "hi", senderID: "c\(c)", inputChannel: "bench")) }
+            let cpuStart = cpuSeconds()
+            defer { cpu = cpuSeconds() - cpuStart }
             elapsed = try await clock.measure {
                 try await withThrowingTaskGroup(of: Void.self) { clientsGroup in
                     for k in 0..<clients {
@@ -166,7 +181,7 @@ struct TurnBench {
         }
         let total = perClient * clients
         let s = seconds(elapsed)
-        say("bench store=\(storeName)\(storeName == "sqlite" ? " durability=\(options.string("durability", "full"))" : "") conversations=\(conversations) window=\(window) turns=\(total) seconds=\(String(format3(s))) turns_per_s=\(Int(Double(total) / s)) us_per_turn=\(format3(s / Double(total) * 1e6))")
+        say("bench store=\(storeName)\(storeName == "sqlite" ? " durability=\(options.string("durability", "full"))" : "") conversations=\(conversations) window=\(window) turns=\(total) seconds=\(String(format3(s))) turns_per_s=\(Int(Double(total) / s)) us_per_turn=\(format3(s / Double(total) * 1e6)) cpu_us_per_turn=\(format3(cpu / Double(total) * 1e6)) turns_per_cpu_s=\(Int(Double(total) / cpu))")
         if let dbPath { for suffix in ["", "-wal", "-shm"] { unlink(dbPath + suffix) } }
     }
 
@@ -183,6 +198,7 @@ struct TurnBench {
             "data": ["elements": nil, "quick_replies": nil, "buttons": nil, "attachment": nil, "image": nil, "custom": nil],
         ]
         let batch = [JSONValue](repeating: event, count: perAppend)
+        let cpuStart = cpuSeconds()
         let elapsed = try await ContinuousClock().measure {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for w in 0..<writers {
@@ -193,9 +209,10 @@ struct TurnBench {
                 try await group.waitForAll()
             }
         }
+        let cpu = cpuSeconds() - cpuStart
         let events = appendsPerWriter * writers * perAppend
         let s = seconds(elapsed)
-        say("store-bench durability=\(options.string("durability", "full")) writers=\(writers) per_append=\(perAppend) events=\(events) seconds=\(format3(s)) events_per_s=\(Int(Double(events) / s)) appends_per_s=\(Int(Double(events / perAppend) / s))")
+        say("store-bench durability=\(options.string("durability", "full")) writers=\(writers) per_append=\(perAppend) events=\(events) seconds=\(format3(s)) events_per_s=\(Int(Double(events) / s)) appends_per_s=\(Int(Double(events / perAppend) / s)) cpu_us_per_event=\(format3(cpu / Double(events) * 1e6)) appends_per_commit=\(format3(Double(store.commitStatistics.appends) / Double(max(1, store.commitStatistics.commits))))")
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
     }
 }

@@ -75,7 +75,12 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                         return channel.eventLoop.makeSucceededFuture(nil)
                     }
                     switch engine.webSocketDecision(uri: uri, headers: head.headers, channel: channel) {
-                    case .accept:
+                    case .accept(let sid, _):
+                        if let sid, let session = engine.lookupSession(sid) {
+                            // Before the 101 goes out: polls racing with this upgrade are held from now on.
+                            let connection = ObjectIdentifier(channel)
+                            session.eventLoop.execute { session.expectProbe(connection: connection) }
+                        }
                         return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
                     case .refuse(let reason, let response):
                         engine.logger.debug("Engine.IO WebSocket upgrade refused: \(reason)")

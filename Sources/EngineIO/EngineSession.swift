@@ -29,6 +29,8 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
 
     enum Upgrade {
         case none
+        /// A WebSocket upgrade request with this sid was accepted; its handler is not attached yet.
+        case expecting(Scheduled<Void>, connection: ObjectIdentifier)
         /// A WebSocket with the same sid is open; `probed` once it sent `2probe`.
         case probing(EngineWebSocketHandler, probed: Bool, timer: Scheduled<Void>?)
     }
@@ -64,6 +66,7 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
     /// The pending poll arrived during an upgrade (see ``poll(promise:)``).
     private var pollHeldForUpgrade = false
     static let upgradePollGrace = TimeAmount.milliseconds(100)
+    static let probedPollGrace = TimeAmount.milliseconds(30)
     private var heartbeatState: Heartbeat = .waitingToPing
     private var heartbeatCallback: NIOScheduledCallback?
     /// When the session was created: the heartbeat clock starts here, before the open packet is sent.
@@ -197,19 +200,17 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
             promise.succeed(.badRequest("Bad request: the session uses the websocket transport"))
             return
         }
-        if case .probing = upgrade, pendingPoll == nil {
-            // A poll sent while an upgrade is in flight is held until the upgrade completes (then it gets 400:
-            // the session has moved to the WebSocket) or for at most `upgradePollGrace` (then it gets a noop so
-            // the client can send `5`). Holding it keeps the order a client sees when its `5` and this GET race
-            // on two connections handled by different event loops.
-            pendingPoll = promise
-            pollHeldForUpgrade = true
-            eventLoop.scheduleTask(in: Self.upgradePollGrace) { [weak self] in
-                guard let self, self.pollHeldForUpgrade, let poll = self.pendingPoll else { return }
-                self.pendingPoll = nil
-                self.pollHeldForUpgrade = false
-                poll.succeed(.payload([UInt8(ascii: "6")]))
-            }
+        if case .expecting = upgrade, pendingPoll == nil {
+            holdPoll(promise, grace: Self.upgradePollGrace)
+            return
+        }
+        if case .probing(_, let probed, _) = upgrade, pendingPoll == nil {
+            // A poll that arrives while an upgrade is in flight is held until the upgrade completes (then it gets
+            // 400: the session has moved to the WebSocket) or for a short grace time (then it gets a noop so the
+            // client can send `5`). Holding it keeps the order a client sees when its `2probe`, `5` and this GET
+            // race on two connections handled by different event loops. Real clients never poll during a probe
+            // (they pause polling first), so the grace costs them nothing.
+            holdPoll(promise, grace: probed ? Self.probedPollGrace : Self.upgradePollGrace)
             return
         }
         if pendingPoll != nil {
@@ -219,6 +220,35 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
             return
         }
         pendingPoll = promise
+        flushPollIfPossible()
+    }
+
+    private func holdPoll(_ promise: EventLoopPromise<PollOutcome>, grace: TimeAmount) {
+        pendingPoll = promise
+        pollHeldForUpgrade = true
+        eventLoop.scheduleTask(in: grace) { [weak self] in
+            guard let self, self.pollHeldForUpgrade, let poll = self.pendingPoll else { return }
+            self.pendingPoll = nil
+            self.pollHeldForUpgrade = false
+            poll.succeed(.payload([UInt8(ascii: "6")]))
+        }
+    }
+
+    /// A WebSocket upgrade request for this session was accepted and its 101 is about to be sent; the handler
+    /// attaches shortly after. Polls arriving in between are held like polls during the probe. Loop only.
+    func expectProbe(connection: ObjectIdentifier) {
+        guard isOpen, case .polling = transport, case .none = upgrade else { return }
+        let timer = eventLoop.scheduleTask(in: TimeAmount(configuration.upgradeTimeout)) { [weak self] in
+            guard let self, case .expecting = self.upgrade else { return }
+            self.upgrade = .none
+            self.releaseHeldPoll()
+        }
+        upgrade = .expecting(timer, connection: connection)
+    }
+
+    /// A held poll goes back to being an ordinary pending poll.
+    private func releaseHeldPoll() {
+        pollHeldForUpgrade = false
         flushPollIfPossible()
     }
 
@@ -287,6 +317,16 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
     /// A WebSocket with this session's sid was opened. Loop only.
     func attachProbe(_ link: EngineWebSocketHandler) {
         logger.trace("Engine.IO probe WebSocket attached")
+        if case .expecting(let timer, let expected) = upgrade {
+            // Only the connection announced first may become the probe; a racing second one is refused.
+            guard expected == ObjectIdentifier(link.channel) else {
+                logger.debug("Engine.IO WebSocket refused: another upgrade is in progress")
+                link.close(code: .policyViolation)
+                return
+            }
+            timer.cancel()
+            upgrade = .none
+        }
         guard isOpen, case .polling = transport, case .none = upgrade, configuration.allowUpgrades else {
             logger.debug("Engine.IO WebSocket refused: the session is not open for an upgrade")
             link.close(code: .policyViolation)
@@ -303,10 +343,9 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
         guard case .probing(let probing, _, let timer) = upgrade, probing === link else { return }
         timer?.cancel()
         upgrade = .none
-        pollHeldForUpgrade = false
         logger.debug("Engine.IO upgrade aborted: \(reason)")
         link.close(code: .policyViolation)
-        flushPollIfPossible()
+        releaseHeldPoll()
     }
 
     /// A packet (or a decoding error) arrived on a WebSocket of this session. Loop only.
@@ -316,7 +355,8 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
             logger.trace("Engine.IO probe packet", metadata: ["engineio.packet": "\(result)"])
             switch result {
             case .success(.ping("probe")):
-                link.write(packet: .pong("probe"))
+                // The handler has already answered `3probe` on its own loop.
+                if !link.probeAnswered { link.write(packet: .pong("probe")) }
                 upgrade = .probing(link, probed: true, timer: timer)
                 if let poll = pendingPoll, !pollHeldForUpgrade {
                     pendingPoll = nil
@@ -417,6 +457,7 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
             timer?.cancel()
             link.close(code: .goingAway)
         }
+        if case .expecting(let timer, _) = upgrade { timer.cancel() }
         upgrade = .none
 
         switch transport {

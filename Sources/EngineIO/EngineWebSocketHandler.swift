@@ -21,13 +21,15 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     /// The sid of the query (nil: a WebSocket-only session is created on this connection).
     private let requestedSID: String?
     private let handshake: EngineHandshake
-    private let channel: any Channel
+    let channel: any Channel
     // Loop-confined (channel loop).
     private var context: ChannelHandlerContext?
     private var session: EngineSession?
     private var closeSent = false
     private var closing = false
     private var closeReason: EngineCloseReason?
+    /// `3probe` was already written for this (upgrade) connection.
+    private(set) var probeAnswered = false
 
     init(server: EngineIOServer, requestedSID: String?, handshake: EngineHandshake, channel: any Channel) {
         self.server = server
@@ -46,7 +48,9 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             self.session = session
-            onSessionLoop(session) { $0.attachProbe(self) }
+            // Always enqueue (even on the session's own loop): attach requests then reach the session in the
+            // order they were made, even when a loop runs a later connection's I/O before its queued tasks.
+            session.eventLoop.execute { session.attachProbe(self) }
         } else {
             session = server.openWebSocketSession(link: self, handshake: handshake, eventLoop: context.eventLoop)
         }
@@ -54,6 +58,17 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+    }
+
+    /// Hands an inbound packet to the session: a direct call when the session lives on this connection's loop
+    /// (every WebSocket-only session), so the per-message path allocates no closure and makes no hop.
+    @inline(__always)
+    private func deliver(_ result: Result<EnginePacket, EngineDecodingError>, to session: EngineSession) {
+        if session.eventLoop === channel.eventLoop {
+            session.webSocketReceived(result, from: self)
+        } else {
+            session.eventLoop.execute { session.webSocketReceived(result, from: self) }
+        }
     }
 
     @inline(__always)
@@ -84,7 +99,14 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
                     }
                 }
             }
-            onSessionLoop(session) { $0.webSocketReceived(result, from: self) }
+            if requestedSID != nil, !probeAnswered, case .success(.ping("probe")) = result {
+                // Answer the probe right here on the connection's loop, before handing it to the session (which
+                // may live on another loop): a client that sends `2probe`, `5` and then polls must see `3probe`
+                // first, as it would with a single-threaded server.
+                probeAnswered = true
+                writeNow(packets: [.pong("probe")])
+            }
+            deliver(result, to: session)
         case .binary:
             guard let session else { return }
             let result: Result<EnginePacket, EngineDecodingError>
@@ -95,7 +117,7 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
                 let bytes = data.readBytes(length: data.readableBytes) ?? []
                 result = .success(.message(.binary(bytes)))
             }
-            onSessionLoop(session) { $0.webSocketReceived(result, from: self) }
+            deliver(result, to: session)
         case .ping:
             guard !closeSent else { return }
             let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)

@@ -48,7 +48,7 @@ public struct Tracker: Sendable, Hashable {
     public var isEmpty: Bool { appliedEventCount == 0 }
 
     /// The recent events of the current session, oldest first.
-    public var recentEvents: ArraySlice<JSONValue> { buffer.suffix(retainedEventLimit) }
+    public var recentEvents: [JSONValue] { buffer }
 
     /// Applies one Rasa event dict, updating the derived state. Events that are not objects with a string
     /// `"event"` key are ignored; unknown event types are kept in ``recentEvents`` but change nothing else.
@@ -84,9 +84,10 @@ public struct Tracker: Sendable, Hashable {
         default:
             break
         }
+        // Keep exactly the retained events, so `json` can hand the buffer out without copying its elements
+        // (dropping the oldest is a short memmove).
+        if buffer.count >= retainedEventLimit { buffer.removeFirst(buffer.count - retainedEventLimit + 1) }
         buffer.append(event)
-        // Trim in chunks so appending stays amortised O(1).
-        if buffer.count >= 2 * retainedEventLimit { buffer.removeFirst(buffer.count - retainedEventLimit) }
     }
 
     /// Applies events in order.
@@ -105,24 +106,32 @@ public struct Tracker: Sendable, Hashable {
     /// "paused", "events", "latest_input_channel", "active_loop", "latest_action", "latest_action_name"}` with at
     /// most `eventLimit` most recent events of the current session (nil = all retained ones).
     public func json(eventLimit: Int? = nil) -> JSONValue {
-        let events = eventLimit.map { recentEvents.suffix(max(0, $0)) } ?? recentEvents
-        return json(events: Array(events))
+        guard let eventLimit, eventLimit < buffer.count else { return json(events: buffer) }
+        return json(events: Array(buffer.suffix(max(0, eventLimit))))
     }
 
     /// The Rasa-shaped tracker with the given `events` list (for example every event from the store).
     public func json(events: [JSONValue]) -> JSONValue {
-        .object([
-            "sender_id": .string(senderID),
-            "slots": .object(slots),
-            "latest_message": latestMessage,
-            "latest_event_time": latestEventTime.map(JSONValue.double) ?? .null,
-            "followup_action": .null,
-            "paused": .bool(paused),
-            "events": .array(events),
-            "latest_input_channel": latestInputChannel.map(JSONValue.string) ?? .null,
-            "active_loop": .object(activeLoop),
-            "latest_action": latestActionName.map { ["action_name": .string($0)] } ?? [:],
-            "latest_action_name": latestActionName.map(JSONValue.string) ?? .null,
-        ])
+        // Filled from a template: the hash table is sized once (see TrackerEvent.user).
+        var o = Tracker.jsonTemplate
+        o["sender_id"] = .string(senderID)
+        o["slots"] = .object(slots)
+        o["latest_message"] = latestMessage
+        if let latestEventTime { o["latest_event_time"] = .double(latestEventTime) }
+        o["paused"] = .bool(paused)
+        o["events"] = .array(events)
+        if let latestInputChannel { o["latest_input_channel"] = .string(latestInputChannel) }
+        if !activeLoop.isEmpty { o["active_loop"] = .object(activeLoop) }
+        if let latestActionName {
+            o["latest_action"] = ["action_name": .string(latestActionName)]
+            o["latest_action_name"] = .string(latestActionName)
+        }
+        return .object(o)
     }
+
+    static let jsonTemplate: JSONObject = [
+        "sender_id": nil, "slots": [:], "latest_message": nil, "latest_event_time": nil, "followup_action": nil,
+        "paused": false, "events": [], "latest_input_channel": nil, "active_loop": [:], "latest_action": [:],
+        "latest_action_name": nil,
+    ]
 }

@@ -49,15 +49,18 @@ public final class InMemoryConversationStore: ConversationStore {
 
     public func append(_ events: [JSONValue], to senderID: String) async throws {
         conversations.withLock { all in
-            var conversation = all.removeValue(forKey: senderID) ?? Conversation()
-            for event in events {
-                let kind = TrackerEvent.kind(of: event)
-                if kind == TrackerEvent.Kind.sessionStarted || kind == TrackerEvent.Kind.restart {
-                    conversation.sessionStart = conversation.events.count
-                }
-                conversation.events.append(event)
+            // Mutated in place: one lookup, no copy of the event list.
+            Self.append(events, to: &all[senderID, default: Conversation()])
+        }
+    }
+
+    private static func append(_ events: [JSONValue], to conversation: inout Conversation) {
+        for event in events {
+            let kind = TrackerEvent.kind(of: event)
+            if kind == TrackerEvent.Kind.sessionStarted || kind == TrackerEvent.Kind.restart {
+                conversation.sessionStart = conversation.events.count
             }
-            all[senderID] = conversation
+            conversation.events.append(event)
         }
     }
 

@@ -17,6 +17,7 @@ import Synchronization
 /// ``run()`` must be running (add the dispatcher to a `ServiceGroup`, or run it in a task group) for turns to
 /// proceed; without it requests fail with ``DispatchError/Code/notRunning``.
 public final class Dispatcher: TurnHandler, Service {
+    /// Receives the outcome of a submitted turn or emit; called exactly once, on any thread.
     public typealias Completion = @Sendable (Result<TurnResult, any Error>) -> Void
 
     let defaultAgent: any Agent
@@ -75,12 +76,17 @@ public final class Dispatcher: TurnHandler, Service {
 
     // MARK: - TurnHandler
 
+    /// Runs one turn and returns its result once its events are stored (see ``TurnHandler/handle(_:)``).
+    /// - Throws: ``InputError`` (oversized text, bad conversation id) or ``DispatchError`` (`.mailboxFull`,
+    ///   `.shuttingDown`, `.notRunning`, `.storeFailed`). Agent failures give the fallback, not an error.
     public func handle(_ message: UserMessage) async throws -> TurnResult {
         try await withCheckedThrowingContinuation { continuation in
             submit(message) { continuation.resume(with: $0) }
         }
     }
 
+    /// Queues one turn behind the conversation's earlier messages and returns at once; `completion` gets the
+    /// result or the refusal (see ``handle(_:)``). Calls from one caller are processed in call order.
     public func submit(_ message: UserMessage, completion: @escaping Completion) {
         do {
             try InputValidation.checkSenderID(message.senderID)
@@ -387,9 +393,9 @@ public final class Dispatcher: TurnHandler, Service {
             responses = [fallbackResponse]
         } else if !tracker.paused {
             let agent = route(message)
-            let request = AgentRequest(message: message, payload: payload(for: message, tracker: tracker))
             do {
-                let reply = try await agent.respond(to: request)
+                // The request (which shares the tracker's event buffer) is gone before new events are applied.
+                let reply = try await agent.respond(to: AgentRequest(message: message, payload: payload(for: message, tracker: tracker)))
                 var actionResponses: [JSONValue] = []
                 for raw in reply.events {
                     guard let event = TrackerEvent.normalized(raw, timestamp: now) else {
@@ -470,17 +476,20 @@ public final class Dispatcher: TurnHandler, Service {
 
     /// The request payload, shaped like Rasa's action-server request.
     func payload(for message: UserMessage, tracker: Tracker) -> JSONValue {
-        .object([
-            "sender_id": .string(message.senderID),
-            "message": .object([
-                "text": .string(message.text),
-                "message_id": .string(message.messageID),
-                "metadata": .object(message.metadata),
-                "input_channel": .string(message.inputChannel),
-            ]),
-            "tracker": tracker.json(eventLimit: configuration.agentTrackerEventLimit),
-        ])
+        var m = Self.messageTemplate
+        m["text"] = .string(message.text)
+        m["message_id"] = .string(message.messageID)
+        m["metadata"] = .object(message.metadata)
+        m["input_channel"] = .string(message.inputChannel)
+        var p = Self.payloadTemplate
+        p["sender_id"] = .string(message.senderID)
+        p["message"] = .object(m)
+        p["tracker"] = tracker.json(eventLimit: configuration.agentTrackerEventLimit)
+        return .object(p)
     }
+
+    static let messageTemplate: JSONObject = ["text": nil, "message_id": nil, "metadata": nil, "input_channel": nil]
+    static let payloadTemplate: JSONObject = ["sender_id": nil, "message": nil, "tracker": nil]
 
     var fallbackResponse: JSONValue { ["text": .string(configuration.fallbackText)] }
 

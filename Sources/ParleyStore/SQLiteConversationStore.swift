@@ -22,6 +22,7 @@ public struct SQLiteStoreConfiguration: Sendable {
         /// `PRAGMA synchronous = NORMAL`: survives a crash of the process (`kill -9`), a power loss may drop the
         /// latest commits. Faster on slow disks.
         public static let normal = Durability(mode: .normal)
+        /// `FULL` or `NORMAL`.
         public var description: String { mode.rawValue }
     }
 
@@ -37,6 +38,7 @@ public struct SQLiteStoreConfiguration: Sendable {
     /// Most concurrent appends committed in one transaction (group commit).
     public var maxBatchSize: Int
 
+    /// Creates a configuration; every parameter has the default documented on its property.
     public init(
         path: String = "parley.db",
         durability: Durability = .full,
@@ -70,9 +72,11 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case other
     }
 
+    /// The kind of failure.
     public var code: Code
     /// The database file.
     public var path: String
+    /// What happened, naming the file and the fix.
     public var description: String
 }
 
@@ -94,13 +98,27 @@ public final class SQLiteConversationStore: ConversationStore {
 
     private struct PendingWrite: Sendable {
         let senderID: String
-        let events: [JSONValue]
+        let rows: [EncodedEvent]
         let continuation: CheckedContinuation<Void, any Error>
+    }
+
+    /// An event ready for its row: encoded by the appending task, so the single writer only binds and inserts.
+    private struct EncodedEvent: Sendable {
+        let type: String
+        let timestamp: Double
+        let data: String
     }
 
     private struct PendingWrites: Sendable {
         var writes: [PendingWrite] = []
         var writing = false
+        var commits = 0
+        var committedAppends = 0
+    }
+
+    /// Transactions committed and appends they held since opening (appends / commits = the group-commit batch).
+    public var commitStatistics: (commits: Int, appends: Int) {
+        pending.withLock { ($0.commits, $0.committedAppends) }
     }
 
     /// Opens (creating if needed) the database and brings its schema up to date.
@@ -172,7 +190,15 @@ public final class SQLiteConversationStore: ConversationStore {
     }
 
     public func events(of senderID: String, types: Set<String>?) async throws -> [JSONValue]? {
-        try await read(sql: "SELECT data, type FROM events WHERE sender_id = ?1 ORDER BY id", senderID: senderID, types: types)
+        guard let types else {
+            return try await read(sql: "SELECT data FROM events WHERE sender_id = ?1 ORDER BY id", senderID: senderID, types: nil)
+        }
+        // Event type names are plain identifiers; anything else cannot match a stored type.
+        let names = types.filter { !$0.isEmpty && $0.utf8.allSatisfy { $0 == UInt8(ascii: "_") || (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) } }
+        let list = names.sorted().map { "'\($0)'" }.joined(separator: ", ")
+        return try await read(
+            sql: "SELECT data FROM events WHERE sender_id = ?1 AND type IN (\(list.isEmpty ? "NULL" : list)) ORDER BY id",
+            senderID: senderID, types: nil)
     }
 
     private func read(sql: String, senderID: String, types: Set<String>?) async throws -> [JSONValue]? {
@@ -209,9 +235,18 @@ public final class SQLiteConversationStore: ConversationStore {
 
     public func append(_ events: [JSONValue], to senderID: String) async throws {
         guard !events.isEmpty else { return }
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(512)
+        let rows = events.map { event in
+            buffer.removeAll(keepingCapacity: true)
+            event.serialize(into: &buffer)
+            return EncodedEvent(
+                type: TrackerEvent.kind(of: event) ?? "", timestamp: event["timestamp"]?.doubleValue ?? 0,
+                data: String(decoding: buffer, as: UTF8.self))
+        }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let startWriter = pending.withLock { p in
-                p.writes.append(PendingWrite(senderID: senderID, events: events, continuation: continuation))
+                p.writes.append(PendingWrite(senderID: senderID, rows: rows, continuation: continuation))
                 if p.writing { return false }
                 p.writing = true
                 return true
@@ -237,6 +272,10 @@ public final class SQLiteConversationStore: ConversationStore {
             if batch.isEmpty { return }
             do {
                 try commit(batch)
+                pending.withLock {
+                    $0.commits += 1
+                    $0.committedAppends += batch.count
+                }
                 for w in batch { w.continuation.resume() }
             } catch where batch.count > 1 {
                 // Find which appends fail on their own; the others still get written.
@@ -257,16 +296,9 @@ public final class SQLiteConversationStore: ConversationStore {
     private func commit(_ batch: [PendingWrite]) throws {
         try pool.write { db in
             let insert = try db.cachedStatement(sql: "INSERT INTO events (sender_id, type, timestamp, data) VALUES (?, ?, ?, ?)")
-            var buffer: [UInt8] = []
-            buffer.reserveCapacity(512)
             for w in batch {
-                for event in w.events {
-                    buffer.removeAll(keepingCapacity: true)
-                    event.serialize(into: &buffer)
-                    let data = String(decoding: buffer, as: UTF8.self)
-                    let type = TrackerEvent.kind(of: event) ?? ""
-                    let timestamp = event["timestamp"]?.doubleValue ?? 0
-                    try insert.execute(arguments: [w.senderID, type, timestamp, data])
+                for row in w.rows {
+                    try insert.execute(arguments: [w.senderID, row.type, row.timestamp, row.data])
                 }
             }
         }

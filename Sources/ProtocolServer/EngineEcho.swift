@@ -13,9 +13,13 @@ enum EngineEcho {
         cors: .anyOrigin
     )
 
-    /// Builds the echo server.
-    static func makeServer(logger: Logger) -> EngineIOServer {
-        EngineIOServer(configuration: configuration, delegate: EchoServerDelegate(), logger: logger)
+    /// Builds the echo server. `pingInterval` / `pingTimeout` override the suite's values (for idle-memory
+    /// measurements with slow clients only; the suite needs 300 / 200 ms).
+    static func makeServer(logger: Logger, pingInterval: Duration? = nil, pingTimeout: Duration? = nil) -> EngineIOServer {
+        var configuration = configuration
+        if let pingInterval { configuration.pingInterval = pingInterval }
+        if let pingTimeout { configuration.pingTimeout = pingTimeout }
+        return EngineIOServer(configuration: configuration, delegate: EchoServerDelegate(), logger: logger)
     }
 }
 

@@ -15,6 +15,8 @@ struct ProtocolServerCommand: AsyncParsableCommand {
     @Option(help: "Address to bind.") var host = "127.0.0.1"
     @Option(help: "Port to listen on.") var port = 3000
     @Option(help: "Log level (trace, debug, info, notice, warning, error).") var logLevel = "info"
+    @Option(help: "Override the echo server's ping interval in ms (measurements only; the suite needs 300).")
+    var echoPingIntervalMs: Int?
 
     func run() async throws {
         var logger = Logger(label: "parley-protocol-server")
@@ -22,7 +24,13 @@ struct ProtocolServerCommand: AsyncParsableCommand {
 
         var engines: [EngineIOServer] = []
         // Engine.IO suite: raw echo server at /engine.io/ (Sources/ProtocolServer/EngineEcho.swift).
-        engines.append(EngineEcho.makeServer(logger: logger))
+        engines.append(
+            EngineEcho.makeServer(
+                logger: logger,
+                pingInterval: echoPingIntervalMs.map { .milliseconds($0) },
+                pingTimeout: echoPingIntervalMs.map { .milliseconds($0) }
+            )
+        )
 
         // MARK: Socket.IO suite mount point
         // Socket.IO suite: /socket.io/ (Sources/ProtocolServer/SocketIOSuite.swift), an EngineIOServer whose

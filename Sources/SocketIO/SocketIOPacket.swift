@@ -70,10 +70,11 @@ public struct SocketIOPacket: Sendable, Hashable {
 
     /// The arguments of an event (the items after the name) or of an ack (all items).
     public var arguments: [SocketIOValue] {
-        let all = items
-        switch type {
-        case .event, .binaryEvent: return Array(all.dropFirst())
-        default: return all
+        let skip = (type == .event || type == .binaryEvent) ? 1 : 0
+        switch data {
+        case .json(.array(let a))?: return a.dropFirst(skip).map { .json($0) }
+        case .array(let a)?: return Array(a.dropFirst(skip))
+        default: return []
         }
     }
 }
@@ -101,9 +102,18 @@ public enum SocketIOPacketEncoder {
         var type = packet.type
         if hasBinary {
             if type == .event { type = .binaryEvent } else if type == .ack { type = .binaryAck }
+        } else {
+            // Without buffers there are no attachments to announce: write the plain variants.
+            if type == .binaryEvent { type = .event } else if type == .binaryAck { type = .ack }
         }
         var out: [UInt8] = []
-        out.reserveCapacity(64)
+        out.reserveCapacity(96 + packet.namespace.utf8.count)
+        if !hasBinary {
+            // One buffer: the header, then the JSON.
+            writeHeader(type: type, attachments: nil, namespace: packet.namespace, ackID: packet.ackID, into: &out)
+            if let data = packet.data { writeValue(data, into: &out, attachments: &attachments) }
+            return [.text(String(decoding: out, as: UTF8.self))]
+        }
         var body: [UInt8] = []
         if let data = packet.data {
             body.reserveCapacity(64)
@@ -127,6 +137,26 @@ public enum SocketIOPacketEncoder {
     private static func encodeArray(
         type: SocketIOPacketType, namespace: String, ackID: Int?, eventName: String?, _ arguments: [SocketIOValue]
     ) -> [EngineMessage] {
+        if !arguments.contains(where: { $0.containsBinary }) {
+            // The common case: header and JSON written into one buffer, one copy into the String.
+            var out: [UInt8] = []
+            out.reserveCapacity(96 + namespace.utf8.count + (eventName?.utf8.count ?? 0))
+            writeHeader(type: type, attachments: nil, namespace: namespace, ackID: ackID, into: &out)
+            out.append(UInt8(ascii: "["))
+            var first = true
+            if let eventName {
+                JSONValue.serializeString(eventName, into: &out)
+                first = false
+            }
+            var none: [[UInt8]] = []
+            for a in arguments {
+                if !first { out.append(UInt8(ascii: ",")) }
+                first = false
+                writeValue(a, into: &out, attachments: &none)
+            }
+            out.append(UInt8(ascii: "]"))
+            return [.text(String(decoding: out, as: UTF8.self))]
+        }
         var attachments: [[UInt8]] = []
         var body: [UInt8] = []
         body.reserveCapacity(64 + (eventName?.utf8.count ?? 0))

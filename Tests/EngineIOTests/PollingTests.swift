@@ -152,7 +152,7 @@ struct PollingTests {
     }
 
     @Test func heartbeatPingsAndClosesWithoutPong() async throws {
-        let configuration = EngineIOConfiguration(path: "/engine.io/", pingInterval: .milliseconds(100), pingTimeout: .milliseconds(100))
+        let configuration = EngineIOConfiguration(path: "/engine.io/", pingInterval: .milliseconds(100), pingTimeout: .seconds(1))
         try await TestServer.with(configuration) { server in
             let sid = try await server.openPollingSession()
             let target = "/engine.io/?EIO=4&transport=polling&sid=\(sid)"

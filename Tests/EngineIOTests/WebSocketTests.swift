@@ -41,7 +41,7 @@ struct WebSocketTests {
     }
 
     @Test func heartbeatTimeoutClosesTheWebSocket() async throws {
-        let configuration = EngineIOConfiguration(path: "/engine.io/", pingInterval: .milliseconds(100), pingTimeout: .milliseconds(100))
+        let configuration = EngineIOConfiguration(path: "/engine.io/", pingInterval: .milliseconds(100), pingTimeout: .seconds(1))
         try await TestServer.with(configuration) { server in
             let (client, _) = try await WSTestClient.open(port: server.port)
             // Answer two pings, then go silent.

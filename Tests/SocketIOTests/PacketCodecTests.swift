@@ -83,6 +83,9 @@ private func decodeOne(_ text: String) throws -> SocketIOPacket {
 
     @Test func nonCanonicalArrayWithoutBinaryIsPlainEvent() {
         #expect(wire(SocketIOPacket(type: .event, data: .array(["x", .array([1, 2])]))) == [#"2["x",[1,2]]"#])
+        // A binary type without buffers has nothing to announce: written as the plain type.
+        #expect(wire(SocketIOPacket(type: .binaryEvent, data: .json(["x"]))) == [#"2["x"]"#])
+        #expect(wire(SocketIOPacket(type: .binaryAck, ackID: 4, data: .json([]))) == ["34[]"])
     }
 }
 
