@@ -144,8 +144,9 @@ def main():
     row("S3", "sessions per server CPU-second", per_cpu("sessions_per_s"))
     w("")
     w("The two *per server CPU-second* rows divide the rate by the server's own CPU use in the window: on a "
-      "shared machine, where other processes take CPU from the server, they stay comparable when the plain "
-      "rates do not. (A server that cannot use a whole core when undisturbed is not helped by this row.)\n")
+      "shared machine, where other processes take CPU from the server, they stay roughly comparable between "
+      "servers of the same run when the plain rates do not (contention still costs each server some efficiency: "
+      "undisturbed, the anchor did ~11.6k and the raw echo ~94k per CPU-second in the shared anchor results).\n")
 
     # --- targets
     w("## Targets (from the benchmark issue)\n")
