@@ -231,7 +231,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "SocketIOTests", dependencies: ["SocketIO", "EngineIO", "ParleyJSON"], swiftSettings: swiftSettings),
-        .testTarget(name: "ParleyDispatchTests", dependencies: ["ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyDispatchTests",
+            dependencies: [
+                "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyPluginsTests",

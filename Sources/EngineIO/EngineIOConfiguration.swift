@@ -55,6 +55,9 @@ public struct EngineIOConfiguration: Sendable {
     /// fetched by a GET; WebSocket: not yet accepted by the kernel). A client that lets it overflow is
     /// disconnected with ``EngineCloseReason/slowConsumer`` and a log line.
     public var maxOutboundQueueBytes: Int
+    /// Most packets one long-polling response carries; the rest wait for the next GET. python-engineio
+    /// clients refuse a payload of more than 16 packets ("Too many packets in payload"), so that is the default.
+    public var maxPacketsPerPoll: Int
     /// WebSocket permessage-deflate (RFC 7692). `nil` (the default): never negotiated, frames are sent as they
     /// are. Set: offered to clients that ask for it in `Sec-WebSocket-Extensions`; ``maxPayload`` then applies
     /// to the decompressed size of inbound messages.
@@ -71,6 +74,7 @@ public struct EngineIOConfiguration: Sendable {
     ///   - upgradeTimeout: default 10 s.
     ///   - cors: default ``CORS-swift.struct/disabled``.
     ///   - maxOutboundQueueBytes: default 4 MiB.
+    ///   - maxPacketsPerPoll: default 16.
     ///   - perMessageDeflate: default nil (WebSocket compression off).
     public init(
         path: String = "/socket.io/",
@@ -82,6 +86,7 @@ public struct EngineIOConfiguration: Sendable {
         upgradeTimeout: Duration = .seconds(10),
         cors: CORS = .disabled,
         maxOutboundQueueBytes: Int = 4 * 1024 * 1024,
+        maxPacketsPerPoll: Int = 16,
         perMessageDeflate: PerMessageDeflate? = nil
     ) {
         self.path = path
@@ -93,6 +98,7 @@ public struct EngineIOConfiguration: Sendable {
         self.upgradeTimeout = upgradeTimeout
         self.cors = cors
         self.maxOutboundQueueBytes = maxOutboundQueueBytes
+        self.maxPacketsPerPoll = max(1, maxPacketsPerPoll)
         self.perMessageDeflate = perMessageDeflate
     }
 

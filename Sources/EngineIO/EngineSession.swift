@@ -148,13 +148,17 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
         flushPollIfPossible()
     }
 
+    private static func queuedSize(of packet: EnginePacket) -> Int {
+        switch packet {
+        case .message(.text(let text)): text.utf8.count + 1
+        case .message(.binary(let bytes)): (bytes.count + 2) / 3 * 4 + 1
+        default: 2
+        }
+    }
+
     private func enqueue(_ packet: EnginePacket) {
         outbox.append(packet)
-        switch packet {
-        case .message(.text(let text)): outboxBytes += text.utf8.count + 1
-        case .message(.binary(let bytes)): outboxBytes += (bytes.count + 2) / 3 * 4 + 1
-        default: outboxBytes += 2
-        }
+        outboxBytes += Self.queuedSize(of: packet)
         if outboxBytes > configuration.maxOutboundQueueBytes {
             logger.warning(
                 "Engine.IO session closed: slow consumer",
@@ -164,10 +168,19 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
         }
     }
 
+    /// Takes at most ``EngineIOConfiguration/maxPacketsPerPoll`` packets for one polling response (a final
+    /// `last`, such as the close packet, always goes with everything that is left). Loop only.
     private func takeOutboxPayload(appending last: EnginePacket? = nil) -> [UInt8] {
-        var packets = outbox
-        outbox = []
-        outboxBytes = 0
+        var packets: [EnginePacket]
+        if last == nil, outbox.count > configuration.maxPacketsPerPoll {
+            packets = Array(outbox.prefix(configuration.maxPacketsPerPoll))
+            outbox.removeFirst(configuration.maxPacketsPerPoll)
+            for packet in packets { outboxBytes -= Self.queuedSize(of: packet) }
+        } else {
+            packets = outbox
+            outbox = []
+            outboxBytes = 0
+        }
         if let last { packets.append(last) }
         return EngineCodec.encodePayload(packets)
     }

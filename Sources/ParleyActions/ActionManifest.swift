@@ -306,7 +306,7 @@ private struct ManifestReader {
                 do {
                     _ = try FFIValue.convert(value, to: type)
                 } catch {
-                    report(.argument, sourceNodes[i], "\(base).args", "argument \(i + 1) (a \(type) parameter): \(error.message)", action: name)
+                    report(.argument, sourceNodes[i], "\(base).args", "argument \(i + 1) (\(type) parameter): \(error.message)", action: name)
                 }
             }
         }

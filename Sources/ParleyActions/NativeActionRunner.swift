@@ -9,8 +9,8 @@ import ParleyJSON
 /// reads the arguments from the invocation (slots, entities, metadata, text, literals), converts them to the
 /// declared C types, calls the function through libffi on the ``WorkerPool`` with the action's deadline, and
 /// returns:
-/// - events: `{"event":"action","name":N}`, then `{"event":"slot","name":S,"value":RESULT}` when the manifest
-///   names a slot;
+/// - events: `{"event":"slot","name":S,"value":RESULT}` when the manifest names a slot (the agent's own
+///   `action` event is already the record of the request; the runner does not repeat it);
 /// - responses: one `{"text":…}` per `say(...)` the function made, in order, then the rendered reply template.
 ///
 /// Errors (unset slot, wrong JSON type, out-of-range integer, non-UTF-8 string, deadline) are thrown as
@@ -127,9 +127,9 @@ public final class NativeActionRunner: ActionRunner {
         return values
     }
 
-    /// The reply for a finished call: the action record, the slot event, the `say` messages and the template.
+    /// The reply for a finished call: the slot event, the `say` messages and the template.
     public static func reply(for action: NativeAction, outcome: NativeFunction.Outcome) -> AgentReply {
-        var events: [JSONValue] = [["event": "action", "name": .string(action.name)]]
+        var events: [JSONValue] = []
         if let slot = action.slot {
             events.append(["event": "slot", "name": .string(slot), "value": outcome.value.json])
         }

@@ -186,11 +186,12 @@ public final class NativeFunction: @unchecked Sendable {
             }
         }
 
-        let context = SayContext(conversation: conversation)
+        // Only calls with a say parameter need a context (and its allocation).
+        let context = sayCif == nil ? nil : SayContext(conversation: conversation)
         var closures: [UnsafeMutableRawPointer] = []
         defer { for closure in closures { ffi_closure_free(closure) } }
         var codes: [UnsafeMutableRawPointer] = []
-        if let sayCif {
+        if let sayCif, let context {
             for _ in 0..<(parameters.count - valueCount) {
                 var code: UnsafeMutableRawPointer?
                 guard let raw = ffi_closure_alloc(cffi_closure_size(), &code), let code else {
@@ -245,7 +246,7 @@ public final class NativeFunction: @unchecked Sendable {
         }
 
         let value = try convertResult(returnSlot.0)
-        let said = try context.finish()
+        let said = try context?.finish() ?? []
         return Outcome(value: value, said: said)
     }
 

@@ -14,6 +14,10 @@ import ServiceLifecycle
 import SocketIO
 import UnixSignals
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The running bot: store, plugins, dispatcher and channels on one Hummingbird server, in one `ServiceGroup`.
 ///
 /// On SIGTERM/SIGINT: the dispatcher refuses new messages and finishes the running and queued turns, whose
@@ -81,7 +85,7 @@ struct ParleyServer {
         // shut the plugins down.
         let services: [any Service] =
             [PluginHostService(host: runtime.plugins), app] + engines
-            + [runtime.dispatcher, ShutdownDeadline(timeout: configuration.server.shutdownTimeout, logger: logger)]
+            + [runtime.dispatcher, ShutdownAnnouncer(timeout: configuration.server.shutdownTimeout, logger: logger)]
         var groupConfiguration = ServiceGroupConfiguration(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -91,13 +95,21 @@ struct ParleyServer {
         groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.server.shutdownTimeout * 1000))
         let group = ServiceGroup(configuration: groupConfiguration)
         logger.info("starting", metadata: ["agents": "\(configuration.agents.map(\.name).joined(separator: ","))", "store": "\(configuration.store.kind.rawValue)"])
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            throw StartupError("server \(host):\(configuration.server.port): the address is already in use; stop the other process or choose another port (--port or server.port)")
+        } catch let error as IOError where error.errnoCode == EACCES {
+            throw StartupError("server \(host):\(configuration.server.port): permission denied; ports below 1024 need privileges, choose another (--port or server.port)")
+        } catch let error as IOError {
+            throw StartupError("server \(host):\(configuration.server.port): \(error)")
+        }
         logger.info("stopped")
     }
 }
 
 /// Logs when a graceful shutdown starts; a no-op service otherwise.
-struct ShutdownDeadline: Service {
+struct ShutdownAnnouncer: Service {
     let timeout: Double
     let logger: Logger
 

@@ -7,15 +7,22 @@ public import ParleyJSON
 public struct InputError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What was wrong, for tests and metrics.
     public enum Code: Sendable, Hashable {
+        /// The text bytes are not valid UTF-8.
         case invalidUTF8
+        /// The text is longer than the configured maximum.
         case messageTooLarge
+        /// The metadata is not a JSON object (or a string holding one).
         case metadataNotObject
+        /// The conversation id is empty, too long or has control characters.
         case invalidSenderID
     }
 
+    /// The kind of problem.
     public var code: Code
+    /// What was wrong and what to send instead.
     public var description: String
 
+    /// Creates an error.
     public init(_ code: Code, _ description: String) {
         self.code = code
         self.description = description

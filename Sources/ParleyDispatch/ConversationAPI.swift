@@ -20,10 +20,12 @@ public struct ConversationAPI: Sendable {
         case none = "NONE"
     }
 
+    /// Where conversations are read from.
     public let store: any ConversationStore
     /// The token required by ``authorize(token:authorization:)``; nil = no check.
     public let token: String?
 
+    /// Serves conversations of `store`, requiring `token` when given.
     public init(store: any ConversationStore, token: String? = nil) {
         self.store = store
         self.token = token
@@ -160,6 +162,7 @@ public struct ConversationAPIError: Error, Sendable, Hashable, CustomStringConve
     /// What went wrong and how to fix it.
     public var message: String
 
+    /// Creates an error.
     public init(status: Int, reason: String, message: String) {
         self.status = status
         self.reason = reason
@@ -174,5 +177,6 @@ public struct ConversationAPIError: Error, Sendable, Hashable, CustomStringConve
         ]
     }
 
+    /// `"<status> <reason>: <message>"`.
     public var description: String { "\(status) \(reason): \(message)" }
 }

@@ -17,6 +17,7 @@ import Synchronization
 /// ``run()`` must be running (add the dispatcher to a `ServiceGroup`, or run it in a task group) for turns to
 /// proceed; without it requests fail with ``DispatchError/Code/notRunning``.
 public final class Dispatcher: TurnHandler, Service {
+    /// Receives the outcome of a submitted turn or emit; called exactly once, on any thread.
     public typealias Completion = @Sendable (Result<TurnResult, any Error>) -> Void
 
     let defaultAgent: any Agent
@@ -75,12 +76,17 @@ public final class Dispatcher: TurnHandler, Service {
 
     // MARK: - TurnHandler
 
+    /// Runs one turn and returns its result once its events are stored (see ``TurnHandler/handle(_:)``).
+    /// - Throws: ``InputError`` (oversized text, bad conversation id) or ``DispatchError`` (`.mailboxFull`,
+    ///   `.shuttingDown`, `.notRunning`, `.storeFailed`). Agent failures give the fallback, not an error.
     public func handle(_ message: UserMessage) async throws -> TurnResult {
         try await withCheckedThrowingContinuation { continuation in
             submit(message) { continuation.resume(with: $0) }
         }
     }
 
+    /// Queues one turn behind the conversation's earlier messages and returns at once; `completion` gets the
+    /// result or the refusal (see ``handle(_:)``). Calls from one caller are processed in call order.
     public func submit(_ message: UserMessage, completion: @escaping Completion) {
         do {
             try InputValidation.checkSenderID(message.senderID)

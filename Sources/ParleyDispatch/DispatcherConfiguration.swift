@@ -29,6 +29,7 @@ public struct DispatcherConfiguration: Sendable {
     /// Seconds since 1970 "now": event timestamps, session expiry and eviction read it. Tests inject a clock.
     public var clock: @Sendable () -> Double
 
+    /// Creates a configuration; every parameter has the default documented on its property.
     public init(
         mailboxCapacity: Int = 64,
         turnDeadline: Duration = .seconds(10),
@@ -81,9 +82,12 @@ public struct AgentRoute: Sendable {
         }
     }
 
+    /// When the route applies.
     public var rule: Rule
+    /// The agent that gets matching messages.
     public var agent: any Agent
 
+    /// Sends messages matching `rule` to `agent`.
     public init(_ rule: Rule, to agent: any Agent) {
         self.rule = rule
         self.agent = agent
@@ -108,14 +112,18 @@ public struct DispatchError: Error, Sendable, Hashable, CustomStringConvertible 
         public static let storeFailed = Code(code: .storeFailed)
         /// A proactive emit missed the turn deadline (a formatter or the output hung); nothing was recorded.
         public static let deadlineExceeded = Code(code: .deadlineExceeded)
+        /// The code's name.
         public var description: String { "\(code)" }
     }
 
+    /// The kind of failure.
     public var code: Code
     /// The conversation concerned.
     public var senderID: String
+    /// What happened and what to do about it.
     public var description: String
 
+    /// Creates an error.
     public init(_ code: Code, senderID: String, _ description: String) {
         self.code = code
         self.senderID = senderID

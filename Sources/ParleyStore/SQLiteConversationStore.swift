@@ -22,6 +22,7 @@ public struct SQLiteStoreConfiguration: Sendable {
         /// `PRAGMA synchronous = NORMAL`: survives a crash of the process (`kill -9`), a power loss may drop the
         /// latest commits. Faster on slow disks.
         public static let normal = Durability(mode: .normal)
+        /// `FULL` or `NORMAL`.
         public var description: String { mode.rawValue }
     }
 
@@ -37,6 +38,7 @@ public struct SQLiteStoreConfiguration: Sendable {
     /// Most concurrent appends committed in one transaction (group commit).
     public var maxBatchSize: Int
 
+    /// Creates a configuration; every parameter has the default documented on its property.
     public init(
         path: String = "parley.db",
         durability: Durability = .full,
@@ -70,9 +72,11 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         case other
     }
 
+    /// The kind of failure.
     public var code: Code
     /// The database file.
     public var path: String
+    /// What happened, naming the file and the fix.
     public var description: String
 }
 
@@ -186,7 +190,15 @@ public final class SQLiteConversationStore: ConversationStore {
     }
 
     public func events(of senderID: String, types: Set<String>?) async throws -> [JSONValue]? {
-        try await read(sql: "SELECT data, type FROM events WHERE sender_id = ?1 ORDER BY id", senderID: senderID, types: types)
+        guard let types else {
+            return try await read(sql: "SELECT data FROM events WHERE sender_id = ?1 ORDER BY id", senderID: senderID, types: nil)
+        }
+        // Event type names are plain identifiers; anything else cannot match a stored type.
+        let names = types.filter { !$0.isEmpty && $0.utf8.allSatisfy { $0 == UInt8(ascii: "_") || (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) } }
+        let list = names.sorted().map { "'\($0)'" }.joined(separator: ", ")
+        return try await read(
+            sql: "SELECT data FROM events WHERE sender_id = ?1 AND type IN (\(list.isEmpty ? "NULL" : list)) ORDER BY id",
+            senderID: senderID, types: nil)
     }
 
     private func read(sql: String, senderID: String, types: Set<String>?) async throws -> [JSONValue]? {

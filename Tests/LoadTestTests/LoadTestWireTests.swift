@@ -90,7 +90,7 @@ struct SocketIOWireTests {
             (#"0{"sid":"x","pingInterval":25000}"#, .engineOpen), ("1", .engineClose), ("2", .enginePing), ("2probe", .enginePing),
             ("3", .engineOther), ("6", .engineOther), (#"40{"sid":"abc"}"#, .socketConnect), ("41", .socketDisconnect),
             (#"44{"message":"no"}"#, .socketConnectError), (#"42["a",1]"#, .socketEvent(arrayStart: 2)),
-            (#"42/chat,17["a"]"#, .socketEvent(arrayStart: 9)), ("42nope", .invalid), ("x", .invalid), ("", .invalid),
+            (#"42/chat,17["a"]"#, .socketEvent(arrayStart: 10)), ("42nope", .invalid), ("x", .invalid), ("", .invalid),
         ]
         for (packet, expected) in cases {
             #expect(withBytes(packet) { SocketIOWire.classify($0) } == expected, "\(packet)")

@@ -47,9 +47,12 @@ struct Harness {
     let server = SocketIOServer(logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     let channel: SocketIOChannel
 
-    init(_ config: SocketIOChannelConfiguration = SocketIOChannelConfiguration(sessionPersistence: true), jwt: JWTVerifier? = nil) {
+    init(
+        _ config: SocketIOChannelConfiguration = SocketIOChannelConfiguration(sessionPersistence: true), jwt: JWTVerifier? = nil,
+        script: @escaping @Sendable (UserMessage) throws -> [JSONValue] = mirror
+    ) {
         channel = SocketIOChannel(
-            server: server, configuration: config, turns: ScriptedTurns(mirror), jwt: jwt,
+            server: server, configuration: config, turns: ScriptedTurns(script), jwt: jwt,
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 
@@ -176,5 +179,25 @@ struct SocketIOChannelTests {
         _ = c.take()
         await h.channel.deliver([["text": "reminder"]], to: "p", channel: nil)
         #expect(c.take() == [#"2["bot_uttered",{"text":"reminder"}]"#])
+    }
+
+    @Test func quickRepliesGoOnTheLastParagraphAndNullCustomDataHasNoArgument() {
+        let h = Harness(script: { m in
+            switch m.text {
+            case "buttons": return [["text": "a\n\nb", "buttons": [["title": "t"]]]]
+            case "null": return [["custom": ["data": nil]]]
+            default: return []
+            }
+        })
+        let c = h.connect()
+        c.receive(#"2["session_request",{"session_id":"q"}]"#)
+        _ = c.take()
+        c.receive(#"2["user_uttered",{"message":"buttons","session_id":"q"}]"#)
+        #expect(c.take() == [
+            #"2["bot_uttered",{"text":"a","quick_replies":[]}]"#,
+            #"2["bot_uttered",{"text":"b","quick_replies":[{"content_type":"text","title":"t","payload":"t"}]}]"#,
+        ])
+        c.receive(#"2["user_uttered",{"message":"null","session_id":"q"}]"#)
+        #expect(c.take() == [#"2["bot_uttered"]"#])
     }
 }

@@ -563,3 +563,36 @@ private func installEcho(on namespace: SocketIONamespace) {
     }
 }
 
+
+@Suite struct ConcurrencyTests {
+    /// Joins, leaves, broadcasts, emits with acks and disconnects from several tasks at once (bounded loops);
+    /// afterwards every room and pending ack is gone.
+    @Test func concurrentRoomsBroadcastsAndDisconnects() async throws {
+        let (io, _) = makeServer()
+        let ns = io.mainNamespace
+        let connections = try (0..<8).map { _ in
+            let c = TestConnection.open(on: io)
+            try c.connect()
+            return c
+        }
+        let sockets = ns.sockets
+        let acks = Recorder<Bool>()
+        await withTaskGroup(of: Void.self) { group in
+            for (i, socket) in sockets.enumerated() {
+                group.addTask {
+                    for n in 0..<200 {
+                        socket.join("r\(n % 4)")
+                        ns.to("r\(n % 4)").except("r\((n + 1) % 4)").emit("tick", .json(.int(Int64(n))))
+                        if n % 50 == 0 { socket.emit("q", arguments: [], timeout: .seconds(60)) { acks.append((try? $0.get()) != nil) } }
+                        socket.leave("r\((n + i) % 4)")
+                    }
+                }
+            }
+        }
+        for c in connections { c.closeFromEngine(.clientClose) }
+        #expect(ns.socketCount == 0)
+        for r in 0..<4 { #expect(ns.socketCount(inRoom: "r\(r)") == 0) }
+        #expect(acks.values.count == sockets.count * 4)
+        #expect(acks.values.allSatisfy { !$0 })
+    }
+}

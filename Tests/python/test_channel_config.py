@@ -123,3 +123,9 @@ def test_tls_is_refused_with_a_fix():
     cfg = mirror_config(extra="server:\n  tls: {cert: c.pem, key: k.pem}\n")
     code, out = run_to_exit(cfg, args=["--port", "0"])
     assert code == 70 and "reverse proxy" in out, out
+
+
+def test_port_in_use(server_factory):
+    first = server_factory(mirror_config())
+    code, out = run_to_exit(mirror_config(), args=["--port", str(first.port)])
+    assert code == 70 and "the address is already in use" in out, out

@@ -88,3 +88,17 @@ def test_conversation_survives_restart(server_factory):
     assert r.status_code == 200
     texts = [m.get("text") for m in r.json()["messages"]] if isinstance(r.json(), dict) else [m.get("text") for m in r.json()]
     assert texts.count("before") == 2 and texts.count("after") == 2
+
+
+def test_conversation_api_token(server_factory):
+    server = server_factory(mirror_config(extra="api:\n  token: s3cret\n"))
+    post(server, {"sender": "api-1", "message": "hi"})
+    base = server.url + "/conversations/api-1"
+    assert requests.get(base + "/tracker", timeout=5).status_code == 401
+    assert requests.get(base + "/tracker?token=wrong", timeout=5).status_code == 403
+    r = requests.get(base + "/tracker", headers={"Authorization": "Bearer s3cret"}, timeout=5)
+    assert r.status_code == 200 and r.json()["sender_id"] == "api-1"
+    r = requests.get(base + "/messages?token=s3cret&limit=1", timeout=5)
+    assert r.status_code == 200 and [m["text"] for m in r.json()["messages"]] == ["hi"]
+    assert requests.get(server.url + "/conversations/nobody/messages?token=s3cret", timeout=5).status_code == 404
+    assert requests.get(base + "/messages?token=s3cret&limit=x", timeout=5).status_code == 400

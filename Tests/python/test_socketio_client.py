@@ -178,11 +178,8 @@ def test_events_keep_their_order(clients):
     assert [c.next("message-back")[0] for _ in range(12)] == list(range(12))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="python-engineio's client rejects a polling response holding more than 16 packets "
-    "(Payload.max_decode_packets); the Engine.IO polling transport does not cap its batches yet",
-)
+# python-engineio's client rejects a polling response holding more than 16 packets
+# (Payload.max_decode_packets); the server caps each response at EngineIOConfiguration.maxPacketsPerPoll (16).
 def test_burst_of_events_over_polling(protocol_server):
     c = Client(protocol_server, "polling").connect()
     try:
