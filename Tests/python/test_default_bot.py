@@ -35,7 +35,8 @@ def chat(bot):
 
     def make():
         c = Client(bot.url)
-        c.request_session(None)
+        # session_persistence is on in parley.yml: every message names its session, as Rasa's widget does.
+        c.session_id = c.request_session(None)
         clients.append(c)
         return c
 
@@ -46,7 +47,7 @@ def chat(bot):
 
 def ask(client, text, n=1):
     """Sends `text`; returns the `bot_uttered` payloads of the next n messages, in order."""
-    client.say(text)
+    client.say(text, session_id=client.session_id)
     return client.replies(n)
 
 
@@ -109,8 +110,8 @@ def test_two_conversations_get_their_own_greeting(chat):
     a, b = chat(), chat()
     ask(a, "my name is Ada")
     ask(b, "call me Linus")
-    a.say("greet me")
-    b.say("greet me")
+    a.say("greet me", session_id=a.session_id)
+    b.say("greet me", session_id=b.session_id)
     assert [m["text"] for m in a.replies(2)] == ["Hello, Ada!", "Ask me for a tip or a unit conversion."]
     assert [m["text"] for m in b.replies(2)] == ["Hello, Linus!", "Ask me for a tip or a unit conversion."]
 

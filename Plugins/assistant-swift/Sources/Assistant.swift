@@ -50,7 +50,10 @@ struct Memory: Equatable {
         let lower = text.lowercased()
         if lower.hasPrefix("forget me") || lower == "forget everything" {
             self = Memory(messages: messages)
-            return [["event": "slot", "name": "user_name", "value": nil], ["event": "slot", "name": "user_city", "value": nil]]
+            return [
+                ["event": "slot", "name": "user_name", "value": nil], ["event": "slot", "name": "user_city", "value": nil],
+                ["event": "slot", "name": "user_likes", "value": nil],
+            ]
         }
         if let value = Self.after(["my name is ", "call me ", "i am called ", "i'm ", "i am "], in: text), !Self.isQuestion(text),
             let word = value.split(separator: " ").first, word.first?.isLetter == true, !Self.notNames.contains(word.lowercased())
