@@ -29,6 +29,7 @@ struct Memory: Equatable {
     var likes: [String] = []
     var messages = 0
 
+    /// A memory holding exactly these facts.
     init(name: String? = nil, city: String? = nil, likes: [String] = [], messages: Int = 0) {
         self.name = name
         self.city = city
