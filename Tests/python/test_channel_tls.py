@@ -27,7 +27,8 @@ from sio_helpers import WAIT, Client
 
 TLS_CONFIG = "server:\n  tls: {cert: cert.pem, key: key.pem}\n"
 
-urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+# The self-signed certificate is not verified by the socket.io clients (ssl_verify=False).
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
 
 # Certificates --------------------------------------------------------------------------------------------
@@ -105,7 +106,12 @@ class TLSClient(Client):
     def __init__(self, url, transports=None):
         self.events = queue.Queue()
         self.namespace = "/"
-        self.sio = socketio.Client(reconnection=False, ssl_verify=False)
+        # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a session's verify=False, so the polling
+        # session ignores the environment (127.0.0.1 needs no proxy either).
+        http = requests.Session()
+        http.trust_env = False
+        http.verify = False
+        self.sio = socketio.Client(reconnection=False, ssl_verify=False, http_session=http)
         for name in ("session_confirm", "bot_uttered"):
             self.sio.on(name, self._handler(name), namespace="/")
         kwargs = {"namespaces": ["/"], "wait_timeout": WAIT}
