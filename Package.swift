@@ -54,12 +54,15 @@ let package = Package(
         .target(name: "CParley", path: "include", publicHeadersPath: "."),
         /// libffi through pkg-config (`libffi-dev`).
         .systemLibrary(name: "CFFI", pkgConfig: "libffi", providers: [.apt(["libffi-dev"])]),
+        /// zlib through pkg-config (`zlib1g-dev`): raw deflate for WebSocket permessage-deflate (RFC 7692).
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         // MARK: Libraries
         .target(name: "ParleyJSON", swiftSettings: swiftSettings),
         .target(
             name: "EngineIO",
             dependencies: [
+                "CZlib",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "HummingbirdWSCompression", package: "hummingbird-websocket"),
@@ -222,7 +225,7 @@ let package = Package(
         .testTarget(
             name: "EngineIOTests",
             dependencies: [
-                "EngineIO", "SocketIO", "ParleyJSON",
+                "EngineIO", "SocketIO", "ParleyJSON", "CZlib",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -151,7 +151,7 @@ for name in $SERVERS; do
     for rep in $(seq 1 "$REPS"); do
       log="$OUTDIR/logs/$name-$S-$rep.log"
       if ! start_server "$name" "$log"; then
-        note "$name $S rep $rep: server did not start or never became ready (see $log)"
+        note "$name $S rep $rep: server did not start or never became ready: $( (grep -m1 -i 'error' "$log" || tail -1 "$log") 2>/dev/null | cut -c1-160) (full log: $log)"
         echo "{\"server\":\"$name\",\"scenario\":\"$S\",\"rep\":$rep,\"failed\":\"server start\"}" >>"$JSONL"
         continue
       fi

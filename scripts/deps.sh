@@ -4,7 +4,7 @@
 set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in pkg-config libffi-dev libsqlite3-dev libhiredis-dev redis-server python3-venv jq curl; do
+for p in pkg-config libffi-dev zlib1g-dev libsqlite3-dev libhiredis-dev redis-server python3-venv jq curl; do
   have_pkg "$p" || need+=("$p")
 done
 command -v cc >/dev/null || need+=(gcc)

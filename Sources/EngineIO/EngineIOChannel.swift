@@ -81,7 +81,11 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                             let connection = ObjectIdentifier(channel)
                             session.eventLoop.execute { session.expectProbe(connection: connection) }
                         }
-                        return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                        var extraHeaders = HTTPHeaders()
+                        if let deflate = Self.negotiateDeflate(engine: engine, headers: head.headers) {
+                            extraHeaders.add(name: "Sec-WebSocket-Extensions", value: deflate.responseHeader)
+                        }
+                        return channel.eventLoop.makeSucceededFuture(extraHeaders)
                     case .refuse(let reason, let response):
                         engine.logger.debug("Engine.IO WebSocket upgrade refused: \(reason)")
                         refusal.value = response
@@ -101,13 +105,20 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                             ChannelOptions.writeBufferWaterMark,
                             value: .init(low: max(1, limit / 2), high: max(2, limit))
                         )
-                        try channel.pipeline.syncOperations.addHandler(
-                            NIOWebSocketFrameAggregator(
-                                minNonFinalFragmentSize: 0,
-                                maxAccumulatedFrameCount: 1024,
-                                maxAccumulatedFrameSize: engine.configuration.maxPayload
+                        if let deflate = Self.negotiateDeflate(engine: engine, headers: head.headers) {
+                            // permessage-deflate: reassembles and decompresses (replaces the aggregator).
+                            try channel.pipeline.syncOperations.addHandler(
+                                PerMessageDeflateHandler(negotiated: deflate, maxPayload: engine.configuration.maxPayload)
                             )
-                        )
+                        } else {
+                            try channel.pipeline.syncOperations.addHandler(
+                                NIOWebSocketFrameAggregator(
+                                    minNonFinalFragmentSize: 0,
+                                    maxAccumulatedFrameCount: 1024,
+                                    maxAccumulatedFrameSize: engine.configuration.maxPayload
+                                )
+                            )
+                        }
                         try channel.pipeline.syncOperations.addHandler(
                             EngineWebSocketHandler(server: engine, requestedSID: sid, handshake: handshake, channel: channel)
                         )
@@ -149,6 +160,15 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             )
             return Value(result: result, channel: channel)
         }
+    }
+
+    /// The permessage-deflate agreement for an upgrade request (nil: not configured or not offered/acceptable).
+    /// Deterministic, so the 101 response and the pipeline set-up agree.
+    static func negotiateDeflate(engine: EngineIOServer, headers: HTTPHeaders) -> NegotiatedDeflate? {
+        guard let settings = engine.configuration.perMessageDeflate else { return nil }
+        let offers = headers[canonicalForm: "Sec-WebSocket-Extensions"].map(String.init)
+        guard !offers.isEmpty else { return nil }
+        return NegotiatedDeflate.negotiate(offers: offers, settings: settings)
     }
 
     /// Serves plain HTTP connections; returns at once for Engine.IO WebSockets, which need no task.

@@ -58,6 +58,10 @@ public struct EngineIOConfiguration: Sendable {
     /// Most packets one long-polling response carries; the rest wait for the next GET. python-engineio
     /// clients refuse a payload of more than 16 packets ("Too many packets in payload"), so that is the default.
     public var maxPacketsPerPoll: Int
+    /// WebSocket permessage-deflate (RFC 7692). `nil` (the default): never negotiated, frames are sent as they
+    /// are. Set: offered to clients that ask for it in `Sec-WebSocket-Extensions`; ``maxPayload`` then applies
+    /// to the decompressed size of inbound messages.
+    public var perMessageDeflate: PerMessageDeflate?
 
     /// Creates a configuration; every parameter has the reference server's default.
     /// - Parameters:
@@ -71,6 +75,7 @@ public struct EngineIOConfiguration: Sendable {
     ///   - cors: default ``CORS-swift.struct/disabled``.
     ///   - maxOutboundQueueBytes: default 4 MiB.
     ///   - maxPacketsPerPoll: default 16.
+    ///   - perMessageDeflate: default nil (WebSocket compression off).
     public init(
         path: String = "/socket.io/",
         pingInterval: Duration = .seconds(25),
@@ -81,7 +86,8 @@ public struct EngineIOConfiguration: Sendable {
         upgradeTimeout: Duration = .seconds(10),
         cors: CORS = .disabled,
         maxOutboundQueueBytes: Int = 4 * 1024 * 1024,
-        maxPacketsPerPoll: Int = 16
+        maxPacketsPerPoll: Int = 16,
+        perMessageDeflate: PerMessageDeflate? = nil
     ) {
         self.path = path
         self.pingInterval = pingInterval
@@ -93,6 +99,7 @@ public struct EngineIOConfiguration: Sendable {
         self.cors = cors
         self.maxOutboundQueueBytes = maxOutboundQueueBytes
         self.maxPacketsPerPoll = max(1, maxPacketsPerPoll)
+        self.perMessageDeflate = perMessageDeflate
     }
 
     /// The path without trailing slashes, for matching (`/socket.io`).

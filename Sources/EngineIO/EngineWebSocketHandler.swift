@@ -156,6 +156,16 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let failure = error as? PerMessageDeflateFailure {
+            // permessage-deflate rejected an inbound message (e.g. over maxPayload once decompressed).
+            if closeReason == nil { closeReason = .protocolViolation(failure.reason) }
+            server.logger.info(
+                "Engine.IO session closed: \(failure.reason)",
+                metadata: ["engineio.sid": .string(session?.id ?? requestedSID ?? "-")]
+            )
+            close(code: failure.closeCode)
+            return
+        }
         if let error = error as? NIOWebSocketError, error == .invalidFrameLength {
             closeReason = .protocolViolation("payload too large (WebSocket frame over maxPayload)")
         } else if closeReason == nil {

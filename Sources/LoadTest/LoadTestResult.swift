@@ -2,24 +2,36 @@ import ParleyJSON
 
 /// Latency summary in microseconds.
 public struct LatencySummary: Sendable, Equatable {
+    /// Median.
     public var p50: Double = 0
+    /// 90th percentile.
     public var p90: Double = 0
+    /// 99th percentile.
     public var p99: Double = 0
+    /// Largest sample.
     public var max: Double = 0
+    /// Arithmetic mean.
     public var mean: Double = 0
 }
 
 /// The outcome of one run. `json` has the same keys as the neutral C generator `sioload`, so the same
 /// scripts read both.
 public struct LoadTestResult: Sendable, Equatable {
+    /// The scenario that ran.
     public var scenario: LoadScenario
+    /// Socket.IO or raw WebSocket.
     public var proto: LoadProtocol
+    /// `rtt` clients.
     public var clients = 0
+    /// `connect` / `idle` sessions.
     public var sessions = 0
+    /// Sessions opened at once.
     public var inFlight = 0
+    /// Minimum message text size.
     public var messageSize = 0
     /// The measured window in seconds (`rtt`: after warm-up; `connect`: first connect to last completion; `idle`: hold).
     public var windowSeconds = 0.0
+    /// Sessions that were established.
     public var established = 0
     /// Round trips (`rtt`) or whole sessions (`connect`) completed in the window.
     public var completed = 0
@@ -28,22 +40,37 @@ public struct LoadTestResult: Sendable, Equatable {
     public var latency = LatencySummary()
     /// Errors by class: connect, handshake, protocol, mismatch, timeout, closed, unfinished.
     public var errorCounts: [(String, Int)] = []
+    /// All errors.
     public var errors: Int { errorCounts.reduce(0) { $0 + $1.1 } }
+    /// Events that were neither a confirm nor the awaited reply (not errors).
     public var otherEvents = 0
+    /// Engine.IO pings answered.
     public var eioPings = 0
+    /// WebSocket pings answered.
     public var wsPings = 0
     /// `idle`: sessions still open at the end of the hold.
     public var aliveAtEnd: Int?
+    /// Server VmRSS before opening sessions (`idle`, with a PID).
     public var rssBeforeKB: Int?
+    /// Server VmRSS after settling (`idle`).
     public var rssEstablishedKB: Int?
+    /// Server VmRSS at the end of the hold (`idle`).
     public var rssEndKB: Int?
+    /// Server VmHWM (peak RSS) at the end.
     public var serverHWMKB: Int?
+    /// The measured server's PID.
     public var serverPID: Int32?
+    /// The generator's own CPU in the window (100 = one core).
     public var genCPUPercent = 0.0
+    /// The server's CPU in the window, all threads (100 = one core).
     public var serverCPUPercent: Double?
+    /// CPU used on the whole machine in the window (100 = one core).
     public var machineBusyPercent: Double?
+    /// Machine CPU used by anything but the generator and the server: well above 0 = disturbed run.
     public var otherCPUPercent: Double?
+    /// Hypervisor steal time in the window.
     public var stealPercent: Double?
+    /// Whole run, seconds.
     public var wallSeconds = 0.0
 
     /// `idle` with a server PID: (RSS at end − RSS before) / established sessions, in bytes.
@@ -52,6 +79,7 @@ public struct LoadTestResult: Sendable, Equatable {
         return Double(e - b) * 1024 / Double(established)
     }
 
+    /// Equal when their JSON forms are equal.
     public static func == (a: LoadTestResult, b: LoadTestResult) -> Bool { a.json == b.json }
 
     static func round1(_ v: Double) -> JSONValue { .double((v * 10).rounded() / 10) }

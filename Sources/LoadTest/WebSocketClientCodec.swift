@@ -6,6 +6,7 @@ public struct WebSocketClientError: Error, Sendable, Hashable, CustomStringConve
     public var reason: String
     /// Creates an error with a human-readable reason.
     public init(_ reason: String) { self.reason = reason }
+    /// `websocket: <reason>`.
     public var description: String { "websocket: \(reason)" }
 }
 
@@ -24,12 +25,17 @@ public struct WebSocketInboundFrame: Sendable, Equatable {
 /// Pure functions over `ByteBuffer`; no channel, no allocation on the common path except the
 /// output buffer a caller provides.
 public enum WebSocketClientCodec {
-    /// Opcodes used by the generator.
+    /// Opcode: continuation frame.
     public static let opContinuation: UInt8 = 0x0
+    /// Opcode: text frame.
     public static let opText: UInt8 = 0x1
+    /// Opcode: binary frame.
     public static let opBinary: UInt8 = 0x2
+    /// Opcode: close.
     public static let opClose: UInt8 = 0x8
+    /// Opcode: ping.
     public static let opPing: UInt8 = 0x9
+    /// Opcode: pong.
     public static let opPong: UInt8 = 0xA
 
     /// Largest frame payload accepted from a server (16 MiB).

@@ -15,8 +15,16 @@ enum EngineEcho {
 
     /// Builds the echo server. `pingInterval` / `pingTimeout` override the suite's values (for idle-memory
     /// measurements with slow clients only; the suite needs 300 / 200 ms).
-    static func makeServer(logger: Logger, pingInterval: Duration? = nil, pingTimeout: Duration? = nil) -> EngineIOServer {
+    /// `perMessageDeflate` enables WebSocket compression (TEST-ONLY flag `--per-message-deflate`; off by default,
+    /// as the suite expects).
+    static func makeServer(
+        logger: Logger,
+        pingInterval: Duration? = nil,
+        pingTimeout: Duration? = nil,
+        perMessageDeflate: PerMessageDeflate? = nil
+    ) -> EngineIOServer {
         var configuration = configuration
+        configuration.perMessageDeflate = perMessageDeflate
         if let pingInterval { configuration.pingInterval = pingInterval }
         if let pingTimeout { configuration.pingTimeout = pingTimeout }
         return EngineIOServer(configuration: configuration, delegate: EchoServerDelegate(), logger: logger)

@@ -23,9 +23,12 @@ enum SocketIOConformance {
     )
 
     /// Builds the Engine.IO server whose sessions speak Socket.IO.
-    static func makeEngine(logger: Logger) -> EngineIOServer {
+    /// `perMessageDeflate`: WebSocket compression (TEST-ONLY flag `--per-message-deflate`; default off).
+    static func makeEngine(logger: Logger, perMessageDeflate: PerMessageDeflate? = nil) -> EngineIOServer {
         let io = makeSocketIOServer(logger: logger)
-        return EngineIOServer(configuration: engineConfiguration, delegate: io, logger: logger)
+        var configuration = engineConfiguration
+        configuration.perMessageDeflate = perMessageDeflate
+        return EngineIOServer(configuration: configuration, delegate: io, logger: logger)
     }
 
     /// The Socket.IO layer with the suite's handlers (and the test-only namespace).

@@ -17,6 +17,9 @@ struct ProtocolServerCommand: AsyncParsableCommand {
     @Option(help: "Log level (trace, debug, info, notice, warning, error).") var logLevel = "info"
     @Option(help: "Override the echo server's ping interval in ms (measurements only; the suite needs 300).")
     var echoPingIntervalMs: Int?
+    // TEST-ONLY (Tests/python/test_websocket_deflate.py): the official suites run without it.
+    @Flag(help: "Offer WebSocket permessage-deflate (threshold 1024 bytes) on both endpoints (default off).")
+    var perMessageDeflate = false
 
     func run() async throws {
         var logger = Logger(label: "parley-protocol-server")
@@ -28,14 +31,15 @@ struct ProtocolServerCommand: AsyncParsableCommand {
             EngineEcho.makeServer(
                 logger: logger,
                 pingInterval: echoPingIntervalMs.map { .milliseconds($0) },
-                pingTimeout: echoPingIntervalMs.map { .milliseconds($0) }
+                pingTimeout: echoPingIntervalMs.map { .milliseconds($0) },
+                perMessageDeflate: perMessageDeflate ? PerMessageDeflate() : nil
             )
         )
 
         // MARK: Socket.IO suite mount point
         // Socket.IO suite: /socket.io/ (Sources/ProtocolServer/SocketIOSuite.swift), an EngineIOServer whose
         // delegate is the Socket.IO layer.
-        engines.append(SocketIOConformance.makeEngine(logger: logger))
+        engines.append(SocketIOConformance.makeEngine(logger: logger, perMessageDeflate: perMessageDeflate ? PerMessageDeflate() : nil))
 
         let app = Application(
             router: Router(),

@@ -62,11 +62,12 @@ import Testing
             named: "action_convert", invocation: invocation(slots: ["distance": 10, "from_unit": "km", "to_unit": "parsec"]))
         #expect(unknownUnit.responses.isEmpty)
 
-        let greet = try await runner.runAction(named: "action_greet", invocation: invocation(entities: [["entity": "name", "value": "Ada"]]))
+        let greet = try await runner.runAction(named: "action_greet", invocation: invocation(slots: ["user_name": "Ada"]))
         #expect(greet.responses == [["text": "Hello, Ada!"], ["text": "Ask me for a tip or a unit conversion."]])
 
         let leap = try await runner.runAction(named: "action_leap_year", invocation: invocation(slots: ["year": 2000]))
         #expect(leap.events.last == ["event": "slot", "name": "is_leap_year", "value": true])
+        #expect(leap.responses == [["text": "Leap year: true"]])
 
         let power = try await runner.runAction(named: "action_power", invocation: invocation(slots: ["base": 2, "exponent": 10]))
         #expect(power.responses == [["text": "1024"]])

@@ -141,4 +141,40 @@ import Testing
             #expect(try await turn("what is my name?").responses.first?["text"] == "You haven't told me your name yet. What is it?")
         }
     }
+
+    /// The Swift assistant requests the example native actions: slot events first, then the action event,
+    /// and no text of its own; input it cannot turn into arguments gets a usage answer and no request.
+    @Test func swiftAssistantRequestsTheExampleActions() async throws {
+        let path = try #require(Build.assistant(), "libParleyAssistant.so not built: run `swift build --product ParleyAssistant` or `make plugins`")
+        try await withHost { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            func slot(_ name: String, _ value: JSONValue) -> JSONValue { ["event": "slot", "name": .string(name), "value": value] }
+            func action(_ name: String) -> JSONValue { ["event": "action", "name": .string(name)] }
+            let cases: [(String, [JSONValue])] = [
+                ("tip 42.50 at 15%", [slot("amount", 42.5), slot("percent", 15), action("action_tip")]),
+                ("Tip 40 15", [slot("amount", 40), slot("percent", 15), action("action_tip")]),
+                ("convert 5 km to mi", [slot("distance", 5), slot("from_unit", "km"), slot("to_unit", "mi"), action("action_convert")]),
+                ("10 miles in km", [slot("distance", 10), slot("from_unit", "mi"), slot("to_unit", "km"), action("action_convert")]),
+                ("2^10", [slot("base", 2), slot("exponent", 10), action("action_power")]),
+                ("2 to the power of 10", [slot("base", 2), slot("exponent", 10), action("action_power")]),
+                ("is 2024 a leap year?", [slot("year", 2024), action("action_leap_year")]),
+            ]
+            for (text, events) in cases {
+                let reply = try await agent.respond(to: request(text))
+                #expect(reply.events == events, "\(text)")
+                #expect(reply.responses.isEmpty, "\(text)")
+            }
+            for text in ["tip abc", "tip", "tip 40 at 15.5%", "convert 5 parsecs to mi", "is it a leap year?", "2^x", "greet me"] {
+                let reply = try await agent.respond(to: request(text))
+                #expect(reply.events.isEmpty, "\(text)")
+                #expect(reply.responses.count == 1, "\(text)")
+                #expect(reply.responses.first?["buttons"]?.arrayValue?.isEmpty == false, "\(text)")
+            }
+            // Greeting needs the name, learned from an earlier turn.
+            let greet = try await agent.respond(to: request("greet me", events: [["event": "user", "text": "my name is Ada"]]))
+            #expect(greet.events == [slot("user_name", "Ada"), action("action_greet")])
+            let help = try await agent.respond(to: request("help"))
+            #expect(help.responses.first?["buttons"]?.arrayValue?.count == 6)
+        }
+    }
 }

@@ -10,6 +10,11 @@
 //   "I like tea" / "my favourite X is Y"          -> remembers likes
 //   "what is my name?", "where do I live?", "what do I like?", "what do you know about me?"
 //   "how many messages have I sent?", "forget me", "hi"
+//   "help" / "what can you do?"                   -> what it can do, with buttons
+//
+// It also requests the example native actions of Plugins/actions-c (Commands.swift): "tip 42.50 at 15%",
+// "convert 5 km to mi", "2^10", "is 2024 a leap year?", "greet me". Its reply sets the action's slots with
+// `slot` events and then adds {"event":"action","name":"action_x"}; the dispatcher runs the action after it.
 //
 // Only the entry symbol is exported: `@c(parley_plugin_init_v1)` plus the linker version script
 // exports.map (see Package.swift). Nothing Swift-typed crosses the boundary: C scalars, byte views,
@@ -24,13 +29,32 @@ struct Memory: Equatable {
     var likes: [String] = []
     var messages = 0
 
+    /// A memory holding exactly these facts.
+    init(name: String? = nil, city: String? = nil, likes: [String] = [], messages: Int = 0) {
+        self.name = name
+        self.city = city
+        self.likes = likes
+        self.messages = messages
+    }
+
+    /// The memory stored in the tracker's slots `user_name`, `user_city`, `user_likes` (missing or
+    /// non-string values are ignored).
+    init(slots: JSONValue?) {
+        self.init(
+            name: slots?["user_name"]?.stringValue, city: slots?["user_city"]?.stringValue,
+            likes: slots?["user_likes"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+    }
+
     /// Learns from one user utterance; returns the slot events for what was new.
     mutating func learn(from text: String) -> [JSONValue] {
         messages += 1
         let lower = text.lowercased()
         if lower.hasPrefix("forget me") || lower == "forget everything" {
             self = Memory(messages: messages)
-            return [["event": "slot", "name": "user_name", "value": nil], ["event": "slot", "name": "user_city", "value": nil]]
+            return [
+                ["event": "slot", "name": "user_name", "value": nil], ["event": "slot", "name": "user_city", "value": nil],
+                ["event": "slot", "name": "user_likes", "value": nil],
+            ]
         }
         if let value = Self.after(["my name is ", "call me ", "i am called ", "i'm ", "i am "], in: text), !Self.isQuestion(text),
             let word = value.split(separator: " ").first, word.first?.isLetter == true, !Self.notNames.contains(word.lowercased())
@@ -91,11 +115,19 @@ extension Substring {
     func trimmingCharacters(in set: String) -> String { String(self).trimmingCharacters(in: set) }
 }
 
+/// Whether the (lower-cased) text asks what the assistant can do.
+func isHelp(_ lower: String) -> Bool {
+    let text = lower.trimmingCharacters(in: " ?!.")
+    return ["help", "commands", "menu", "what can you do", "what can i ask", "what can i ask you"].contains(text)
+}
+
 /// Computes the reply to one agent request (Rasa action-server shape) as Rasa `{events, responses}`.
 func assistantReply(to request: JSONValue) -> JSONValue {
     let text = request["message"]?["text"]?.stringValue ?? ""
     let messageID = request["message"]?["message_id"]?.stringValue
-    var memory = Memory()
+    // Start from the slots it set earlier (they outlive the tracker's event window and carry over to new
+    // sessions), then replay the user events of the window on top.
+    var memory = Memory(slots: request["tracker"]?["slots"])
     // Earlier turns: the user events of the tracker, except the current message if it is already there.
     var history = request["tracker"]?["events"]?.arrayValue ?? []
     if let last = history.lastIndex(where: { $0["event"]?.stringValue == "user" }) {
@@ -118,8 +150,26 @@ func assistantReply(to request: JSONValue) -> JSONValue {
         return .object(response)
     }
     let knowButton = ("What do you know about me?", "what do you know about me?")
+    let helpButton = ("Help", "help")
     let response: JSONValue
-    if lower.hasPrefix("forget") {
+    if !lower.hasPrefix("forget"), let command = Command.parse(text, name: memory.name) {
+        switch command {
+        case .action:
+            // No text of our own: the action's reply (or its `say` messages) is the answer.
+            return ["events": .array(events + command.events), "responses": []]
+        case .usage(let text, let buttons):
+            response = say(text, buttons: buttons.map { ($0.title, $0.payload) })
+        }
+    } else if isHelp(lower) {
+        let examples = [Command.tipExample, Command.convertExample, Command.powerExample, Command.leapExample, Command.greetExample]
+        response = say(
+            """
+            I remember what you tell me: my name is Ada, I live in Paris, I like tea. Then ask me what I know about you.
+            I can also run native actions (C functions called through libffi):
+            tip 42.50 at 15%, convert 5 km to mi, 2^10, is 2024 a leap year?, greet me
+            """,
+            buttons: examples.map { ($0.title, $0.payload) } + [knowButton])
+    } else if lower.hasPrefix("forget") {
         response = say("Done, I forgot everything you told me.", buttons: [("My name is Ada", "my name is Ada")])
     } else if memory.name != before.name, let name = memory.name {
         response = say("Nice to meet you, \(name)! I'll remember that.", buttons: [("What is my name?", "what is my name?"), knowButton])
@@ -153,7 +203,9 @@ func assistantReply(to request: JSONValue) -> JSONValue {
             memory.name.map { say("Hello again, \($0)!") }
             ?? say("Hello! What's your name?", buttons: [("My name is Ada", "my name is Ada")])
     } else {
-        response = say("I'm a small assistant with a good memory. Tell me your name, where you live or what you like.", buttons: [knowButton])
+        response = say(
+            "I'm a small assistant with a good memory. Tell me your name, where you live or what you like, or say help.",
+            buttons: [knowButton, helpButton])
     }
     return ["events": .array(events), "responses": [response]]
 }
