@@ -30,10 +30,8 @@ struct ParleyServer {
     let logger: Logger
 
     func run() async throws {
-        if let tls = configuration.server.tls {
-            throw StartupError(
-                "server.tls (\(tls.certificatePath)): TLS is not built into this Parley; remove server.tls and terminate TLS at a reverse proxy (nginx, Caddy) in front of Parley")
-        }
+        // The certificate and key are checked before anything else is set up.
+        let tls = try configuration.server.tls.map { try ServerTLS($0) }
         let runtime = try await Runtime.make(configuration, logger: logger)
         let router = Router()
         router.get("/") { _, _ in "Hello from Parley: \(parleyVersion)" }
@@ -70,13 +68,16 @@ struct ParleyServer {
 
         let host = configuration.server.host
         let logger = self.logger
+        // HTTP/1.1 + Engine.IO, wrapped in TLS (HTTPS and WSS on the same port) when `server.tls` is given.
+        let server = try tls.map { try $0.wrap(.engineIO(engines)) } ?? .engineIO(engines)
+        let scheme = tls == nil ? "http" : "https"
         let app = Application(
             router: router,
-            server: .engineIO(engines),
+            server: server,
             configuration: .init(address: .hostname(host, port: configuration.server.port), serverName: "parley"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
-                logger.info("serving", metadata: ["url": "http://\(host):\(port)", "host": "\(host)", "port": "\(port)"])
+                logger.info("serving", metadata: ["url": "\(scheme)://\(host):\(port)", "host": "\(host)", "port": "\(port)"])
             },
             logger: Logger(label: "parley.http")
         )

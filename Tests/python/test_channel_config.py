@@ -119,12 +119,6 @@ def test_route_with_two_conditions_is_refused():
     assert code == 70 and "agents[1].route: give exactly one condition" in out, out
 
 
-def test_tls_is_refused_with_a_fix():
-    cfg = mirror_config(extra="server:\n  tls: {cert: c.pem, key: k.pem}\n")
-    code, out = run_to_exit(cfg, args=["--port", "0"])
-    assert code == 70 and "reverse proxy" in out, out
-
-
 def test_port_in_use(server_factory):
     first = server_factory(mirror_config())
     code, out = run_to_exit(mirror_config(), args=["--port", str(first.port)])
