@@ -2,7 +2,9 @@
 
 They start `parley-protocol-server --per-message-deflate` (from $PARLEY_BIN, default .build/debug):
 - the python-socketio AsyncClient, whose WebSocket is aiohttp's, asks for compression through
-  `websocket_extra_options={"compress": 15}` and talks to `/socket.io/` (the suite's handlers);
+  `websocket_extra_options={"compress": 15}` and talks to `/socket.io/` (the suite's handlers), WebSocket-only
+  and polling-then-upgrade (aiohttp sends the upgrade on its polling keep-alive connection), and once more
+  polling-then-upgrade without offering compression;
 - wsproto (installed with simple-websocket) offers permessage-deflate on a raw Engine.IO connection to the
   `/engine.io/` echo server.
 Both libraries compress what they send and decompress what they receive, so a round trip proves both
@@ -70,26 +72,16 @@ BIG_TEXT = "".join(f"message part {i}; " for i in range(2000))  # ~36 KB, compre
 BIG_BINARY = bytes(i % 251 for i in range(50_000))
 
 
-UPGRADE_ON_REUSED_CONNECTION = pytest.mark.xfail(
-    strict=False,
-    reason="aiohttp sends the WebSocket upgrade on the keep-alive connection that carried the polling requests; "
-    "EngineIOHTTPChannel only upgrades the first request of a connection and answers 400 (compression or not)",
-)
-
-
-@pytest.mark.parametrize(
-    "transports",
-    [["websocket"], pytest.param(["polling", "websocket"], marks=UPGRADE_ON_REUSED_CONNECTION)],
-    ids=["websocket", "upgrade"],
-)
-def test_python_socketio_async_client_with_compression(deflate_server, transports):
+def _async_client_round_trips(host, port, transports, compress):
+    """python-socketio AsyncClient (aiohttp) session over `transports`, WebSocket compression window `compress`
+    (0: not offered); with polling first, aiohttp sends the upgrade on the keep-alive connection that carried
+    the polling requests."""
     pytest.importorskip("aiohttp", reason="the python-socketio AsyncClient needs aiohttp (Tests/python/requirements.txt)")
     import socketio
 
-    host, port = deflate_server
-
     async def scenario():
-        sio = socketio.AsyncClient(reconnection=False, websocket_extra_options={"compress": 15})
+        options = {"compress": compress} if compress else {}
+        sio = socketio.AsyncClient(reconnection=False, websocket_extra_options=options)
         backs = asyncio.Queue()
         sio.on("message-back", lambda *args: backs.put_nowait(args))
         await sio.connect(f"http://{host}:{port}", transports=transports, wait_timeout=TIMEOUT)
@@ -99,8 +91,8 @@ def test_python_socketio_async_client_with_compression(deflate_server, transport
                 await asyncio.sleep(0.05)
             assert sio.transport() == "websocket"
             # aiohttp reports the negotiated window bits (0: compression was not negotiated).
-            assert sio.eio.ws.compress == 15
-            # Large text and binary both ways (aiohttp compresses every message it sends).
+            assert sio.eio.ws.compress == compress
+            # Large text and binary both ways (aiohttp compresses every message it sends when negotiated).
             await sio.emit("message", BIG_TEXT)
             assert await asyncio.wait_for(backs.get(), TIMEOUT) == (BIG_TEXT,)
             await sio.emit("message", BIG_BINARY)
@@ -117,6 +109,18 @@ def test_python_socketio_async_client_with_compression(deflate_server, transport
             await sio.disconnect()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"]], ids=["websocket", "upgrade"])
+def test_python_socketio_async_client_with_compression(deflate_server, transports):
+    host, port = deflate_server
+    _async_client_round_trips(host, port, transports, compress=15)
+
+
+def test_python_socketio_async_client_upgrade_without_compression(deflate_server):
+    """Polling, then the upgrade on the reused keep-alive connection, compression not offered."""
+    host, port = deflate_server
+    _async_client_round_trips(host, port, ["polling", "websocket"], compress=0)
 
 
 def test_wsproto_raw_engineio_with_compression(deflate_server):
