@@ -179,3 +179,44 @@ def test_wsproto_raw_engineio_with_compression(deflate_server):
         assert next_message() == "4small"
     finally:
         sock.close()
+
+
+def test_parley_serve_per_message_deflate_from_parley_yml(server_factory):
+    """`channels.socketio.per_message_deflate` in parley.yml reaches `parley serve`: the AsyncClient negotiates
+    compression (with the configured window) after upgrading from polling, and the mirror agent answers."""
+    pytest.importorskip("aiohttp", reason="the python-socketio AsyncClient needs aiohttp (Tests/python/requirements.txt)")
+    import socketio
+    from conftest import mirror_config
+
+    server = server_factory(mirror_config(
+        persistence=False,
+        extra_socketio="per_message_deflate: {threshold: 0, max_window_bits: 12, compression_level: 1}",
+    ))
+    text = BIG_TEXT[:5000]
+
+    async def scenario():
+        sio = socketio.AsyncClient(reconnection=False, websocket_extra_options={"compress": 15})
+        replies = asyncio.Queue()
+        sio.on("bot_uttered", lambda data: replies.put_nowait(data))
+        await sio.connect(server.url, transports=["polling", "websocket"], wait_timeout=TIMEOUT)
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while sio.transport() != "websocket" and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert sio.transport() == "websocket"
+            # The server answered with its window (client_max_window_bits limited to max_window_bits).
+            assert sio.eio.ws.compress == 12
+            await sio.emit("user_uttered", {"message": text})
+            assert await asyncio.wait_for(replies.get(), TIMEOUT) == {"text": text}
+        finally:
+            await sio.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_parley_serve_refuses_a_bad_per_message_deflate():
+    from conftest import mirror_config, run_to_exit
+
+    code, out = run_to_exit(mirror_config(extra_socketio="per_message_deflate: {max_window_bits: 20}"))
+    assert code == 78, out
+    assert "parley.yml: channels.socketio.per_message_deflate.max_window_bits: expected a window size in bits between 9 and 15, got 20" in out
