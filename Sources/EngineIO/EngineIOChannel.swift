@@ -94,34 +94,7 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 },
                 upgradePipelineHandler: { channel, head in
                     channel.eventLoop.makeCompletedFuture {
-                        let uri = URI(head.uri)
-                        guard let engine = engines.first(where: { $0.matches(path: uri.path) }),
-                            case .accept(let sid, let handshake) = engine.webSocketDecision(uri: uri, headers: head.headers, channel: channel)
-                        else {
-                            throw NIOWebSocketUpgradeError.unsupportedWebSocketTarget
-                        }
-                        let limit = engine.configuration.maxOutboundQueueBytes
-                        try channel.syncOptions?.setOption(
-                            ChannelOptions.writeBufferWaterMark,
-                            value: .init(low: max(1, limit / 2), high: max(2, limit))
-                        )
-                        if let deflate = Self.negotiateDeflate(engine: engine, headers: head.headers) {
-                            // permessage-deflate: reassembles and decompresses (replaces the aggregator).
-                            try channel.pipeline.syncOperations.addHandler(
-                                PerMessageDeflateHandler(negotiated: deflate, maxPayload: engine.configuration.maxPayload)
-                            )
-                        } else {
-                            try channel.pipeline.syncOperations.addHandler(
-                                NIOWebSocketFrameAggregator(
-                                    minNonFinalFragmentSize: 0,
-                                    maxAccumulatedFrameCount: 1024,
-                                    maxAccumulatedFrameSize: engine.configuration.maxPayload
-                                )
-                            )
-                        }
-                        try channel.pipeline.syncOperations.addHandler(
-                            EngineWebSocketHandler(server: engine, requestedSID: sid, handshake: handshake, channel: channel)
-                        )
+                        try Self.installEngineWebSocket(engines: engines, channel: channel, head: head, position: .last)
                         return UpgradeResult.engineWebSocket
                     }
                 }
@@ -130,6 +103,15 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 upgraders: [upgrader],
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        // Later requests of this keep-alive connection may still ask for the upgrade.
+                        try channel.pipeline.syncOperations.addHandler(
+                            EngineKeepAliveUpgradeHandler(
+                                engines: engines,
+                                upgrader: upgrader,
+                                refusal: refusal,
+                                maxFrameSize: max(maxFrameSize, 126)
+                            )
+                        )
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                         try channel.pipeline.syncOperations.addHandlers(configuration.additionalChannelHandlers())
                         try channel.pipeline.syncOperations.addHandler(
@@ -160,6 +142,50 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             )
             return Value(result: result, channel: channel)
         }
+    }
+
+    /// Installs the Engine.IO WebSocket handlers (permessage-deflate or the frame aggregator, then
+    /// ``EngineWebSocketHandler``) after the WebSocket frame codec, at `position`.
+    /// - Throws: `NIOWebSocketUpgradeError.unsupportedWebSocketTarget` when the request no longer matches an
+    ///   accepting Engine.IO server; pipeline errors.
+    static func installEngineWebSocket(
+        engines: [EngineIOServer],
+        channel: any Channel,
+        head: HTTPRequestHead,
+        position: ChannelPipeline.SynchronousOperations.Position
+    ) throws {
+        let uri = URI(head.uri)
+        guard let engine = engines.first(where: { $0.matches(path: uri.path) }),
+            case .accept(let sid, let handshake) = engine.webSocketDecision(uri: uri, headers: head.headers, channel: channel)
+        else {
+            throw NIOWebSocketUpgradeError.unsupportedWebSocketTarget
+        }
+        let limit = engine.configuration.maxOutboundQueueBytes
+        try channel.syncOptions?.setOption(
+            ChannelOptions.writeBufferWaterMark,
+            value: .init(low: max(1, limit / 2), high: max(2, limit))
+        )
+        let operations = channel.pipeline.syncOperations
+        if let deflate = Self.negotiateDeflate(engine: engine, headers: head.headers) {
+            // permessage-deflate: reassembles and decompresses (replaces the aggregator).
+            try operations.addHandler(
+                PerMessageDeflateHandler(negotiated: deflate, maxPayload: engine.configuration.maxPayload),
+                position: position
+            )
+        } else {
+            try operations.addHandler(
+                NIOWebSocketFrameAggregator(
+                    minNonFinalFragmentSize: 0,
+                    maxAccumulatedFrameCount: 1024,
+                    maxAccumulatedFrameSize: engine.configuration.maxPayload
+                ),
+                position: position
+            )
+        }
+        try operations.addHandler(
+            EngineWebSocketHandler(server: engine, requestedSID: sid, handshake: handshake, channel: channel),
+            position: position
+        )
     }
 
     /// The permessage-deflate agreement for an upgrade request (nil: not configured or not offered/acceptable).

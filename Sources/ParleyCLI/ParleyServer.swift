@@ -54,7 +54,16 @@ struct ParleyServer {
                 pingInterval: .milliseconds(Int64(socketConfig.pingInterval * 1000)),
                 pingTimeout: .milliseconds(Int64(socketConfig.pingTimeout * 1000)),
                 maxPayload: socketConfig.maxPayload,
-                cors: .init(allowedOrigins: socketConfig.corsOrigins, allowCredentials: !socketConfig.corsOrigins.isEmpty)
+                cors: .init(allowedOrigins: socketConfig.corsOrigins, allowCredentials: !socketConfig.corsOrigins.isEmpty),
+                perMessageDeflate: socketConfig.perMessageDeflate.map {
+                    PerMessageDeflate(
+                        threshold: $0.threshold,
+                        serverNoContextTakeover: $0.serverNoContextTakeover,
+                        clientNoContextTakeover: $0.clientNoContextTakeover,
+                        maxWindowBits: $0.maxWindowBits,
+                        compressionLevel: $0.compressionLevel
+                    )
+                }
             )
             engines.append(EngineIOServer(configuration: engineConfig, delegate: io, logger: Logger(label: "parley.engineio")))
             router.get("/webhooks/socketio") { _, _ in HTTPJSON.ok }

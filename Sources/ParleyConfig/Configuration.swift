@@ -129,6 +129,9 @@ public struct SocketIOChannelConfiguration: Sendable, Hashable {
     public var pingTimeout: Double
     /// Largest accepted Engine.IO payload in bytes (`max_payload`, default 1 000 000).
     public var maxPayload: Int
+    /// WebSocket permessage-deflate (`per_message_deflate`): nil (the default, `false`) = never negotiated;
+    /// set (`true` or a mapping) = offered to clients that ask for it.
+    public var perMessageDeflate: PerMessageDeflateConfiguration?
 
     public init(
         userMessageEvent: String = "user_uttered",
@@ -141,7 +144,8 @@ public struct SocketIOChannelConfiguration: Sendable, Hashable {
         corsOrigins: [String] = [],
         pingInterval: Double = 25,
         pingTimeout: Double = 20,
-        maxPayload: Int = 1_000_000
+        maxPayload: Int = 1_000_000,
+        perMessageDeflate: PerMessageDeflateConfiguration? = nil
     ) {
         self.userMessageEvent = userMessageEvent
         self.botMessageEvent = botMessageEvent
@@ -154,6 +158,37 @@ public struct SocketIOChannelConfiguration: Sendable, Hashable {
         self.pingInterval = pingInterval
         self.pingTimeout = pingTimeout
         self.maxPayload = maxPayload
+        self.perMessageDeflate = perMessageDeflate
+    }
+}
+
+/// `channels.socketio.per_message_deflate:` as a mapping (`true` = every default). Mirrors EngineIO's
+/// `PerMessageDeflate`; the values are range-checked when read.
+public struct PerMessageDeflateConfiguration: Sendable, Hashable {
+    /// Smallest outbound payload, in bytes, that is compressed (`threshold`, default 1024).
+    public var threshold: Int
+    /// The server resets its compressor after every message (`server_no_context_takeover`, default false).
+    public var serverNoContextTakeover: Bool
+    /// Clients are asked to reset theirs after every message (`client_no_context_takeover`, default false).
+    public var clientNoContextTakeover: Bool
+    /// LZ77 window, base-2 logarithm 9...15 (`max_window_bits`, default 15).
+    public var maxWindowBits: Int
+    /// zlib level 1 (fastest) ... 9 (smallest) (`compression_level`, default 6).
+    public var compressionLevel: Int
+
+    /// Creates the settings; the defaults are EngineIO's.
+    public init(
+        threshold: Int = 1024,
+        serverNoContextTakeover: Bool = false,
+        clientNoContextTakeover: Bool = false,
+        maxWindowBits: Int = 15,
+        compressionLevel: Int = 6
+    ) {
+        self.threshold = threshold
+        self.serverNoContextTakeover = serverNoContextTakeover
+        self.clientNoContextTakeover = clientNoContextTakeover
+        self.maxWindowBits = maxWindowBits
+        self.compressionLevel = compressionLevel
     }
 }
 

@@ -261,12 +261,38 @@ private struct Context {
         if let v = try r.seconds("ping_interval") { c.pingInterval = v }
         if let v = try r.seconds("ping_timeout") { c.pingTimeout = v }
         if let v = try r.int("max_payload", expected: "a number of bytes", range: 1...1_073_741_824) { c.maxPayload = v }
+        if r.has("per_message_deflate") {
+            c.perMessageDeflate = try perMessageDeflate(r.node("per_message_deflate"), path: r.childPath("per_message_deflate"))
+        }
         if r.has("enable_silence_timeout") {
             _ = try r.bool("enable_silence_timeout")
             warnings.append("\(file): \(r.childPath("enable_silence_timeout")): Rasa Pro's silence timeout is not supported and is ignored")
         }
         try r.finish()
         return c
+    }
+
+    /// `per_message_deflate`: false/null (off), true (defaults) or a mapping of settings.
+    func perMessageDeflate(_ node: ConfigNode?, path: String) throws(ConfigError) -> PerMessageDeflateConfiguration? {
+        let expected = "true, false or a mapping (threshold, server_no_context_takeover, client_no_context_takeover, max_window_bits, compression_level)"
+        guard let node, !node.isNull else { return nil }
+        switch node {
+        case .scalar(let s):
+            guard let on = s.bool else { throw ConfigError(file: file, keyPath: path, message: "expected \(expected), got \(node.shortDescription)") }
+            return on ? PerMessageDeflateConfiguration() : nil
+        case .sequence:
+            throw ConfigError(file: file, keyPath: path, message: "expected \(expected), got \(node.shortDescription)")
+        case .mapping:
+            var r = try reader(node, path)
+            var c = PerMessageDeflateConfiguration()
+            if let v = try r.int("threshold", expected: "a number of bytes", range: 0...1_073_741_824) { c.threshold = v }
+            if let v = try r.bool("server_no_context_takeover") { c.serverNoContextTakeover = v }
+            if let v = try r.bool("client_no_context_takeover") { c.clientNoContextTakeover = v }
+            if let v = try r.int("max_window_bits", expected: "a window size in bits", range: 9...15) { c.maxWindowBits = v }
+            if let v = try r.int("compression_level", expected: "a zlib level", range: 1...9) { c.compressionLevel = v }
+            try r.finish()
+            return c
+        }
     }
 
     mutating func rest(_ node: ConfigNode?, path: String) throws(ConfigError) -> RESTChannelConfiguration {

@@ -292,7 +292,12 @@ struct WSTestClient {
     let upgradeStatus: Int
 
     static func connect(port: Int, target: String) async throws -> WSTestClient {
-        let connection = try await RawConnection.connect(port: port)
+        try await upgrade(connection: RawConnection.connect(port: port), target: target)
+    }
+
+    /// Sends the upgrade request for `target` on `connection` (new or kept alive), followed by `trailing` bytes
+    /// in the same write, and reads the answer's head (and a refusal's body).
+    static func upgrade(connection: RawConnection, target: String, trailing: [UInt8] = []) async throws -> WSTestClient {
         let request = HTTPTestClient.requestBytes(
             "GET",
             target,
@@ -301,7 +306,7 @@ struct WSTestClient {
                 ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13"),
             ]
         )
-        try await connection.send(request)
+        try await connection.send(request + trailing)
         let status = await connection.next { bytes -> (Int, consumed: Int)? in
             guard let end = HTTPTestClient.find([13, 10, 13, 10], in: bytes) else { return nil }
             let head = String(decoding: bytes[..<end], as: UTF8.self)

@@ -345,3 +345,57 @@ struct CredentialsTests {
         }
     }
 }
+
+@Suite("channels.socketio.per_message_deflate")
+struct PerMessageDeflateConfigurationTests {
+    @Test func offByDefaultAndWhenFalse() throws {
+        #expect(try #require(parse("").channels.socketIO).perMessageDeflate == nil)
+        #expect(try #require(parse("channels: {socketio: {per_message_deflate: false}}").channels.socketIO).perMessageDeflate == nil)
+        #expect(try #require(parse("channels: {socketio: {per_message_deflate: }}").channels.socketIO).perMessageDeflate == nil)
+    }
+
+    @Test func trueGivesTheDefaults() throws {
+        let s = try #require(parse("channels: {socketio: {per_message_deflate: true}}").channels.socketIO)
+        #expect(s.perMessageDeflate == PerMessageDeflateConfiguration())
+        #expect(s.perMessageDeflate?.threshold == 1024 && s.perMessageDeflate?.maxWindowBits == 15)
+        #expect(s.perMessageDeflate?.compressionLevel == 6 && s.perMessageDeflate?.serverNoContextTakeover == false)
+    }
+
+    @Test func mappingSetsEveryField() throws {
+        let c = try parse(
+            """
+            channels:
+              socketio:
+                per_message_deflate:
+                  threshold: 0
+                  server_no_context_takeover: true
+                  client_no_context_takeover: yes
+                  max_window_bits: 10
+                  compression_level: 9
+            """
+        )
+        let d = try #require(c.channels.socketIO?.perMessageDeflate)
+        #expect(d == PerMessageDeflateConfiguration(threshold: 0, serverNoContextTakeover: true, clientNoContextTakeover: true, maxWindowBits: 10, compressionLevel: 9))
+        // An empty mapping means the defaults.
+        #expect(try parse("channels: {socketio: {per_message_deflate: {}}}").channels.socketIO?.perMessageDeflate == PerMessageDeflateConfiguration())
+    }
+
+    @Test func errorsNameTheKeyAndTheFix() {
+        let key = "parley.yml: channels.socketio.per_message_deflate"
+        let expected = "expected true, false or a mapping (threshold, server_no_context_takeover, client_no_context_takeover, max_window_bits, compression_level)"
+        #expect(failure("channels: {socketio: {per_message_deflate: sometimes}}") == "\(key): \(expected), got \"sometimes\"")
+        #expect(failure("channels: {socketio: {per_message_deflate: [1]}}") == "\(key): \(expected), got a list")
+        #expect(failure("channels: {socketio: {per_message_deflate: {max_window_bits: 16}}}")
+            == "\(key).max_window_bits: expected a window size in bits between 9 and 15, got 16")
+        #expect(failure("channels: {socketio: {per_message_deflate: {compression_level: 0}}}")
+            == "\(key).compression_level: expected a zlib level between 1 and 9, got 0")
+        #expect(failure("channels: {socketio: {per_message_deflate: {threshold: -1}}}")
+            == "\(key).threshold: expected a number of bytes between 0 and 1073741824, got -1")
+        #expect(failure("channels: {socketio: {per_message_deflate: {threshold: big}}}")
+            == "\(key).threshold: expected a number of bytes, got \"big\"")
+        #expect(failure("channels: {socketio: {per_message_deflate: {server_no_context_takeover: 2}}}")
+            == "\(key).server_no_context_takeover: expected true or false, got 2")
+        let unknown = failure("channels: {socketio: {per_message_deflate: {max_windowbits: 10}}}")
+        #expect(unknown?.hasPrefix("\(key).max_windowbits: unknown key; did you mean \"max_window_bits\"?") == true, "\(unknown ?? "")")
+    }
+}

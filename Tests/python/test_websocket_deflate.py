@@ -2,7 +2,9 @@
 
 They start `parley-protocol-server --per-message-deflate` (from $PARLEY_BIN, default .build/debug):
 - the python-socketio AsyncClient, whose WebSocket is aiohttp's, asks for compression through
-  `websocket_extra_options={"compress": 15}` and talks to `/socket.io/` (the suite's handlers);
+  `websocket_extra_options={"compress": 15}` and talks to `/socket.io/` (the suite's handlers), WebSocket-only
+  and polling-then-upgrade (aiohttp sends the upgrade on its polling keep-alive connection), and once more
+  polling-then-upgrade without offering compression;
 - wsproto (installed with simple-websocket) offers permessage-deflate on a raw Engine.IO connection to the
   `/engine.io/` echo server.
 Both libraries compress what they send and decompress what they receive, so a round trip proves both
@@ -70,26 +72,16 @@ BIG_TEXT = "".join(f"message part {i}; " for i in range(2000))  # ~36 KB, compre
 BIG_BINARY = bytes(i % 251 for i in range(50_000))
 
 
-UPGRADE_ON_REUSED_CONNECTION = pytest.mark.xfail(
-    strict=False,
-    reason="aiohttp sends the WebSocket upgrade on the keep-alive connection that carried the polling requests; "
-    "EngineIOHTTPChannel only upgrades the first request of a connection and answers 400 (compression or not)",
-)
-
-
-@pytest.mark.parametrize(
-    "transports",
-    [["websocket"], pytest.param(["polling", "websocket"], marks=UPGRADE_ON_REUSED_CONNECTION)],
-    ids=["websocket", "upgrade"],
-)
-def test_python_socketio_async_client_with_compression(deflate_server, transports):
+def _async_client_round_trips(host, port, transports, compress):
+    """python-socketio AsyncClient (aiohttp) session over `transports`, WebSocket compression window `compress`
+    (0: not offered); with polling first, aiohttp sends the upgrade on the keep-alive connection that carried
+    the polling requests."""
     pytest.importorskip("aiohttp", reason="the python-socketio AsyncClient needs aiohttp (Tests/python/requirements.txt)")
     import socketio
 
-    host, port = deflate_server
-
     async def scenario():
-        sio = socketio.AsyncClient(reconnection=False, websocket_extra_options={"compress": 15})
+        options = {"compress": compress} if compress else {}
+        sio = socketio.AsyncClient(reconnection=False, websocket_extra_options=options)
         backs = asyncio.Queue()
         sio.on("message-back", lambda *args: backs.put_nowait(args))
         await sio.connect(f"http://{host}:{port}", transports=transports, wait_timeout=TIMEOUT)
@@ -99,8 +91,8 @@ def test_python_socketio_async_client_with_compression(deflate_server, transport
                 await asyncio.sleep(0.05)
             assert sio.transport() == "websocket"
             # aiohttp reports the negotiated window bits (0: compression was not negotiated).
-            assert sio.eio.ws.compress == 15
-            # Large text and binary both ways (aiohttp compresses every message it sends).
+            assert sio.eio.ws.compress == compress
+            # Large text and binary both ways (aiohttp compresses every message it sends when negotiated).
             await sio.emit("message", BIG_TEXT)
             assert await asyncio.wait_for(backs.get(), TIMEOUT) == (BIG_TEXT,)
             await sio.emit("message", BIG_BINARY)
@@ -117,6 +109,18 @@ def test_python_socketio_async_client_with_compression(deflate_server, transport
             await sio.disconnect()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"]], ids=["websocket", "upgrade"])
+def test_python_socketio_async_client_with_compression(deflate_server, transports):
+    host, port = deflate_server
+    _async_client_round_trips(host, port, transports, compress=15)
+
+
+def test_python_socketio_async_client_upgrade_without_compression(deflate_server):
+    """Polling, then the upgrade on the reused keep-alive connection, compression not offered."""
+    host, port = deflate_server
+    _async_client_round_trips(host, port, ["polling", "websocket"], compress=0)
 
 
 def test_wsproto_raw_engineio_with_compression(deflate_server):
@@ -175,3 +179,44 @@ def test_wsproto_raw_engineio_with_compression(deflate_server):
         assert next_message() == "4small"
     finally:
         sock.close()
+
+
+def test_parley_serve_per_message_deflate_from_parley_yml(server_factory):
+    """`channels.socketio.per_message_deflate` in parley.yml reaches `parley serve`: the AsyncClient negotiates
+    compression (with the configured window) after upgrading from polling, and the mirror agent answers."""
+    pytest.importorskip("aiohttp", reason="the python-socketio AsyncClient needs aiohttp (Tests/python/requirements.txt)")
+    import socketio
+    from conftest import mirror_config
+
+    server = server_factory(mirror_config(
+        persistence=False,
+        extra_socketio="per_message_deflate: {threshold: 0, max_window_bits: 12, compression_level: 1}",
+    ))
+    text = BIG_TEXT[:5000]
+
+    async def scenario():
+        sio = socketio.AsyncClient(reconnection=False, websocket_extra_options={"compress": 15})
+        replies = asyncio.Queue()
+        sio.on("bot_uttered", lambda data: replies.put_nowait(data))
+        await sio.connect(server.url, transports=["polling", "websocket"], wait_timeout=TIMEOUT)
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            while sio.transport() != "websocket" and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert sio.transport() == "websocket"
+            # The server answered with its window (client_max_window_bits limited to max_window_bits).
+            assert sio.eio.ws.compress == 12
+            await sio.emit("user_uttered", {"message": text})
+            assert await asyncio.wait_for(replies.get(), TIMEOUT) == {"text": text}
+        finally:
+            await sio.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_parley_serve_refuses_a_bad_per_message_deflate():
+    from conftest import mirror_config, run_to_exit
+
+    code, out = run_to_exit(mirror_config(extra_socketio="per_message_deflate: {max_window_bits: 20}"))
+    assert code == 78, out
+    assert "parley.yml: channels.socketio.per_message_deflate.max_window_bits: expected a window size in bits between 9 and 15, got 20" in out
