@@ -86,7 +86,7 @@ enum Build {
         let built = try cached(key) {
             let out = dir + "/fixture-\(counter.wrappingAdd(1, ordering: .relaxed).newValue).so"
             try run(
-                ["cc", "-std=c99", "-w", "-fPIC", "-fvisibility=hidden", "-I", root + "/include", "-I", root + "/Plugins/mirror-c", "-shared",
+                ["cc", "-std=c99", "-w", "-fPIC", "-fvisibility=hidden", "-I", root + "/include", "-I", root + "/Plugins/common", "-shared",
                  "-o", out, root + "/Tests/ParleyPluginsTests/Fixtures/fixture.c", "-pthread"] + defines)
             return out
         }
