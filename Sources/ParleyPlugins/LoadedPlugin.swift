@@ -102,10 +102,8 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
                 callRegistry.attach(id, continuation)
-                let nanos = deadline.components.seconds * 1_000_000_000 + deadline.components.attoseconds / 1_000_000_000
-                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(max(0, nanos)))) {
-                    callRegistry.expire(id, deadline: deadline, cancelled: false)
-                }
+                // One shared timer for every call's deadline, not a GCD timer per call.
+                callDeadlines.schedule(id, deadline: deadline)
                 conversationGate.enqueue(key) { [self] in
                     if let pluginGate, !callRegistry.isFinished(id) {
                         pluginGate.enqueue("") { self.start(id, payload: payload, releasing: pluginGate) }
