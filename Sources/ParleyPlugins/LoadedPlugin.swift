@@ -88,11 +88,17 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     /// - Throws: ``PluginCallError`` on deadline, cancellation, plugin failure, invalid JSON or a broken
     ///   calling contract; never crashes on plugin garbage.
     public func call(_ request: JSONValue, senderID: String) async throws -> JSONValue {
+        try await call(senderID: senderID) { request.serialize(into: &$0) }
+    }
+
+    /// ``call(_:senderID:)`` with the request's JSON text written by `encode` (for callers that have it faster
+    /// than serialising a ``JSONValue``, see ``AgentRequest/encodedPayload``).
+    public func call(senderID: String, encode: (inout [UInt8]) -> Void) async throws -> JSONValue {
         if closed.load(ordering: .acquiring) {
             throw PluginCallError(code: .closed, plugin: name, reason: "the plugin host is shut down")
         }
         var bytes: [UInt8] = []
-        request.serialize(into: &bytes)
+        encode(&bytes)
         bytes.append(0)  // courtesy NUL after the view (documented in parley.h); not counted in len
         let payload = bytes
         let key = senderID
