@@ -69,11 +69,11 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             }
         }
         namespace.onConnection { [self] socket in
-            logger.info("socketio: connected", metadata: ["sid": "\(socket.id)", "engineio.sid": "\(socket.handshake.engineID)", "namespace": "\(namespace.name)"])
+            logger.debug("socketio: connected", metadata: ["sid": "\(socket.id)", "engineio.sid": "\(socket.handshake.engineID)", "namespace": "\(namespace.name)"])
             socket.on("session_request") { [self] socket, event in sessionRequest(socket, event) }
             socket.on(configuration.userMessageEvent) { [self] socket, event in userUttered(socket, event) }
             socket.onDisconnect { [self] socket, reason in
-                logger.info("socketio: disconnected", metadata: ["sid": "\(socket.id)", "reason": "\(reason)"])
+                logger.debug("socketio: disconnected", metadata: ["sid": "\(socket.id)", "reason": "\(reason)"])
             }
         }
     }
@@ -124,7 +124,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             socket.join(Self.roomName(sessionID))
         }
         socket.emit("session_confirm", arguments: [.json(sessionID)])
-        logger.info("socketio: session confirmed", metadata: ["sid": "\(socket.id)", "session_id": "\(Self.roomName(sessionID))"])
+        logger.debug("socketio: session confirmed", metadata: ["sid": "\(socket.id)", "session_id": "\(Self.roomName(sessionID))"])
     }
 
     func userUttered(_ socket: SocketIOSocket, _ event: SocketIOEvent) {

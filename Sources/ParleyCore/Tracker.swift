@@ -30,6 +30,9 @@ public struct Tracker: Sendable, Hashable {
     public private(set) var appliedEventCount = 0
     /// Recent events of the current session, oldest first (at most ``retainedEventLimit``; see ``recentEvents``).
     private var buffer: [JSONValue] = []
+    /// The compact JSON text of each event in `buffer` (same positions), written once when the event is applied,
+    /// so the tracker sent to an agent every turn does not re-serialise its whole history.
+    private var encodedBuffer: [[UInt8]] = []
     /// Most recent events of the current session kept in memory.
     public let retainedEventLimit: Int
 
@@ -53,6 +56,14 @@ public struct Tracker: Sendable, Hashable {
     /// Applies one Rasa event dict, updating the derived state. Events that are not objects with a string
     /// `"event"` key are ignored; unknown event types are kept in ``recentEvents`` but change nothing else.
     public mutating func apply(_ event: JSONValue) {
+        guard case .object = event else { return }
+        var encoded: [UInt8] = []
+        event.serialize(into: &encoded)
+        apply(event, encoded: encoded)
+    }
+
+    /// ``apply(_:)`` for an event whose compact JSON text (`event.serialized`) the caller already has.
+    public mutating func apply(_ event: JSONValue, encoded: [UInt8]) {
         guard case .object(let object) = event, let kind = object["event"]?.stringValue else { return }
         appliedEventCount += 1
         if let t = object["timestamp"]?.doubleValue { latestEventTime = t }
@@ -73,6 +84,7 @@ public struct Tracker: Sendable, Hashable {
             activeLoop = [:]
             latestActionName = nil
             buffer.removeAll(keepingCapacity: true)
+            encodedBuffer.removeAll(keepingCapacity: true)
         case TrackerEvent.Kind.action:
             latestActionName = object["name"]?.stringValue
         case TrackerEvent.Kind.pause:
@@ -86,8 +98,12 @@ public struct Tracker: Sendable, Hashable {
         }
         // Keep exactly the retained events, so `json` can hand the buffer out without copying its elements
         // (dropping the oldest is a short memmove).
-        if buffer.count >= retainedEventLimit { buffer.removeFirst(buffer.count - retainedEventLimit + 1) }
+        if buffer.count >= retainedEventLimit {
+            buffer.removeFirst(buffer.count - retainedEventLimit + 1)
+            encodedBuffer.removeFirst(encodedBuffer.count - retainedEventLimit + 1)
+        }
         buffer.append(event)
+        encodedBuffer.append(encoded)
     }
 
     /// Applies events in order.
@@ -108,6 +124,36 @@ public struct Tracker: Sendable, Hashable {
     public func json(eventLimit: Int? = nil) -> JSONValue {
         guard let eventLimit, eventLimit < buffer.count else { return json(events: buffer) }
         return json(events: Array(buffer.suffix(max(0, eventLimit))))
+    }
+
+    /// Appends the compact JSON text of ``json(eventLimit:)`` to `out` (the same bytes as
+    /// `json(eventLimit:).serialize(into:)`), copying each event's text written when it was applied instead of
+    /// serialising the history again.
+    public func serializeJSON(eventLimit: Int? = nil, into out: inout [UInt8]) {
+        guard case .object(let object) = json(events: []) else { return }
+        let first = eventLimit.map { max(0, encodedBuffer.count - max(0, $0)) } ?? 0
+        var size = 512
+        for i in first..<encodedBuffer.count { size += encodedBuffer[i].count + 1 }
+        out.reserveCapacity(out.count + size)
+        out.append(UInt8(ascii: "{"))
+        var separator = false
+        for (key, value) in object {
+            if separator { out.append(UInt8(ascii: ",")) }
+            separator = true
+            JSONValue.serializeString(key, into: &out)
+            out.append(UInt8(ascii: ":"))
+            guard key == "events" else {
+                value.serialize(into: &out)
+                continue
+            }
+            out.append(UInt8(ascii: "["))
+            for i in first..<encodedBuffer.count {
+                if i > first { out.append(UInt8(ascii: ",")) }
+                out.append(contentsOf: encodedBuffer[i])
+            }
+            out.append(UInt8(ascii: "]"))
+        }
+        out.append(UInt8(ascii: "}"))
     }
 
     /// The Rasa-shaped tracker with the given `events` list (for example every event from the store).

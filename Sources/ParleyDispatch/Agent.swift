@@ -8,11 +8,24 @@ public import ParleyJSON
 /// "slots", "latest_message", "events", …}}`.
 public struct AgentRequest: Sendable {
     public var message: UserMessage
-    public var payload: JSONValue
+    /// The request JSON. Setting it drops ``encodedPayload``.
+    public var payload: JSONValue {
+        didSet { encodedPayload = nil }
+    }
+    /// Writes the compact JSON text of ``payload`` (exactly `payload.serialized`'s bytes) faster than serialising
+    /// it, e.g. from event text cached by the tracker; nil when there is no faster way. Agents that send the
+    /// payload as text (plugins) use it.
+    public var encodedPayload: (@Sendable (inout [UInt8]) -> Void)?
 
-    public init(message: UserMessage, payload: JSONValue) {
+    public init(message: UserMessage, payload: JSONValue, encodedPayload: (@Sendable (inout [UInt8]) -> Void)? = nil) {
         self.message = message
         self.payload = payload
+        self.encodedPayload = encodedPayload
+    }
+
+    /// Appends the compact JSON text of ``payload`` to `out` (through ``encodedPayload`` when set).
+    public func serializePayload(into out: inout [UInt8]) {
+        if let encodedPayload { encodedPayload(&out) } else { payload.serialize(into: &out) }
     }
 }
 

@@ -19,6 +19,16 @@ public protocol ConversationStore: Sendable {
     /// Appends `events` (Rasa event dicts with `"event"` and `"timestamp"`) to the conversation, durably:
     /// when this returns every event is stored and survives a crash; when it throws, none of them is stored.
     func append(_ events: [JSONValue], to senderID: String) async throws
+
+    /// ``append(_:to:)`` with each event's compact JSON text (`encoded[i]` is `events[i].serialized`'s bytes), so
+    /// a store that keeps JSON text does not serialise the events again. The default ignores the text.
+    func append(_ events: [JSONValue], encoded: [[UInt8]], to senderID: String) async throws
+}
+
+extension ConversationStore {
+    public func append(_ events: [JSONValue], encoded: [[UInt8]], to senderID: String) async throws {
+        try await append(events, to: senderID)
+    }
 }
 
 /// A ``ConversationStore`` in process memory: fast, lost on exit. For tests and embedding.

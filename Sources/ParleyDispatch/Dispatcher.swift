@@ -312,7 +312,7 @@ public final class Dispatcher: TurnHandler, Service {
             }
         }
         guard var current = tracker.take() else { return .done }
-        let result: Result<(TurnResult, [JSONValue])?, any Error>
+        let result: Result<(TurnResult, [JSONValue], [[UInt8]])?, any Error>
         switch item {
         case .turn(let message, _):
             result = .success(await runTurn(message, tracker: &current, fallbackOnly: false))
@@ -338,9 +338,13 @@ public final class Dispatcher: TurnHandler, Service {
         case .success(nil):
             tracker = current
             item.complete(.success(TurnResult()))
-        case .success(.some(let (turn, deliver))):
+        case .success(.some(let (turn, deliver, encoded))):
             do {
-                try await store.append(turn.events, to: conversation.id)
+                if encoded.count == turn.events.count {
+                    try await store.append(turn.events, encoded: encoded, to: conversation.id)
+                } else {
+                    try await store.append(turn.events, to: conversation.id)
+                }
                 tracker = current
             } catch {
                 // Nothing of the turn is stored; drop the in-memory state so the next item reloads it.
@@ -372,13 +376,20 @@ public final class Dispatcher: TurnHandler, Service {
     // MARK: - A turn
 
     /// Runs one user turn on `tracker`; returns the result and the events to store.
-    private func runTurn(_ message: UserMessage, tracker: inout Tracker, fallbackOnly: Bool) async -> (TurnResult, [JSONValue])? {
+    private func runTurn(_ message: UserMessage, tracker: inout Tracker, fallbackOnly: Bool) async -> (TurnResult, [JSONValue], [[UInt8]])? {
         let now = configuration.clock()
         var events: [JSONValue] = []
         events.reserveCapacity(8)
+        // Each event is serialised once: the tracker keeps the text for the agent payloads, the store writes it.
+        var encoded: [[UInt8]] = []
+        encoded.reserveCapacity(8)
         func record(_ event: JSONValue) {
+            var text: [UInt8] = []
+            text.reserveCapacity(256)
+            event.serialize(into: &text)
             events.append(event)
-            tracker.apply(event)
+            encoded.append(text)
+            tracker.apply(event, encoded: text)
         }
         if tracker.isEmpty || tracker.sessionExpired(now: now, expirationMinutes: configuration.sessionExpirationMinutes) {
             let carried = configuration.carryOverSlotsToNewSession ? tracker.slots : [:]
@@ -395,7 +406,10 @@ public final class Dispatcher: TurnHandler, Service {
             let agent = route(message)
             do {
                 // The request (which shares the tracker's event buffer) is gone before new events are applied.
-                let reply = try await agent.respond(to: AgentRequest(message: message, payload: payload(for: message, tracker: tracker)))
+                let reply = try await agent.respond(
+                    to: AgentRequest(
+                        message: message, payload: payload(for: message, tracker: tracker),
+                        encodedPayload: encodedPayload(for: message, tracker: tracker)))
                 var actionResponses: [JSONValue] = []
                 for raw in reply.events {
                     guard let event = TrackerEvent.normalized(raw, timestamp: now) else {
@@ -406,7 +420,8 @@ public final class Dispatcher: TurnHandler, Service {
                     if TrackerEvent.kind(of: event) == TrackerEvent.Kind.action, let name = event["name"]?.stringValue,
                         let runner = actionRunner, runner.hasAction(named: name)
                     {
-                        actionResponses += await runAction(name, runner: runner, message: message, tracker: &tracker, events: &events, now: now)
+                        let invocation = ActionInvocation(senderID: message.senderID, slots: tracker.slots, latestMessage: tracker.latestMessage)
+                        actionResponses += await runAction(name, runner: runner, invocation: invocation, message: message, record: record, now: now)
                     }
                 }
                 responses = try await format(reply.responses + actionResponses, channel: message.inputChannel, senderID: message.senderID)
@@ -417,31 +432,27 @@ public final class Dispatcher: TurnHandler, Service {
         }
         for response in responses { record(TrackerEvent.bot(response: response, timestamp: now)) }
         if !tracker.paused { record(TrackerEvent.action(TrackerEvent.listenActionName, timestamp: now)) }
-        return (TurnResult(responses: responses, events: events), responses)
+        return (TurnResult(responses: responses, events: events), responses, encoded)
     }
 
     private func runAction(
-        _ name: String, runner: any ActionRunner, message: UserMessage, tracker: inout Tracker, events: inout [JSONValue], now: Double
+        _ name: String, runner: any ActionRunner, invocation: ActionInvocation, message: UserMessage, record: (JSONValue) -> Void, now: Double
     ) async -> [JSONValue] {
-        let invocation = ActionInvocation(senderID: message.senderID, slots: tracker.slots, latestMessage: tracker.latestMessage)
         do {
             let reply = try await runner.runAction(named: name, invocation: invocation)
             for raw in reply.events {
                 guard let event = TrackerEvent.normalized(raw, timestamp: now) else { continue }
-                events.append(event)
-                tracker.apply(event)
+                record(event)
             }
             return reply.responses
         } catch {
             logger.error("action failed; sending the fallback", metadata: ["parley.action": "\(name)", "parley.sender_id": "\(message.senderID)", "error": "\(error)"])
-            let rejected = TrackerEvent.actionExecutionRejected(name, timestamp: now)
-            events.append(rejected)
-            tracker.apply(rejected)
+            record(TrackerEvent.actionExecutionRejected(name, timestamp: now))
             return [fallbackResponse]
         }
     }
 
-    private func runEmit(_ responses: [JSONValue], channel: String?, tracker: inout Tracker) async -> (TurnResult, [JSONValue])? {
+    private func runEmit(_ responses: [JSONValue], channel: String?, tracker: inout Tracker) async -> (TurnResult, [JSONValue], [[UInt8]])? {
         let now = configuration.clock()
         let channelName = channel ?? tracker.latestInputChannel ?? ""
         let formatted = (try? await format(responses, channel: channelName, senderID: tracker.senderID)) ?? responses
@@ -451,7 +462,7 @@ public final class Dispatcher: TurnHandler, Service {
             events.append(event)
             tracker.apply(event)
         }
-        return (TurnResult(responses: formatted, events: events), formatted)
+        return (TurnResult(responses: formatted, events: events), formatted, [])
     }
 
     /// The agent for `message`: the first matching route's, else the default.
@@ -486,6 +497,27 @@ public final class Dispatcher: TurnHandler, Service {
         p["message"] = .object(m)
         p["tracker"] = tracker.json(eventLimit: configuration.agentTrackerEventLimit)
         return .object(p)
+    }
+
+    /// Writes exactly `payload(for: message, tracker: tracker).serialized`, copying the events' text the tracker
+    /// cached when they were applied instead of serialising the history again.
+    func encodedPayload(for message: UserMessage, tracker: Tracker) -> @Sendable (inout [UInt8]) -> Void {
+        let limit = configuration.agentTrackerEventLimit
+        return { out in
+            out.append(contentsOf: #"{"sender_id":"#.utf8)
+            JSONValue.serializeString(message.senderID, into: &out)
+            out.append(contentsOf: #","message":{"text":"#.utf8)
+            JSONValue.serializeString(message.text, into: &out)
+            out.append(contentsOf: #","message_id":"#.utf8)
+            JSONValue.serializeString(message.messageID, into: &out)
+            out.append(contentsOf: #","metadata":"#.utf8)
+            JSONValue.object(message.metadata).serialize(into: &out)
+            out.append(contentsOf: #","input_channel":"#.utf8)
+            JSONValue.serializeString(message.inputChannel, into: &out)
+            out.append(contentsOf: #"},"tracker":"#.utf8)
+            tracker.serializeJSON(eventLimit: limit, into: &out)
+            out.append(UInt8(ascii: "}"))
+        }
     }
 
     static let messageTemplate: JSONObject = ["text": nil, "message_id": nil, "metadata": nil, "input_channel": nil]

@@ -169,6 +169,16 @@ private struct Parser {
             guard index < bytes.count, isDigit(bytes[index]) else { throw error("invalid number") }
             while index < bytes.count, isDigit(bytes[index]) { index += 1 }
         }
+        if isInteger {
+            // Up to 18 digits always fit in Int64: no text round trip.
+            let negative = bytes[start] == UInt8(ascii: "-")
+            let digitsStart = negative ? start + 1 : start
+            if index - digitsStart <= 18 {
+                var v: Int64 = 0
+                for i in digitsStart..<index { v = v &* 10 &+ Int64(bytes[i] &- UInt8(ascii: "0")) }
+                return .int(negative ? -v : v)
+            }
+        }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
         if isInteger, let i = Int64(text) { return .int(i) }
         guard let d = Double(text) else { throw JSONParseError(offset: start, reason: "invalid number") }

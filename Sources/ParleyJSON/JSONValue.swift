@@ -21,52 +21,116 @@ public enum JSONValue: Sendable, Hashable {
 }
 
 /// An ordered JSON object: keys keep insertion order; setting an existing key replaces its value in place.
+///
+/// Layout: one array of key/value pairs in insertion order (one allocation per object, no hashing for the
+/// small objects that make up almost all traffic: lookups are a linear scan). Objects with more than
+/// ``indexThreshold`` keys also keep a key → position index, so large or hostile objects stay O(1) per lookup.
 public struct JSONObject: Sendable, Hashable, Sequence, ExpressibleByDictionaryLiteral {
-    public private(set) var keys: [String]
-    private var storage: [String: JSONValue]
+    /// One member.
+    public typealias Element = (key: String, value: JSONValue)
+
+    @usableFromInline var entries: [Element]
+    /// Key → position in `entries`; only for objects with more than `indexThreshold` keys.
+    @usableFromInline var index: [String: Int]?
+
+    /// Above this many keys an object keeps a hash index; below it lookups scan the keys.
+    @usableFromInline static var indexThreshold: Int { 12 }
 
     public init() {
-        keys = []
-        storage = [:]
+        entries = []
+        index = nil
+    }
+
+    /// An empty object with room for `capacity` keys.
+    public init(minimumCapacity capacity: Int) {
+        entries = []
+        entries.reserveCapacity(capacity)
+        index = nil
     }
 
     public init(dictionaryLiteral elements: (String, JSONValue)...) {
-        self.init()
+        self.init(minimumCapacity: elements.count)
         for (k, v) in elements { self[k] = v }
     }
 
     public init(_ pairs: [(String, JSONValue)]) {
-        self.init()
+        self.init(minimumCapacity: pairs.count)
         for (k, v) in pairs { self[k] = v }
     }
 
-    public var count: Int { keys.count }
-    public var isEmpty: Bool { keys.isEmpty }
+    /// The keys in insertion order.
+    public var keys: [String] { entries.map(\.key) }
+    /// The values in insertion order.
+    public var values: [JSONValue] { entries.map(\.value) }
+    public var count: Int { entries.count }
+    public var isEmpty: Bool { entries.isEmpty }
+
+    /// Reserves room for `capacity` keys.
+    public mutating func reserveCapacity(_ capacity: Int) { entries.reserveCapacity(capacity) }
+
+    @inlinable
+    func position(of key: String) -> Int? {
+        if let index { return index[key] }
+        for i in entries.indices where entries[i].key == key { return i }
+        return nil
+    }
 
     public subscript(key: String) -> JSONValue? {
-        get { storage[key] }
+        get {
+            guard let i = position(of: key) else { return nil }
+            return entries[i].value
+        }
         set {
             if let newValue {
-                if storage.updateValue(newValue, forKey: key) == nil { keys.append(key) }
-            } else if storage.removeValue(forKey: key) != nil {
-                keys.removeAll { $0 == key }
+                if let i = position(of: key) {
+                    entries[i].value = newValue
+                } else {
+                    entries.append((key, newValue))
+                    if index != nil {
+                        index![key] = entries.count - 1
+                    } else if entries.count > Self.indexThreshold {
+                        buildIndex()
+                    }
+                }
+            } else if let i = position(of: key) {
+                entries.remove(at: i)
+                if index != nil {
+                    if entries.count > Self.indexThreshold { buildIndex() } else { index = nil }
+                }
             }
         }
     }
 
-    public func makeIterator() -> AnyIterator<(key: String, value: JSONValue)> {
-        var index = 0
-        return AnyIterator {
-            guard index < keys.count else { return nil }
-            defer { index += 1 }
-            let k = keys[index]
-            return (k, storage[k]!)
-        }
+    private mutating func buildIndex() {
+        var map: [String: Int] = [:]
+        map.reserveCapacity(entries.count)
+        for (i, e) in entries.enumerated() { map[e.key] = i }
+        index = map
     }
 
+    public func makeIterator() -> IndexingIterator<[Element]> { entries.makeIterator() }
+
     /// Key-order-insensitive equality, as JSON defines it.
-    public static func == (lhs: JSONObject, rhs: JSONObject) -> Bool { lhs.storage == rhs.storage }
-    public func hash(into hasher: inout Hasher) { hasher.combine(storage) }
+    public static func == (lhs: JSONObject, rhs: JSONObject) -> Bool {
+        guard lhs.entries.count == rhs.entries.count else { return false }
+        for e in lhs.entries {
+            guard let other = rhs[e.key], other == e.value else { return false }
+        }
+        return true
+    }
+
+    /// Key-order-insensitive, consistent with `==`.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(entries.count)
+        var sum: UInt = 0
+        for e in entries {
+            var h = Hasher()
+            h.combine(e.key)
+            h.combine(e.value)
+            sum &+= UInt(bitPattern: h.finalize())
+        }
+        hasher.combine(sum)
+    }
 }
 
 // MARK: - Literals and accessors

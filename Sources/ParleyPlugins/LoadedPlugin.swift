@@ -88,11 +88,17 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     /// - Throws: ``PluginCallError`` on deadline, cancellation, plugin failure, invalid JSON or a broken
     ///   calling contract; never crashes on plugin garbage.
     public func call(_ request: JSONValue, senderID: String) async throws -> JSONValue {
+        try await call(senderID: senderID) { request.serialize(into: &$0) }
+    }
+
+    /// ``call(_:senderID:)`` with the request's JSON text written by `encode` (for callers that have it faster
+    /// than serialising a ``JSONValue``, see ``AgentRequest/encodedPayload``).
+    public func call(senderID: String, encode: (inout [UInt8]) -> Void) async throws -> JSONValue {
         if closed.load(ordering: .acquiring) {
             throw PluginCallError(code: .closed, plugin: name, reason: "the plugin host is shut down")
         }
         var bytes: [UInt8] = []
-        request.serialize(into: &bytes)
+        encode(&bytes)
         bytes.append(0)  // courtesy NUL after the view (documented in parley.h); not counted in len
         let payload = bytes
         let key = senderID
@@ -102,10 +108,8 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
                 callRegistry.attach(id, continuation)
-                let nanos = deadline.components.seconds * 1_000_000_000 + deadline.components.attoseconds / 1_000_000_000
-                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(max(0, nanos)))) {
-                    callRegistry.expire(id, deadline: deadline, cancelled: false)
-                }
+                // One shared timer for every call's deadline, not a GCD timer per call.
+                callDeadlines.schedule(id, deadline: deadline)
                 conversationGate.enqueue(key) { [self] in
                     if let pluginGate, !callRegistry.isFinished(id) {
                         pluginGate.enqueue("") { self.start(id, payload: payload, releasing: pluginGate) }

@@ -21,8 +21,12 @@ public struct PluginAgent: Agent {
 
     /// Runs one turn on the plugin. Throws ``PluginCallError`` (deadline, invalid reply, plugin failure).
     public func respond(to request: AgentRequest) async throws -> AgentReply {
-        let payload = request.payload.objectValue != nil ? request.payload : Self.minimalPayload(for: request.message)
-        let reply = try await plugin.call(payload, senderID: request.message.senderID)
+        let reply: JSONValue
+        if request.payload.objectValue != nil {
+            reply = try await plugin.call(senderID: request.message.senderID) { request.serializePayload(into: &$0) }
+        } else {
+            reply = try await plugin.call(Self.minimalPayload(for: request.message), senderID: request.message.senderID)
+        }
         return try Self.parseReply(reply, plugin: plugin.name)
     }
 

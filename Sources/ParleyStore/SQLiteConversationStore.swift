@@ -244,6 +244,26 @@ public final class SQLiteConversationStore: ConversationStore {
                 type: TrackerEvent.kind(of: event) ?? "", timestamp: event["timestamp"]?.doubleValue ?? 0,
                 data: String(decoding: buffer, as: UTF8.self))
         }
+        try await enqueue(rows, to: senderID)
+    }
+
+    /// ``append(_:to:)`` writing the events' JSON text the caller already has (`encoded[i]` = `events[i]`'s bytes).
+    public func append(_ events: [JSONValue], encoded: [[UInt8]], to senderID: String) async throws {
+        guard !events.isEmpty else { return }
+        guard encoded.count == events.count else { return try await append(events, to: senderID) }
+        var rows: [EncodedEvent] = []
+        rows.reserveCapacity(events.count)
+        for (event, text) in zip(events, encoded) {
+            rows.append(
+                EncodedEvent(
+                    type: TrackerEvent.kind(of: event) ?? "", timestamp: event["timestamp"]?.doubleValue ?? 0,
+                    data: String(decoding: text, as: UTF8.self)))
+        }
+        try await enqueue(rows, to: senderID)
+    }
+
+    /// Queues `rows` for the group-committing writer and returns once their transaction has committed.
+    private func enqueue(_ rows: [EncodedEvent], to senderID: String) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let startWriter = pending.withLock { p in
                 p.writes.append(PendingWrite(senderID: senderID, rows: rows, continuation: continuation))
