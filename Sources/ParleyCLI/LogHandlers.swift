@@ -54,31 +54,27 @@ extension Logger.MetadataValue {
     }
 }
 
-/// Shared by both handlers: level and metadata, plus the metadata provider.
-protocol ParleyLogHandler: LogHandler {
-    var label: String { get }
-    var sink: LogSink { get }
-}
+/// Parley's log handler: one line per event on a ``LogSink``, as text or as JSON.
+///
+/// - Text: `2026-11-29T08:00:00.000Z info parley.socketio: session confirmed session_id=abc sid=xyz`.
+/// - JSON lines: `{"ts":"…","level":"info","logger":"parley.socketio","message":"…","metadata":{…}}`.
+struct ParleyLogHandler: LogHandler {
+    /// How each event is written.
+    enum Format: Sendable { case text, json }
 
-extension ParleyLogHandler {
-    func merged(_ explicit: Logger.Metadata?) -> Logger.Metadata {
-        var all = metadata
-        if let provided = metadataProvider?.get() { all.merge(provided) { _, new in new } }
-        if let explicit { all.merge(explicit) { _, new in new } }
-        return all
-    }
-}
-
-/// Human-readable lines: `2026-11-29T08:00:00.000Z info parley.socketio: session confirmed session_id=abc sid=xyz`.
-struct TextLogHandler: ParleyLogHandler {
     let label: String
+    let format: Format
     let sink: LogSink
     var logLevel: Logger.Level
     var metadata: Logger.Metadata = [:]
     var metadataProvider: Logger.MetadataProvider?
 
-    init(label: String, level: Logger.Level, sink: LogSink = .standardError, metadataProvider: Logger.MetadataProvider? = nil) {
+    init(
+        label: String, format: Format, level: Logger.Level, sink: LogSink = .standardError,
+        metadataProvider: Logger.MetadataProvider? = nil
+    ) {
         self.label = label
+        self.format = format
         self.logLevel = level
         self.sink = sink
         self.metadataProvider = metadataProvider
@@ -89,18 +85,45 @@ struct TextLogHandler: ParleyLogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(event: LogEvent) {
-        var line = "\(LogTime.now()) \(event.level) \(label): \(event.message)"
-        let all = merged(event.metadata)
-        for key in all.keys.sorted() {
-            guard let value = all[key] else { continue }
-            line += " \(key)=\(Self.render(value))"
-        }
-        line += "\n"
-        sink.write(Array(line.utf8))
+    /// The handler's metadata, then the provider's, then the event's (later ones win).
+    private func merged(_ explicit: Logger.Metadata?) -> Logger.Metadata {
+        var all = metadata
+        if let provided = metadataProvider?.get() { all.merge(provided) { _, new in new } }
+        if let explicit { all.merge(explicit) { _, new in new } }
+        return all
     }
 
-    /// Quotes values with spaces or quotes so a line stays parseable as `key=value` pairs.
+    func log(event: LogEvent) {
+        let all = merged(event.metadata)
+        switch format {
+        case .text:
+            var line = "\(LogTime.now()) \(event.level) \(label): \(event.message)"
+            for key in all.keys.sorted() {
+                guard let value = all[key] else { continue }
+                line += " \(key)=\(Self.render(value))"
+            }
+            line += "\n"
+            sink.write(Array(line.utf8))
+        case .json:
+            var o: JSONObject = [
+                "ts": .string(LogTime.now()),
+                "level": .string(event.level.rawValue),
+                "logger": .string(label),
+                "message": .string(event.message.description),
+            ]
+            if !all.isEmpty {
+                var m = JSONObject()
+                for key in all.keys.sorted() { m[key] = all[key]?.json }
+                o["metadata"] = .object(m)
+            }
+            var bytes: [UInt8] = []
+            JSONValue.object(o).serialize(into: &bytes)
+            bytes.append(UInt8(ascii: "\n"))
+            sink.write(bytes)
+        }
+    }
+
+    /// Quotes text values with spaces or quotes so a line stays parseable as `key=value` pairs.
     static func render(_ value: Logger.MetadataValue) -> String {
         let s: String
         switch value {
@@ -112,45 +135,5 @@ struct TextLogHandler: ParleyLogHandler {
             return JSONValue.string(s).serialized
         }
         return s
-    }
-}
-
-/// JSON lines: `{"ts":"…","level":"info","logger":"parley.socketio","message":"…","metadata":{…}}`, one per event.
-struct JSONLogHandler: ParleyLogHandler {
-    let label: String
-    let sink: LogSink
-    var logLevel: Logger.Level
-    var metadata: Logger.Metadata = [:]
-    var metadataProvider: Logger.MetadataProvider?
-
-    init(label: String, level: Logger.Level, sink: LogSink = .standardError, metadataProvider: Logger.MetadataProvider? = nil) {
-        self.label = label
-        self.logLevel = level
-        self.sink = sink
-        self.metadataProvider = metadataProvider
-    }
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        var o: JSONObject = [
-            "ts": .string(LogTime.now()),
-            "level": .string(event.level.rawValue),
-            "logger": .string(label),
-            "message": .string(event.message.description),
-        ]
-        let all = merged(event.metadata)
-        if !all.isEmpty {
-            var m = JSONObject()
-            for key in all.keys.sorted() { m[key] = all[key]?.json }
-            o["metadata"] = .object(m)
-        }
-        var bytes: [UInt8] = []
-        JSONValue.object(o).serialize(into: &bytes)
-        bytes.append(UInt8(ascii: "\n"))
-        sink.write(bytes)
     }
 }

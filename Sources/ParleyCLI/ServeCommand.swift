@@ -96,8 +96,8 @@ enum LoggingBootstrap {
     static func bootstrap(_ config: LoggingConfiguration) {
         let level = Logger.Level(rawValue: config.level.rawValue) ?? .info
         switch config.format {
-        case .text: LoggingSystem.bootstrap { label in TextLogHandler(label: label, level: level) }
-        case .json: LoggingSystem.bootstrap { label in JSONLogHandler(label: label, level: level) }
+        case .text: LoggingSystem.bootstrap { label in ParleyLogHandler(label: label, format: .text, level: level) }
+        case .json: LoggingSystem.bootstrap { label in ParleyLogHandler(label: label, format: .json, level: level) }
         }
     }
 }
