@@ -144,15 +144,24 @@ func withHost<T>(
     }
 }
 
-/// A logger that keeps lines for assertions.
-final class LogCapture: LogHandler, @unchecked Sendable {
+/// A logger that keeps lines for assertions. One instance is shared by every logger of every test, which run
+/// in parallel, so its mutable state sits behind locks.
+final class LogCapture: LogHandler, Sendable {
     static let shared = LogCapture()
     private let lines = Mutex<[String]>([])
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
+    private let storedMetadata = Mutex<Logger.Metadata>([:])
+    private let storedLevel = Mutex<Logger.Level>(.trace)
+    var metadata: Logger.Metadata {
+        get { storedMetadata.withLock { $0 } }
+        set { storedMetadata.withLock { $0 = newValue } }
+    }
+    var logLevel: Logger.Level {
+        get { storedLevel.withLock { $0 } }
+        set { storedLevel.withLock { $0 = newValue } }
+    }
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
+        get { storedMetadata.withLock { $0[key] } }
+        set { storedMetadata.withLock { $0[key] = newValue } }
     }
     func log(event: LogEvent) {
         lines.withLock { $0.append("\(event.level) \(event.message)") }

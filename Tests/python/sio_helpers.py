@@ -1,12 +1,60 @@
 """Small helpers around the python-socketio client and a raw Engine.IO polling client for byte-exact checks."""
+import contextlib
 import json
+import os
+import socket
+import subprocess
+import tempfile
 import queue
 import time
 
+import pytest
 import requests
 import socketio
 
 WAIT = 10  # seconds to wait for an expected event (a bound, not a speed assertion)
+
+
+@contextlib.contextmanager
+def running_protocol_server(*extra_args):
+    """Runs `parley-protocol-server` (from $PARLEY_BIN, default .build/debug) on a free 127.0.0.1 port until
+    the block ends; yields the port once a polling handshake succeeds (at most 30 s)."""
+    bin_dir = os.environ.get("PARLEY_BIN", os.path.join(os.getcwd(), ".build", "debug"))
+    exe = os.path.join(bin_dir, "parley-protocol-server")
+    if not os.path.exists(exe):
+        pytest.fail(f"{exe} not found: build it with `swift build --product parley-protocol-server` or set PARLEY_BIN")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tempfile.NamedTemporaryFile(prefix="parley-protocol-server-", suffix=".log", delete=False)
+    proc = subprocess.Popen(
+        [exe, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra_args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                with open(log.name, errors="replace") as f:
+                    pytest.fail(f"parley-protocol-server exited with {proc.returncode}: {f.read()}")
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("parley-protocol-server did not answer within 30 s")
+            time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        os.unlink(log.name)
 
 
 class Client:

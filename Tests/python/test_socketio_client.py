@@ -5,62 +5,21 @@ talk to its `/socket.io/` endpoint: the official suite's handlers on `/` and `/c
 namespace `/parley-test` (Sources/ProtocolServer/SocketIOSuite.swift).
 """
 
-import os
 import queue
 import socket
-import subprocess
-import tempfile
 import time
 
 import pytest
-import requests
 import socketio
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from sio_helpers import running_protocol_server
 
 
 @pytest.fixture(scope="session")
 def protocol_server():
     """Starts `parley-protocol-server` (from $PARLEY_BIN, default .build/debug) and yields its base URL."""
-    bin_dir = os.environ.get("PARLEY_BIN", os.path.join(os.getcwd(), ".build", "debug"))
-    exe = os.path.join(bin_dir, "parley-protocol-server")
-    if not os.path.exists(exe):
-        pytest.fail(f"{exe} not found: build it with `swift build --product parley-protocol-server` or set PARLEY_BIN")
-    port = _free_port()
-    log = tempfile.NamedTemporaryFile(prefix="parley-protocol-server-", suffix=".log", delete=False)
-    proc = subprocess.Popen(
-        [exe, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            with open(log.name, errors="replace") as f:
-                pytest.fail(f"parley-protocol-server exited with {proc.returncode}: {f.read()}")
-        try:
-            r = requests.get(f"{url}/socket.io/?EIO=4&transport=polling", timeout=1)
-            if r.status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("parley-protocol-server did not answer within 30 s")
-        time.sleep(0.1)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    os.unlink(log.name)
+    with running_protocol_server() as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 # MARK: helpers

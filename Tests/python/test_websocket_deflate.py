@@ -12,60 +12,22 @@ directions interoperate. The sync python-socketio client (websocket-client) cann
 """
 
 import asyncio
-import os
 import socket
-import subprocess
-import tempfile
 import time
 
 import pytest
 import requests
 
+from sio_helpers import running_protocol_server
+
 TIMEOUT = 5
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def deflate_server():
     """`parley-protocol-server --per-message-deflate` on a free port; yields (host, port)."""
-    bin_dir = os.environ.get("PARLEY_BIN", os.path.join(os.getcwd(), ".build", "debug"))
-    exe = os.path.join(bin_dir, "parley-protocol-server")
-    if not os.path.exists(exe):
-        pytest.fail(f"{exe} not found: build it with `swift build --product parley-protocol-server` or set PARLEY_BIN")
-    port = _free_port()
-    log = tempfile.NamedTemporaryFile(prefix="parley-deflate-server-", suffix=".log", delete=False)
-    proc = subprocess.Popen(
-        [exe, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--per-message-deflate"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            with open(log.name, errors="replace") as f:
-                pytest.fail(f"parley-protocol-server exited with {proc.returncode}: {f.read()}")
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("parley-protocol-server did not answer within 30 s")
-        time.sleep(0.1)
-    yield ("127.0.0.1", port)
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    os.unlink(log.name)
+    with running_protocol_server("--per-message-deflate") as port:
+        yield ("127.0.0.1", port)
 
 
 BIG_TEXT = "".join(f"message part {i}; " for i in range(2000))  # ~36 KB, compresses well
