@@ -32,7 +32,9 @@
 **   - PARLEY_ABI_MINOR grows for additive changes: new fields APPENDED to the end of a struct (both
 **     structs start with struct_size, so either side sees what the other was built with), new status
 **     codes, new host functions (appended to parley_host_api AND reachable by name via get_api), new
-**     JSON keys.
+**     JSON keys, new PARLEY_FLAG_* bits (a host older than the bit ignores it, so a flag may only ask
+**     the host for less work, never change what a call means).
+**   - History: 1.0 first release. 1.1 PARLEY_FLAG_NO_TRACKER_EVENTS.
 **   - The host loads a plugin when plugin major == host major and plugin minor <= host minor.
 **   - Fields and functions are never removed, reordered or retyped within a major version.
 **
@@ -77,8 +79,8 @@ extern "C" {
 **   parley_plugin_def.abi_major / abi_minor. PARLEY_ABI_VERSION_NUMBER is major * 1000 + minor.
 */
 #define PARLEY_ABI_MAJOR 1
-#define PARLEY_ABI_MINOR 0
-#define PARLEY_ABI_VERSION "1.0"
+#define PARLEY_ABI_MINOR 1
+#define PARLEY_ABI_VERSION "1.1"
 #define PARLEY_ABI_VERSION_NUMBER (PARLEY_ABI_MAJOR * 1000 + PARLEY_ABI_MINOR)
 
 /*
@@ -168,9 +170,15 @@ typedef enum parley_plugin_kind {
 **   PARLEY_FLAG_THREAD_SAFE  handle() may run concurrently for DIFFERENT conversations (calls for one
 **                            conversation are always serialized). Without it the host runs at most one
 **                            handle() of this plugin at a time. PARLEY_FLAG_CONCURRENT is a synonym.
+**   PARLEY_FLAG_NO_TRACKER_EVENTS  (ABI 1.1) the agent does not read tracker.events: the host sends
+**                            "events": [] (the rest of the tracker -- slots, latest_message, paused --
+**                            as usual), which saves copying up to 50 events into every request. The
+**                            configuration key agents[].tracker_events overrides it. Hosts before 1.1
+**                            ignore the bit and send the events.
 */
 #define PARLEY_FLAG_THREAD_SAFE 0x1u
 #define PARLEY_FLAG_CONCURRENT PARLEY_FLAG_THREAD_SAFE
+#define PARLEY_FLAG_NO_TRACKER_EVENTS 0x2u
 
 /*
 ** parley_str -- a borrowed UTF-8 byte view: ptr + length, not NUL-terminated.

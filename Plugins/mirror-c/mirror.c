@@ -215,7 +215,8 @@ PARLEY_EXPORT const parley_plugin_def *parley_plugin_init_v1(const parley_host_a
     m->def.kind = PARLEY_KIND_AGENT;
     m->def.name = "mirror";
     m->def.version = "1.0.0";
-    m->def.flags = PARLEY_FLAG_THREAD_SAFE;
+    /* Mirrors the message only: no tracker history needed in each request. */
+    m->def.flags = PARLEY_FLAG_THREAD_SAFE | PARLEY_FLAG_NO_TRACKER_EVENTS;
     m->def.state = m;
     m->def.handle = mirror_handle;
     m->def.cancel = mirror_cancel;

@@ -184,8 +184,9 @@ struct Runtime {
         // make a plugin that declared otherwise parallel (its calls stay serialised per conversation by the host).
         var agents: [any Agent] = loaded.agents
         for (i, a) in c.agents.enumerated() {
+            if let limit = a.trackerEvents { agents[i] = PluginAgent(plugin: loaded.agents[i].plugin, trackerEvents: limit) }
             switch (a.threadSafe, loaded.agents[i].plugin.isThreadSafe) {
-            case (false?, true): agents[i] = SerializedAgent(loaded.agents[i])
+            case (false?, true): agents[i] = SerializedAgent(agents[i])
             case (true?, false):
                 logger.warning("agents[\(i)] \(a.name): thread_safe: true is ignored; the plugin does not declare itself thread-safe")
             default: break
@@ -245,6 +246,7 @@ struct Runtime {
                 carryOverSlotsToNewSession: c.session.carryOverSlots,
                 idleEvictionSeconds: c.dispatcher.idleEviction
             ),
+            executor: pool,
             logger: Logger(label: "parley.dispatch")
         )
         return Runtime(dispatcher: dispatcher, store: store, plugins: host)
@@ -269,6 +271,7 @@ struct SerializedAgent: Agent {
     init(_ inner: any Agent) { self.inner = inner }
 
     var name: String { inner.name }
+    var trackerEventLimit: Int? { inner.trackerEventLimit }
 
     func respond(to request: AgentRequest) async throws -> AgentReply {
         await gate.enter()

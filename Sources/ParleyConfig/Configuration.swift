@@ -238,6 +238,9 @@ public struct AgentConfiguration: Sendable, Hashable {
     public var config: JSONValue
     /// When this agent handles a message instead of the default agent (`route`); nil = no rule.
     public var route: AgentRoute?
+    /// Most tracker events sent to the agent each turn (`tracker_events`); nil = what the plugin declares
+    /// (`PARLEY_FLAG_NO_TRACKER_EVENTS` = none), else the dispatcher's limit (50). 0 sends an empty list.
+    public var trackerEvents: Int?
 
     public init(name: String, pluginPath: String, deadline: Double? = nil, threadSafe: Bool? = nil, config: JSONValue = .object([:]), route: AgentRoute? = nil) {
         self.name = name

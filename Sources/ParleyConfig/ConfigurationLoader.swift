@@ -329,6 +329,7 @@ private struct Context {
             var agent = AgentConfiguration(name: name, pluginPath: resolve(plugin))
             agent.deadline = try r.seconds("deadline")
             agent.threadSafe = try r.bool("thread_safe")
+            agent.trackerEvents = try r.int("tracker_events", expected: "a number of events (0 = none)", range: 0...100_000)
             agent.config = try pluginConfig(&r)
             if let routeNode = r.value("route") {
                 var rr = try MapReader(routeNode, file: file, path: "\(path).route", what: "a mapping with prefix:, metadata: or channels:")

@@ -39,21 +39,27 @@ public struct UserMessage: Sendable, Hashable {
 public enum Identifier {
     /// 32 lowercase hex characters, like Python's `uuid4().hex`.
     public static func random32Hex() -> String {
+        // Two 64-bit draws (each a getrandom call); the nibbles replaced by the version and variant supply the
+        // variant's two random bits.
         var g = SystemRandomNumberGenerator()
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
-        var bytes = [UInt8](repeating: 0, count: 32)
-        var r = g.next() as UInt64
-        var r2 = g.next() as UInt64
-        for i in 0..<16 {
-            bytes[i] = hex[Int(r & 0xF)]
-            r >>= 4
-            bytes[16 + i] = hex[Int(r2 & 0xF)]
-            r2 >>= 4
+        let random = (g.next() as UInt64, g.next() as UInt64)
+        let hex: StaticString = "0123456789abcdef"
+        return String(unsafeUninitializedCapacity: 32) { bytes in
+            hex.withUTF8Buffer { digits in
+                var r = random.0
+                var r2 = random.1
+                for i in 0..<16 {
+                    bytes[i] = digits[Int(r & 0xF)]
+                    r >>= 4
+                    bytes[16 + i] = digits[Int(r2 & 0xF)]
+                    r2 >>= 4
+                }
+                // Set the version and variant nibbles as uuid4 does, so ids look like uuid4().hex.
+                bytes[12] = UInt8(ascii: "4")
+                bytes[16] = digits[Int(8 + (random.1 & 0x3))]
+            }
+            return 32
         }
-        // Set the version nibble as uuid4 does, so ids look like uuid4().hex.
-        bytes[12] = UInt8(ascii: "4")
-        bytes[16] = hex[Int(8 + (g.next() as UInt8) % 4)]
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
 

@@ -8,19 +8,41 @@ public import ParleyJSON
 /// "slots", "latest_message", "events", …}}`.
 public struct AgentRequest: Sendable {
     public var message: UserMessage
-    /// The request JSON. Setting it drops ``encodedPayload``.
+    /// The request JSON (built on first read when the request was made with a builder). Setting it drops
+    /// ``encodedPayload``.
     public var payload: JSONValue {
-        didSet { encodedPayload = nil }
+        get { storedPayload ?? makePayload?() ?? .null }
+        set {
+            storedPayload = newValue
+            makePayload = nil
+            encodedPayload = nil
+        }
     }
     /// Writes the compact JSON text of ``payload`` (exactly `payload.serialized`'s bytes) faster than serialising
     /// it, e.g. from event text cached by the tracker; nil when there is no faster way. Agents that send the
     /// payload as text (plugins) use it.
     public var encodedPayload: (@Sendable (inout [UInt8]) -> Void)?
+    private var storedPayload: JSONValue?
+    private var makePayload: (@Sendable () -> JSONValue)?
 
     public init(message: UserMessage, payload: JSONValue, encodedPayload: (@Sendable (inout [UInt8]) -> Void)? = nil) {
         self.message = message
-        self.payload = payload
+        self.storedPayload = payload
         self.encodedPayload = encodedPayload
+    }
+
+    /// A request whose ``payload`` is built by `payload` only if an agent reads it (plugins only need
+    /// `encodedPayload`'s text).
+    public init(message: UserMessage, payload: @escaping @Sendable () -> JSONValue, encodedPayload: @escaping @Sendable (inout [UInt8]) -> Void) {
+        self.message = message
+        self.makePayload = payload
+        self.encodedPayload = encodedPayload
+    }
+
+    /// Whether ``payload`` is a JSON object (the Rasa request shape), without building it.
+    public var hasObjectPayload: Bool {
+        if let storedPayload { return storedPayload.objectValue != nil }
+        return makePayload != nil
     }
 
     /// Appends the compact JSON text of ``payload`` to `out` (through ``encodedPayload`` when set).
@@ -53,6 +75,15 @@ public protocol Agent: Sendable {
     var name: String { get }
     /// Computes the reply to one user message.
     func respond(to request: AgentRequest) async throws -> AgentReply
+    /// Most tracker events the agent needs in ``AgentRequest/payload`` (`tracker.events`); nil = the
+    /// dispatcher's ``DispatcherConfiguration/agentTrackerEventLimit``. An agent that reads only the message
+    /// returns 0, which saves copying the history into every request.
+    var trackerEventLimit: Int? { get }
+}
+
+extension Agent {
+    /// nil: the dispatcher's limit.
+    public var trackerEventLimit: Int? { nil }
 }
 
 /// Transforms outgoing responses for a channel (Markdown to HTML, truncation, …).

@@ -30,6 +30,7 @@ public final class Dispatcher: TurnHandler, Service {
     /// The settings.
     public let configuration: DispatcherConfiguration
     let logger: Logger
+    let executor: (any TaskExecutor)?
     let proactive = Mutex<(any ProactiveOutput)?>(nil)
 
     let conversations = Mutex<[String: Conversation]>([:])
@@ -46,6 +47,8 @@ public final class Dispatcher: TurnHandler, Service {
     ///   - actionRunner: runs actions agents request with `{"event":"action","name":N}`.
     ///   - proactiveOutput: receives ``emit(_:to:channel:)`` output (can be set later with ``setProactiveOutput(_:)``).
     ///   - configuration: limits, deadline, fallback, sessions.
+    ///   - executor: where turns run (pass the plugins' ``WorkerPool`` so a turn calls its plugin on the thread it
+    ///     is already on); nil = the global concurrent executor.
     ///   - logger: where refusals, agent failures and store errors are logged.
     public init(
         agent: any Agent,
@@ -56,8 +59,10 @@ public final class Dispatcher: TurnHandler, Service {
         actionRunner: (any ActionRunner)? = nil,
         proactiveOutput: (any ProactiveOutput)? = nil,
         configuration: DispatcherConfiguration = .init(),
+        executor: (any TaskExecutor)? = nil,
         logger: Logger = Logger(label: "parley.dispatch")
     ) {
+        self.executor = executor
         self.defaultAgent = agent
         self.routes = routes
         self.formatters = formatters
@@ -176,6 +181,8 @@ public final class Dispatcher: TurnHandler, Service {
     public func run() async throws {
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
+                // Drain tasks (children of this group) inherit the executor preference.
+                await withTaskExecutorPreference(executor) {
                 await withDiscardingTaskGroup { group in
                     group.addTask { await self.watchdogLoop() }
                     group.addTask { await self.evictionLoop() }
@@ -185,6 +192,7 @@ public final class Dispatcher: TurnHandler, Service {
                         }
                     }
                     group.cancelAll()
+                }
                 }
             } onCancel: {
                 self.shutdown(cancel: true)
@@ -406,10 +414,12 @@ public final class Dispatcher: TurnHandler, Service {
             let agent = route(message)
             do {
                 // The request (which shares the tracker's event buffer) is gone before new events are applied.
+                let limit = min(configuration.agentTrackerEventLimit, agent.trackerEventLimit ?? .max)
+                let snapshot = tracker
                 let reply = try await agent.respond(
                     to: AgentRequest(
-                        message: message, payload: payload(for: message, tracker: tracker),
-                        encodedPayload: encodedPayload(for: message, tracker: tracker)))
+                        message: message, payload: { self.payload(for: message, tracker: snapshot, eventLimit: limit) },
+                        encodedPayload: encodedPayload(for: message, tracker: snapshot, eventLimit: limit)))
                 var actionResponses: [JSONValue] = []
                 for raw in reply.events {
                     guard let event = TrackerEvent.normalized(raw, timestamp: now) else {
@@ -486,7 +496,7 @@ public final class Dispatcher: TurnHandler, Service {
     }
 
     /// The request payload, shaped like Rasa's action-server request.
-    func payload(for message: UserMessage, tracker: Tracker) -> JSONValue {
+    func payload(for message: UserMessage, tracker: Tracker, eventLimit: Int? = nil) -> JSONValue {
         var m = Self.messageTemplate
         m["text"] = .string(message.text)
         m["message_id"] = .string(message.messageID)
@@ -495,14 +505,14 @@ public final class Dispatcher: TurnHandler, Service {
         var p = Self.payloadTemplate
         p["sender_id"] = .string(message.senderID)
         p["message"] = .object(m)
-        p["tracker"] = tracker.json(eventLimit: configuration.agentTrackerEventLimit)
+        p["tracker"] = tracker.json(eventLimit: eventLimit ?? configuration.agentTrackerEventLimit)
         return .object(p)
     }
 
     /// Writes exactly `payload(for: message, tracker: tracker).serialized`, copying the events' text the tracker
     /// cached when they were applied instead of serialising the history again.
-    func encodedPayload(for message: UserMessage, tracker: Tracker) -> @Sendable (inout [UInt8]) -> Void {
-        let limit = configuration.agentTrackerEventLimit
+    func encodedPayload(for message: UserMessage, tracker: Tracker, eventLimit: Int? = nil) -> @Sendable (inout [UInt8]) -> Void {
+        let limit = eventLimit ?? configuration.agentTrackerEventLimit
         return { out in
             out.append(contentsOf: #"{"sender_id":"#.utf8)
             JSONValue.serializeString(message.senderID, into: &out)
@@ -536,27 +546,34 @@ public final class Dispatcher: TurnHandler, Service {
         parked?.resume()
     }
 
-    /// Sleeps while no item is running; otherwise checks deadlines every `deadlineCheckInterval`.
+    /// Checks deadlines every `deadlineCheckInterval` while items run; parks once none has run for about a
+    /// second (parking after every turn would cost a wake-up per turn when turns come one at a time).
     private func watchdogLoop() async {
+        let parkAfter = max(1, Int(Duration.seconds(1) / configuration.deadlineCheckInterval))
+        var idleChecks = 0
         while !Task.isCancelled {
-            await withTaskCancellationHandler {
-                await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                    let resumeNow = watchdog.withLock { w in
-                        if !w.entries.isEmpty || w.stopped { return true }
-                        w.waiter = c
-                        return false
+            if idleChecks >= parkAfter {
+                idleChecks = 0
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                        let resumeNow = watchdog.withLock { w in
+                            if !w.entries.isEmpty || w.stopped { return true }
+                            w.waiter = c
+                            return false
+                        }
+                        if resumeNow { c.resume() }
                     }
-                    if resumeNow { c.resume() }
+                } onCancel: {
+                    self.watchdog.withLock { w in
+                        w.stopped = true
+                        return w.waiter.take()
+                    }?.resume()
                 }
-            } onCancel: {
-                self.watchdog.withLock { w in
-                    w.stopped = true
-                    return w.waiter.take()
-                }?.resume()
             }
             if Task.isCancelled { return }
             try? await Task.sleep(for: configuration.deadlineCheckInterval)
             expireOverdue(now: .now)
+            idleChecks = watchdog.withLock { $0.entries.isEmpty } ? idleChecks + 1 : 0
         }
     }
 

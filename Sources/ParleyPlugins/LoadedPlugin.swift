@@ -35,6 +35,8 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     public let abiMinor: UInt32
     /// Whether calls for different conversations may run concurrently (`PARLEY_FLAG_THREAD_SAFE`).
     public let isThreadSafe: Bool
+    /// Whether the agent reads `tracker.events` (false when it sets `PARLEY_FLAG_NO_TRACKER_EVENTS`).
+    public let wantsTrackerEvents: Bool
     /// Per-call deadline.
     public let deadline: Duration
     /// Logger with `parley.plugin` metadata.
@@ -61,6 +63,7 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         self.abiMajor = raw.abi_major
         self.abiMinor = raw.abi_minor
         self.isThreadSafe = raw.flags & PARLEY_FLAG_THREAD_SAFE != 0
+        self.wantsTrackerEvents = raw.flags & PARLEY_FLAG_NO_TRACKER_EVENTS == 0
         self.deadline = deadline
         self.definition = definition
         self.instance = instance
@@ -130,19 +133,23 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
             return
         }
         let definition = self.definition
-        pool.submit { [self] in
+        let run: @Sendable () -> Void = { [self] in
             stats.withLock { $0.running += 1 }
-            let status: Int32 = payload.withUnsafeBufferPointer { buffer in
-                buffer.withMemoryRebound(to: CChar.self) { chars in
-                    let view = parley_str(ptr: chars.baseAddress, len: chars.count - 1)
-                    guard let handle = definition.raw.handle else { return PARLEY_E_INTERNAL.rawValue }
-                    return handle(definition.raw.state, OpaquePointer(bitPattern: id), view).rawValue
+            let status: Int32 = pool.runBlocking {
+                payload.withUnsafeBufferPointer { buffer in
+                    buffer.withMemoryRebound(to: CChar.self) { chars in
+                        let view = parley_str(ptr: chars.baseAddress, len: chars.count - 1)
+                        guard let handle = definition.raw.handle else { return PARLEY_E_INTERNAL.rawValue }
+                        return handle(definition.raw.state, OpaquePointer(bitPattern: id), view).rawValue
+                    }
                 }
             }
             stats.withLock { $0.running -= 1 }
             gate?.release("")
             callRegistry.handleReturned(id, status: status)
         }
+        // A turn running on the pool (the dispatcher's executor) calls the plugin right here: no hand-off.
+        if pool.isCurrentThreadWorker { run() } else { pool.submit(run) }
     }
 
     /// Calls the plugin's optional cancel hook for call `id` on a worker thread.
@@ -150,8 +157,8 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         guard let cancel = definition.raw.cancel else { return }
         let state = PluginDefinition(raw: definition.raw)
         stats.withLock { $0.cancelHookCalls += 1 }
-        pool.submit {
-            cancel(state.raw.state, OpaquePointer(bitPattern: id))
+        pool.submit { [pool] in
+            pool.runBlocking { cancel(state.raw.state, OpaquePointer(bitPattern: id)) }
         }
     }
 

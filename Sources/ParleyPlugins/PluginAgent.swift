@@ -11,9 +11,14 @@ public struct PluginAgent: Agent {
     /// The loaded plugin.
     public let plugin: LoadedPlugin
 
-    /// Wraps a loaded agent plugin.
-    public init(plugin: LoadedPlugin) {
+    /// Most tracker events sent to the plugin: the configured `tracker_events`, else 0 when the plugin sets
+    /// `PARLEY_FLAG_NO_TRACKER_EVENTS`, else nil (the dispatcher's limit).
+    public let trackerEventLimit: Int?
+
+    /// Wraps a loaded agent plugin; `trackerEvents` overrides what the plugin declares.
+    public init(plugin: LoadedPlugin, trackerEvents: Int? = nil) {
         self.plugin = plugin
+        self.trackerEventLimit = trackerEvents ?? (plugin.wantsTrackerEvents ? nil : 0)
     }
 
     /// The plugin's configured name.
@@ -22,7 +27,7 @@ public struct PluginAgent: Agent {
     /// Runs one turn on the plugin. Throws ``PluginCallError`` (deadline, invalid reply, plugin failure).
     public func respond(to request: AgentRequest) async throws -> AgentReply {
         let reply: JSONValue
-        if request.payload.objectValue != nil {
+        if request.hasObjectPayload {
             reply = try await plugin.call(senderID: request.message.senderID) { request.serializePayload(into: &$0) }
         } else {
             reply = try await plugin.call(Self.minimalPayload(for: request.message), senderID: request.message.senderID)

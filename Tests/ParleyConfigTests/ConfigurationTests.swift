@@ -66,6 +66,7 @@ struct ConfigurationValueTests {
                 plugin: plugins/libmirror.so
                 deadline: 3
                 thread_safe: true
+                tracker_events: 0
                 config: {greeting: hi, n: 2, list: [1, "x", null], nested: {ok: yes}}
               - name: admin
                 plugin: /abs/libadmin.so
@@ -90,7 +91,8 @@ struct ConfigurationValueTests {
         #expect(s.pingInterval == 0.5 && s.pingTimeout == 2.5 && s.maxPayload == 2048)
         #expect(c.agents.count == 2)
         #expect(c.agents[0].pluginPath == "/etc/parley/plugins/libmirror.so")
-        #expect(c.agents[0].deadline == 3 && c.agents[0].threadSafe == true)
+        #expect(c.agents[0].deadline == 3 && c.agents[0].threadSafe == true && c.agents[0].trackerEvents == 0)
+        #expect(c.agents[1].trackerEvents == nil)
         #expect(c.agents[0].config == ["greeting": "hi", "n": 2, "list": [1, "x", nil], "nested": ["ok": true]])
         #expect(c.agents[0].route == nil)
         #expect(c.agents[1].pluginPath == "/abs/libadmin.so")

@@ -39,6 +39,31 @@ import Testing
         for (slow, fast) in pairs { #expect(slow == fast) }
     }
 
+    /// An agent that declares it reads no history gets `tracker.events: []` (and the same text both ways).
+    @Test func agentTrackerEventLimitTrimsTheHistory() async throws {
+        struct NoHistoryAgent: Agent {
+            let name = "no-history"
+            let capture: Capture
+            var trackerEventLimit: Int? { 0 }
+            func respond(to request: AgentRequest) async throws -> AgentReply {
+                var fast: [UInt8] = []
+                request.serializePayload(into: &fast)
+                capture.pairs.withLock { $0.append((request.payload.serialized, String(decoding: fast, as: UTF8.self))) }
+                #expect(request.payload["tracker"]?["events"] == [])
+                #expect(request.payload["tracker"]?["latest_message"]?["text"] == .string(request.message.text))
+                return AgentReply(responses: [["text": "ok"]])
+            }
+        }
+        let capture = Capture()
+        let dispatcher = Dispatcher(agent: NoHistoryAgent(capture: capture))
+        try await withRunning(dispatcher) { () async throws -> Void in
+            for i in 0..<3 { _ = try await dispatcher.handle(UserMessage(text: "m\(i)", senderID: "c", inputChannel: "rest")) }
+        }
+        let pairs = capture.pairs.withLock { $0 }
+        #expect(pairs.count == 3)
+        for (slow, fast) in pairs { #expect(slow == fast) }
+    }
+
     @Test func trackerTextMatchesItsJSON() {
         var tracker = Tracker(senderID: "s", retainedEventLimit: 4)
         let events: [JSONValue] = [
