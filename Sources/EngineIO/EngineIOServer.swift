@@ -25,6 +25,8 @@ public final class EngineIOServer: Service, Sendable {
     let delegate: any EngineServerDelegate
     let logger: Logger
     private let sessions = Mutex<[String: EngineSession]>([:])
+    /// Per-event-loop batching of messages sent from other threads.
+    let outboxes = LoopOutboxes()
     private let normalizedPath: String
 
     /// Creates a server.

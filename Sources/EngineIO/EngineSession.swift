@@ -53,6 +53,8 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
     let eventLoop: any EventLoop
     let server: EngineIOServer
     let logger: Logger
+    /// Batches messages sent from other threads to this session's loop.
+    let loopOutbox: LoopOutbox
 
     // MARK: loop-confined state
     private var delegate: (any EngineConnectionDelegate)?
@@ -84,6 +86,7 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
         self.eventLoop = eventLoop
         self.server = server
         self.transport = transport
+        self.loopOutbox = server.outboxes.outbox(for: eventLoop)
         var logger = server.logger
         logger[metadataKey: "engineio.sid"] = .string(id)
         self.logger = logger
@@ -97,7 +100,7 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
         if eventLoop.inEventLoop {
             sendOnLoop(messages)
         } else {
-            eventLoop.execute { self.sendOnLoop(messages) }
+            loopOutbox.submit(messages, to: self)
         }
     }
 
@@ -126,7 +129,7 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
 
     // MARK: Sending
 
-    private func sendOnLoop(_ messages: [EngineMessage]) {
+    func sendOnLoop(_ messages: [EngineMessage]) {
         guard isOpen, !messages.isEmpty else { return }
         if case .websocket(let link) = transport, case .none = upgrade {
             link.write(messages: messages)

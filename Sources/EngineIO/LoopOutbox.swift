@@ -1,0 +1,60 @@
+import NIOCore
+import Synchronization
+
+/// Messages for sessions of one event loop, sent from other threads (the dispatcher's workers) with at most
+/// one event-loop task and one wake-up per batch instead of one per message.
+///
+/// `EventLoop.execute` from another thread allocates a task and wakes the loop (a write to its eventfd) for
+/// every call; when many conversations complete turns at once that costs a system call and usually a context
+/// switch per reply. The outbox takes the lock, appends, and schedules a flush only when it was empty: the
+/// loop then sends everything that accumulated, in submission order (per session order is kept because one
+/// session is always served by one loop).
+final class LoopOutbox: Sendable {
+    private struct State {
+        var items: [(EngineSession, [EngineMessage])] = []
+        var scheduled = false
+    }
+
+    let eventLoop: any EventLoop
+    private let state = Mutex(State())
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// Queues `messages` for `session` (whose event loop is this outbox's) from any thread.
+    func submit(_ messages: [EngineMessage], to session: EngineSession) {
+        let schedule = state.withLock { s in
+            s.items.append((session, messages))
+            if s.scheduled { return false }
+            s.scheduled = true
+            return true
+        }
+        if schedule { eventLoop.execute { self.flush() } }
+    }
+
+    /// Sends every queued message; runs on the event loop.
+    private func flush() {
+        let items = state.withLock { s in
+            s.scheduled = false
+            defer { s.items.removeAll(keepingCapacity: true) }
+            return s.items
+        }
+        for (session, messages) in items { session.sendOnLoop(messages) }
+    }
+}
+
+/// The outboxes of the event loops an ``EngineIOServer``'s sessions live on, created on first use.
+final class LoopOutboxes: Sendable {
+    private let outboxes = Mutex<[ObjectIdentifier: LoopOutbox]>([:])
+
+    func outbox(for eventLoop: any EventLoop) -> LoopOutbox {
+        let key = ObjectIdentifier(eventLoop as AnyObject)
+        return outboxes.withLock { map in
+            if let box = map[key] { return box }
+            let box = LoopOutbox(eventLoop: eventLoop)
+            map[key] = box
+            return box
+        }
+    }
+}
