@@ -7,7 +7,8 @@
 #
 # Environment (all optional):
 #   REPS=3                   repetitions per scenario and server (a fresh server process for each run)
-#   SERVERS="parley anchor echo"   which servers to measure
+#   SERVERS="parley anchor echo parley-mem"   which servers to measure (parley-mem: Parley with
+#                            store: memory, S1 and S2 only, to show what the durable store costs)
 #   SCENARIOS="S1 S2 S3 S4"  which scenarios
 #   PARLEY_PORT=17005 ANCHOR_PORT=17007 ECHO_PORT=17902
 #   PARLEY_CONFIG=examples/mirror.yml
@@ -33,7 +34,7 @@ else
   REPS=${REPS:-3}; DUR=${DUR:-10}; WARM=${WARM:-2}; S3_N=${S3_N:-2000}; S4_N=${S4_N:-5000}; HOLD=${HOLD:-10}
 fi
 S2_C=${S2_C:-100} S3_K=${S3_K:-100} S4_K=${S4_K:-100}
-SERVERS=${SERVERS:-"parley anchor echo"}
+SERVERS=${SERVERS:-"parley anchor echo parley-mem"}
 SCENARIOS=${SCENARIOS:-"S1 S2 S3 S4"}
 PARLEY_PORT=${PARLEY_PORT:-17005} ANCHOR_PORT=${ANCHOR_PORT:-17007} ECHO_PORT=${ECHO_PORT:-17902}
 PARLEY_CONFIG=${PARLEY_CONFIG:-examples/mirror.yml}
@@ -96,10 +97,11 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge $((S4_N + 200)) ] 2>/dev/null || note "ulimit -n is $(ulimit -n): S4 with $S4_N sessions may fail (raise the hard limit)"
 
 # ---- servers -------------------------------------------------------------------------------------
-server_port() { case $1 in parley) echo "$PARLEY_PORT";; anchor) echo "$ANCHOR_PORT";; echo) echo "$ECHO_PORT";; esac; }
+server_port() { case $1 in parley|parley-mem) echo "$PARLEY_PORT";; anchor) echo "$ANCHOR_PORT";; echo) echo "$ECHO_PORT";; esac; }
 server_cmd() {
   case $1 in
     parley) echo "$REL/parley $PARLEY_SERVE_ARGS";;
+    parley-mem) echo "$REL/parley serve --config examples/mirror-memory.yml --port $PARLEY_PORT";;
     anchor) echo "$VENV/bin/python bench/anchor_rasa_like.py --port $ANCHOR_PORT";;
     echo) echo "$REL/NIOEchoBench $ECHO_PORT 127.0.0.1 1";;
   esac
@@ -148,6 +150,8 @@ scenario_args() {
 for name in $SERVERS; do
   port=$(server_port "$name")
   for S in $SCENARIOS; do
+    # The memory-store variant only explains the latency/throughput rows.
+    [ "$name" = parley-mem ] && case $S in S1|S2) ;; *) continue;; esac
     for rep in $(seq 1 "$REPS"); do
       log="$OUTDIR/logs/$name-$S-$rep.log"
       if ! start_server "$name" "$log"; then

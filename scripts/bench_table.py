@@ -10,7 +10,8 @@ import sys
 
 SERVERS = {"parley": "Parley (`parley serve`, C mirror agent, embedded store)",
            "anchor": "anchor: python-socketio on aiohttp + uvloop (Rasa channel logic)",
-           "echo": "raw SwiftNIO WebSocket echo (NIOEchoBench, transport limit)"}
+           "echo": "raw SwiftNIO WebSocket echo (NIOEchoBench, transport limit)",
+           "parley-mem": "Parley with `store: memory` (examples/mirror-memory.yml; no durable write per turn), S1/S2 only"}
 GEN_BOUND_PCT = 70.0     # above this the generator may be the limit
 DISTURBED_PCT = 20.0     # other_cpu_pct above this: something else used the machine
 
@@ -113,6 +114,7 @@ def main():
     runs = load(a.jsonl)
     C = {(s, sc): Cell(runs.get((s, sc)), sc) for s in SERVERS for sc in ("S1", "S2", "S3", "S4")}
     P, A, E = (lambda sc: C[("parley", sc)]), (lambda sc: C[("anchor", sc)]), (lambda sc: C[("echo", sc)])
+    M = lambda sc: C[("parley-mem", sc)]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = []
     w = out.append
@@ -123,13 +125,13 @@ def main():
     w(f"Scenarios: {a.sizes}. The raw echo runs the same scenarios as plain WebSocket text frames (64 bytes).\n")
 
     # --- main table
-    w("| scenario | metric | Parley | anchor (python-socketio) | raw NIO echo | Parley / anchor | Parley / raw echo |")
-    w("|---|---|---|---|---|---|---|")
+    w("| scenario | metric | Parley | anchor (python-socketio) | raw NIO echo | Parley / anchor | Parley / raw echo | Parley, memory store |")
+    w("|---|---|---|---|---|---|---|---|")
 
     def row(scen, label, f, unit="", lower_better=False):
-        p, an, e = P(scen).med(f), A(scen).med(f), E(scen).med(f)
+        p, an, e, m = P(scen).med(f), A(scen).med(f), E(scen).med(f), M(scen).med(f)
         w(f"| {scen} | {label} | {fmt(p, unit)} | {fmt(an, unit)} | {fmt(e, unit)} | "
-          f"{fmt(ratio(p, an), 'x')} | {fmt(ratio(p, e), 'x')} |")
+          f"{fmt(ratio(p, an), 'x')} | {fmt(ratio(p, e), 'x')} | {fmt(m, unit)} |")
 
     row("S1", "latency p50 (us)", lambda d: d.get("lat_us", {}).get("p50"))
     row("S1", "latency p99 (us)", lambda d: d.get("lat_us", {}).get("p99"))
@@ -204,6 +206,8 @@ def main():
                 if alive is not None and alive < c.med(lambda d: d.get("established") or 0):
                     warnings.append(f"{s} S4: only {alive:.0f} sessions still open at the end of the hold")
     for s in SERVERS:
+        if s == "parley-mem" and not any(C[(s, sc)].all for sc in ("S1", "S2")):
+            continue
         if not any(C[(s, sc)].all for sc in ("S1", "S2", "S3", "S4")):
             warnings.append(f"{s}: not measured")
         elif not any(C[(s, sc)].used for sc in ("S1", "S2", "S3", "S4")):

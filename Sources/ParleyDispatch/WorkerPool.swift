@@ -164,6 +164,13 @@ public final class WorkerPool: TaskExecutor, @unchecked Sendable {
         if again { scheduleHandOffCheck() }
     }
 
+    /// The pool whose thread is calling, if any (for code that runs blocking work inline when it is already on a
+    /// worker thread, such as the store's commit).
+    public static var current: WorkerPool? {
+        guard let raw = pthread_getspecific(currentPoolKey) else { return nil }
+        return Unmanaged<WorkerPool>.fromOpaque(raw).takeUnretainedValue()
+    }
+
     /// Whether the calling thread is one of this pool's threads.
     public var isCurrentThreadWorker: Bool {
         pthread_getspecific(Self.currentPoolKey) == Unmanaged.passUnretained(self).toOpaque()
