@@ -88,6 +88,38 @@ func cpuSeconds() -> Double {
     return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
 }
 
+/// `write_bytes` (bytes this process sent to the storage layer) and `wchar` (bytes passed to write(2)) from
+/// `/proc/self/io`; zeros where the file does not exist (macOS).
+func ioCounters() -> (writeBytes: Int, wchar: Int) {
+    guard let file = fopen("/proc/self/io", "r") else { return (0, 0) }
+    defer { fclose(file) }
+    var writeBytes = 0
+    var wchar = 0
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, Int32(line.count), file) != nil {
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let value = Int(parts[1].trimmingCharacters(in: " \n")) else { continue }
+        if parts[0] == "write_bytes" { writeBytes = value }
+        if parts[0] == "wchar" { wchar = value }
+    }
+    return (writeBytes, wchar)
+}
+
+extension Substring {
+    func trimmingCharacters(in set: String) -> Substring {
+        var s = self
+        while let c = s.first, set.contains(c) { s = s.dropFirst() }
+        while let c = s.last, set.contains(c) { s = s.dropLast() }
+        return s
+    }
+}
+
+func fileSize(_ path: String) -> Int {
+    var st = stat()
+    return stat(path, &st) == 0 ? Int(st.st_size) : 0
+}
+
 func seconds(_ d: Duration) -> Double {
     Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
 }
@@ -198,6 +230,7 @@ struct TurnBench {
             "data": ["elements": nil, "quick_replies": nil, "buttons": nil, "attachment": nil, "image": nil, "custom": nil],
         ]
         let batch = [JSONValue](repeating: event, count: perAppend)
+        let ioStart = ioCounters()
         let cpuStart = cpuSeconds()
         let elapsed = try await ContinuousClock().measure {
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -210,9 +243,15 @@ struct TurnBench {
             }
         }
         let cpu = cpuSeconds() - cpuStart
+        let io = ioCounters()
         let events = appendsPerWriter * writers * perAppend
+        let appends = events / perAppend
         let s = seconds(elapsed)
-        say("store-bench durability=\(options.string("durability", "full")) writers=\(writers) per_append=\(perAppend) events=\(events) seconds=\(format3(s)) events_per_s=\(Int(Double(events) / s)) appends_per_s=\(Int(Double(events / perAppend) / s)) cpu_us_per_event=\(format3(cpu / Double(events) * 1e6)) appends_per_commit=\(format3(Double(store.commitStatistics.appends) / Double(max(1, store.commitStatistics.commits))))")
+        let written = io.writeBytes - ioStart.writeBytes
+        let wchar = io.wchar - ioStart.wchar
+        say("store-bench durability=\(options.string("durability", "full")) writers=\(writers) per_append=\(perAppend) events=\(events) seconds=\(format3(s)) events_per_s=\(Int(Double(events) / s)) appends_per_s=\(Int(Double(appends) / s)) cpu_us_per_event=\(format3(cpu / Double(events) * 1e6)) appends_per_commit=\(format3(Double(store.commitStatistics.appends) / Double(max(1, store.commitStatistics.commits))))")
+        // write_bytes: what reached the storage layer (WAL frames + checkpoints); wchar: every write(2).
+        say("store-bench io write_bytes=\(written) write_bytes_per_event=\(written / max(1, events)) write_bytes_per_append=\(written / max(1, appends)) wchar_per_append=\(wchar / max(1, appends)) db_bytes=\(fileSize(path)) wal_bytes=\(fileSize(path + "-wal"))")
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
     }
 }
