@@ -11,7 +11,10 @@
 //                      [--conversations 100] [--turns 200000] [--window 1]
 //       Cost of a turn through the dispatcher: `conversations` × `window` clients each send turns in a loop.
 //   parley-turns store-bench [--db PATH] [--durability full|normal] [--writers 100] [--events 400000] [--per-append 4]
-//       Store throughput: `writers` concurrent appenders of `per-append` events each.
+//                            [--index-batch 32768] [--wal-pages 4096]
+//       Store throughput: `writers` concurrent appenders (each its own conversation) of `per-append` events each,
+//       and the bytes written per event and per append (/proc/self/io). `index-batch` and `wal-pages` override
+//       SQLiteStoreConfiguration.indexBatchEvents and walAutocheckpointPages.
 import ParleyCore
 import ParleyDispatch
 import ParleyJSON
@@ -190,12 +193,18 @@ struct TurnBench {
         let clock = ContinuousClock()
         var elapsed = Duration.zero
         var cpu = 0.0
+        var ioStart = (writeBytes: 0, wchar: 0)
+        var ioEnd = (writeBytes: 0, wchar: 0)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await dispatcher.run() }
             // Warm up: create every conversation.
             for c in 0..<conversations { _ = try await dispatcher.handle(UserMessage(text: "hi", senderID: "c\(c)", inputChannel: "bench")) }
             let cpuStart = cpuSeconds()
-            defer { cpu = cpuSeconds() - cpuStart }
+            ioStart = ioCounters()
+            defer {
+                cpu = cpuSeconds() - cpuStart
+                ioEnd = ioCounters()
+            }
             elapsed = try await clock.measure {
                 try await withThrowingTaskGroup(of: Void.self) { clientsGroup in
                     for k in 0..<clients {
@@ -214,7 +223,11 @@ struct TurnBench {
         let total = perClient * clients
         let s = seconds(elapsed)
         say("bench store=\(storeName)\(storeName == "sqlite" ? " durability=\(options.string("durability", "full"))" : "") conversations=\(conversations) window=\(window) turns=\(total) seconds=\(String(format3(s))) turns_per_s=\(Int(Double(total) / s)) us_per_turn=\(format3(s / Double(total) * 1e6)) cpu_us_per_turn=\(format3(cpu / Double(total) * 1e6)) turns_per_cpu_s=\(Int(Double(total) / cpu))")
-        if let dbPath { for suffix in ["", "-wal", "-shm"] { unlink(dbPath + suffix) } }
+        if let dbPath {
+            let written = ioEnd.writeBytes - ioStart.writeBytes
+            say("bench io write_bytes=\(written) write_bytes_per_turn=\(written / max(1, total)) wchar_per_turn=\((ioEnd.wchar - ioStart.wchar) / max(1, total)) db_bytes=\(fileSize(dbPath)) wal_bytes=\(fileSize(dbPath + "-wal"))")
+            for suffix in ["", "-wal", "-shm"] { unlink(dbPath + suffix) }
+        }
     }
 
     static func storeBench(_ options: Options) async throws {
@@ -223,7 +236,15 @@ struct TurnBench {
         let perAppend = max(1, options.int("per-append", 4))
         let path = options.string("db", "/tmp/parley-store-bench-\(getpid()).db")
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
-        let store = openSQLite(Options(["--db", path, "--durability", options.string("durability", "full")]), defaultPath: path)
+        let store: SQLiteConversationStore
+        do {
+            var configuration = SQLiteStoreConfiguration(path: path, durability: options.string("durability", "full") == "normal" ? .normal : .full)
+            configuration.indexBatchEvents = options.int("index-batch", configuration.indexBatchEvents)
+            configuration.walAutocheckpointPages = options.int("wal-pages", configuration.walAutocheckpointPages)
+            store = try SQLiteConversationStore(configuration: configuration)
+        } catch {
+            fail("\(error)")
+        }
         let appendsPerWriter = max(1, total / (writers * perAppend))
         let event: JSONValue = [
             "event": "bot", "timestamp": 1_700_000_000.25, "metadata": [:], "text": "a typical reply of a few words",
