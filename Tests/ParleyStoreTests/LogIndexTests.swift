@@ -96,7 +96,8 @@ import Testing
             let store = try SQLiteConversationStore(configuration: .init(path: dir + "/parley.db", indexIdleSeconds: 0.05))
             try await store.append([event("session_started"), event("user")], to: "a")
             var state = try store.indexState()
-            for _ in 0..<200 where state.watermark < 2 {
+            // The watermark moves at the commit, the writer's count just after: wait for both.
+            for _ in 0..<200 where state.watermark < 2 || state.unindexed > 0 {
                 try await Task.sleep(for: .milliseconds(20))
                 state = try store.indexState()
             }
