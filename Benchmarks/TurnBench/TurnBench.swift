@@ -11,7 +11,10 @@
 //                      [--conversations 100] [--turns 200000] [--window 1]
 //       Cost of a turn through the dispatcher: `conversations` × `window` clients each send turns in a loop.
 //   parley-turns store-bench [--db PATH] [--durability full|normal] [--writers 100] [--events 400000] [--per-append 4]
-//       Store throughput: `writers` concurrent appenders of `per-append` events each.
+//                            [--index-batch 32768] [--wal-pages 4096]
+//       Store throughput: `writers` concurrent appenders (each its own conversation) of `per-append` events each,
+//       and the bytes written per event and per append (/proc/self/io). `index-batch` and `wal-pages` override
+//       SQLiteStoreConfiguration.indexBatchEvents and walAutocheckpointPages.
 import ParleyCore
 import ParleyDispatch
 import ParleyJSON
@@ -88,6 +91,38 @@ func cpuSeconds() -> Double {
     return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
 }
 
+/// `write_bytes` (bytes this process sent to the storage layer) and `wchar` (bytes passed to write(2)) from
+/// `/proc/self/io`; zeros where the file does not exist (macOS).
+func ioCounters() -> (writeBytes: Int, wchar: Int) {
+    guard let file = fopen("/proc/self/io", "r") else { return (0, 0) }
+    defer { fclose(file) }
+    var writeBytes = 0
+    var wchar = 0
+    var line = [CChar](repeating: 0, count: 256)
+    while fgets(&line, Int32(line.count), file) != nil {
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let parts = text.split(separator: ":")
+        guard parts.count == 2, let value = Int(parts[1].trimmingCharacters(in: " \n")) else { continue }
+        if parts[0] == "write_bytes" { writeBytes = value }
+        if parts[0] == "wchar" { wchar = value }
+    }
+    return (writeBytes, wchar)
+}
+
+extension Substring {
+    func trimmingCharacters(in set: String) -> Substring {
+        var s = self
+        while let c = s.first, set.contains(c) { s = s.dropFirst() }
+        while let c = s.last, set.contains(c) { s = s.dropLast() }
+        return s
+    }
+}
+
+func fileSize(_ path: String) -> Int {
+    var st = stat()
+    return stat(path, &st) == 0 ? Int(st.st_size) : 0
+}
+
 func seconds(_ d: Duration) -> Double {
     Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
 }
@@ -158,12 +193,18 @@ struct TurnBench {
         let clock = ContinuousClock()
         var elapsed = Duration.zero
         var cpu = 0.0
+        var ioStart = (writeBytes: 0, wchar: 0)
+        var ioEnd = (writeBytes: 0, wchar: 0)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await dispatcher.run() }
             // Warm up: create every conversation.
             for c in 0..<conversations { _ = try await dispatcher.handle(UserMessage(text: "hi", senderID: "c\(c)", inputChannel: "bench")) }
             let cpuStart = cpuSeconds()
-            defer { cpu = cpuSeconds() - cpuStart }
+            ioStart = ioCounters()
+            defer {
+                cpu = cpuSeconds() - cpuStart
+                ioEnd = ioCounters()
+            }
             elapsed = try await clock.measure {
                 try await withThrowingTaskGroup(of: Void.self) { clientsGroup in
                     for k in 0..<clients {
@@ -182,7 +223,11 @@ struct TurnBench {
         let total = perClient * clients
         let s = seconds(elapsed)
         say("bench store=\(storeName)\(storeName == "sqlite" ? " durability=\(options.string("durability", "full"))" : "") conversations=\(conversations) window=\(window) turns=\(total) seconds=\(String(format3(s))) turns_per_s=\(Int(Double(total) / s)) us_per_turn=\(format3(s / Double(total) * 1e6)) cpu_us_per_turn=\(format3(cpu / Double(total) * 1e6)) turns_per_cpu_s=\(Int(Double(total) / cpu))")
-        if let dbPath { for suffix in ["", "-wal", "-shm"] { unlink(dbPath + suffix) } }
+        if let dbPath {
+            let written = ioEnd.writeBytes - ioStart.writeBytes
+            say("bench io write_bytes=\(written) write_bytes_per_turn=\(written / max(1, total)) wchar_per_turn=\((ioEnd.wchar - ioStart.wchar) / max(1, total)) db_bytes=\(fileSize(dbPath)) wal_bytes=\(fileSize(dbPath + "-wal"))")
+            for suffix in ["", "-wal", "-shm"] { unlink(dbPath + suffix) }
+        }
     }
 
     static func storeBench(_ options: Options) async throws {
@@ -191,13 +236,22 @@ struct TurnBench {
         let perAppend = max(1, options.int("per-append", 4))
         let path = options.string("db", "/tmp/parley-store-bench-\(getpid()).db")
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
-        let store = openSQLite(Options(["--db", path, "--durability", options.string("durability", "full")]), defaultPath: path)
+        let store: SQLiteConversationStore
+        do {
+            var configuration = SQLiteStoreConfiguration(path: path, durability: options.string("durability", "full") == "normal" ? .normal : .full)
+            configuration.indexBatchEvents = options.int("index-batch", configuration.indexBatchEvents)
+            configuration.walAutocheckpointPages = options.int("wal-pages", configuration.walAutocheckpointPages)
+            store = try SQLiteConversationStore(configuration: configuration)
+        } catch {
+            fail("\(error)")
+        }
         let appendsPerWriter = max(1, total / (writers * perAppend))
         let event: JSONValue = [
             "event": "bot", "timestamp": 1_700_000_000.25, "metadata": [:], "text": "a typical reply of a few words",
             "data": ["elements": nil, "quick_replies": nil, "buttons": nil, "attachment": nil, "image": nil, "custom": nil],
         ]
         let batch = [JSONValue](repeating: event, count: perAppend)
+        let ioStart = ioCounters()
         let cpuStart = cpuSeconds()
         let elapsed = try await ContinuousClock().measure {
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -210,9 +264,15 @@ struct TurnBench {
             }
         }
         let cpu = cpuSeconds() - cpuStart
+        let io = ioCounters()
         let events = appendsPerWriter * writers * perAppend
+        let appends = events / perAppend
         let s = seconds(elapsed)
-        say("store-bench durability=\(options.string("durability", "full")) writers=\(writers) per_append=\(perAppend) events=\(events) seconds=\(format3(s)) events_per_s=\(Int(Double(events) / s)) appends_per_s=\(Int(Double(events / perAppend) / s)) cpu_us_per_event=\(format3(cpu / Double(events) * 1e6)) appends_per_commit=\(format3(Double(store.commitStatistics.appends) / Double(max(1, store.commitStatistics.commits))))")
+        let written = io.writeBytes - ioStart.writeBytes
+        let wchar = io.wchar - ioStart.wchar
+        say("store-bench durability=\(options.string("durability", "full")) writers=\(writers) per_append=\(perAppend) events=\(events) seconds=\(format3(s)) events_per_s=\(Int(Double(events) / s)) appends_per_s=\(Int(Double(appends) / s)) cpu_us_per_event=\(format3(cpu / Double(events) * 1e6)) appends_per_commit=\(format3(Double(store.commitStatistics.appends) / Double(max(1, store.commitStatistics.commits))))")
+        // write_bytes: what reached the storage layer (WAL frames + checkpoints); wchar: every write(2).
+        say("store-bench io write_bytes=\(written) write_bytes_per_event=\(written / max(1, events)) write_bytes_per_append=\(written / max(1, appends)) wchar_per_append=\(wchar / max(1, appends)) db_bytes=\(fileSize(path)) wal_bytes=\(fileSize(path + "-wal"))")
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
     }
 }

@@ -1,5 +1,6 @@
 import Dispatch
 import GRDB
+import GRDBSQLite
 import ParleyCore
 public import ParleyDispatch
 public import ParleyJSON
@@ -37,6 +38,16 @@ public struct SQLiteStoreConfiguration: Sendable {
     public var busyTimeoutSeconds: Double
     /// Most concurrent appends committed in one transaction (group commit).
     public var maxBatchSize: Int
+    /// Unindexed events (the tail of the log) that make the writer index them, in one transaction of its own.
+    /// Reads scan the unindexed tail, so this bounds their extra cost; larger batches write fewer index pages.
+    public var indexBatchEvents: Int
+    /// Seconds without appends after which the writer indexes the tail even when it is shorter than
+    /// ``indexBatchEvents``; nil = only by size.
+    public var indexIdleSeconds: Double?
+    /// WAL size in pages that makes a commit checkpoint it into the database file (`PRAGMA wal_autocheckpoint`).
+    /// A larger WAL writes a page changed by several commits once per checkpoint; the WAL file is truncated
+    /// back to at most this size after a checkpoint (`PRAGMA journal_size_limit`).
+    public var walAutocheckpointPages: Int
 
     /// Creates a configuration; every parameter has the default documented on its property.
     public init(
@@ -44,13 +55,19 @@ public struct SQLiteStoreConfiguration: Sendable {
         durability: Durability = .full,
         maxPageCount: Int? = nil,
         busyTimeoutSeconds: Double = 5,
-        maxBatchSize: Int = 512
+        maxBatchSize: Int = 512,
+        indexBatchEvents: Int = 32_768,
+        indexIdleSeconds: Double? = 1,
+        walAutocheckpointPages: Int = 4_096
     ) {
         self.path = path
         self.durability = durability
         self.maxPageCount = maxPageCount
         self.busyTimeoutSeconds = busyTimeoutSeconds
         self.maxBatchSize = maxBatchSize
+        self.indexBatchEvents = indexBatchEvents
+        self.indexIdleSeconds = indexIdleSeconds
+        self.walAutocheckpointPages = walAutocheckpointPages
     }
 }
 
@@ -89,6 +106,16 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
 /// share fsyncs without weakening durability; if that combined transaction fails, each append is retried in
 /// its own transaction so only the appends that really fail report an error, and a failed transaction
 /// leaves nothing behind. The schema is versioned with GRDB's `DatabaseMigrator`.
+///
+/// The table is a log: a commit only appends rows in `id` order, so it dirties the few rightmost pages of
+/// the table and nothing else. The per-conversation index (`event_index(sender_id, id)` and
+/// `session_starts(sender_id, id)`) is written off the commit path: when the unindexed tail (the events
+/// after the watermark `event_index_state.indexed_through`) reaches ``SQLiteStoreConfiguration/indexBatchEvents``
+/// rows, or after ``SQLiteStoreConfiguration/indexIdleSeconds`` without appends, the writer indexes the whole
+/// tail in one transaction of its own that also moves the watermark. A batch of thousands of events from
+/// the same conversations lands on the same index pages, instead of every commit rewriting one index page
+/// per conversation. Reads combine the indexed part with a scan of the tail (`id > watermark`), in one read
+/// transaction; after a crash the tail is just still unindexed, so nothing is lost and reads stay right.
 public final class SQLiteConversationStore: ConversationStore {
     /// The settings it was opened with.
     public let configuration: SQLiteStoreConfiguration
@@ -106,7 +133,8 @@ public final class SQLiteConversationStore: ConversationStore {
     private struct EncodedEvent: Sendable {
         let type: String
         let timestamp: Double
-        let data: String
+        /// The event's compact JSON (UTF-8), bound as the `data` text without a copy.
+        let data: [UInt8]
     }
 
     private struct PendingWrites: Sendable {
@@ -114,12 +142,22 @@ public final class SQLiteConversationStore: ConversationStore {
         var writing = false
         var commits = 0
         var committedAppends = 0
+        /// Committed events not yet indexed (above the watermark), as the writer counts them.
+        var unindexed = 0
+        /// Index when `unindexed` reaches this (raised after a failed indexer run so it is not retried per commit).
+        var indexAt = 0
+        /// An idle indexer run is scheduled.
+        var idleScheduled = false
+        var indexRuns = 0
     }
 
     /// Transactions committed and appends they held since opening (appends / commits = the group-commit batch).
     public var commitStatistics: (commits: Int, appends: Int) {
         pending.withLock { ($0.commits, $0.committedAppends) }
     }
+
+    /// The event types that start a session (`currentSession` returns the events from the latest one on).
+    static let sessionStartTypes = "('session_started', 'restart')"
 
     /// Opens (creating if needed) the database and brings its schema up to date.
     /// - Throws: ``StoreError`` naming the file: `.readOnly`, `.corrupt`, `.cannotOpen`, `.newerSchema`.
@@ -130,9 +168,12 @@ public final class SQLiteConversationStore: ConversationStore {
         config.busyMode = .timeout(configuration.busyTimeoutSeconds)
         let synchronous = configuration.durability.mode.rawValue
         let maxPages = configuration.maxPageCount
+        let walPages = max(1, configuration.walAutocheckpointPages)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
             if let maxPages { try db.execute(sql: "PRAGMA max_page_count = \(maxPages)") }
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(walPages)")
+            try db.execute(sql: "PRAGMA journal_size_limit = \(walPages * 4096 + 65536)")
         }
         do {
             pool = try DatabasePool(path: path, configuration: config)
@@ -145,9 +186,18 @@ public final class SQLiteConversationStore: ConversationStore {
             try migrator.migrate(pool)
             // Fail now, not at the first turn, when the file cannot be written.
             try pool.write { db in try db.execute(sql: "UPDATE parley_meta SET value = value WHERE key = 'opened'") }
+            // The tail left unindexed by the previous run (a crash, or a stop before the idle indexer ran).
+            let tail = try pool.read { db in
+                try Int.fetchOne(
+                    db, sql: "SELECT count(*) FROM events WHERE id > (SELECT indexed_through FROM event_index_state)") ?? 0
+            }
+            pending.withLock { $0.unindexed = tail }
         } catch {
             throw Self.openError(error, path: path)
         }
+        // Index that tail once idle. (Not through `writerQueue.async { self… }`: holding the store there would
+        // keep the file open after the owner lets go of it.)
+        afterWrites()
     }
 
     /// The schema migrations, in order. Never edit a registered migration: add a new one.
@@ -169,6 +219,33 @@ public final class SQLiteConversationStore: ConversationStore {
                     INSERT INTO parley_meta (key, value) VALUES ('opened', '1');
                     """)
         }
+        // The events table becomes an append-only log; the per-conversation index moves to tables written in
+        // large batches by the writer (see the type's documentation), up to the watermark `indexed_through`.
+        migrator.registerMigration("v2: batch-indexed log") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE event_index (
+                        sender_id TEXT NOT NULL,
+                        id INTEGER NOT NULL,
+                        PRIMARY KEY (sender_id, id)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE session_starts (
+                        sender_id TEXT NOT NULL,
+                        id INTEGER NOT NULL,
+                        PRIMARY KEY (sender_id, id)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE event_index_state (
+                        singleton INTEGER PRIMARY KEY CHECK (singleton = 0),
+                        indexed_through INTEGER NOT NULL
+                    );
+                    INSERT INTO event_index (sender_id, id) SELECT sender_id, id FROM events ORDER BY sender_id, id;
+                    INSERT INTO session_starts (sender_id, id)
+                        SELECT sender_id, id FROM events WHERE type IN \(sessionStartTypes) ORDER BY sender_id, id;
+                    INSERT INTO event_index_state (singleton, indexed_through) VALUES (0, coalesce((SELECT max(id) FROM events), 0));
+                    DROP INDEX events_by_sender;
+                    DROP INDEX events_session_starts;
+                    """)
+        }
         return migrator
     }
 
@@ -180,47 +257,79 @@ public final class SQLiteConversationStore: ConversationStore {
     // MARK: - Reads
 
     public func currentSession(of senderID: String) async throws -> [JSONValue]? {
-        try await read(
-            sql: """
-                SELECT data FROM events WHERE sender_id = ?1 AND id >= coalesce(
-                    (SELECT max(id) FROM events WHERE sender_id = ?1 AND type IN ('session_started', 'restart')), 0)
-                ORDER BY id
-                """,
-            senderID: senderID, types: nil)
+        try await read { db in
+            let watermark = try Self.watermark(db)
+            // The tail first: a session start there makes the indexed part irrelevant.
+            var tail: [(start: Bool, data: String)] = []
+            let tailRows = try Row.fetchCursor(
+                db, sql: "SELECT type IN \(Self.sessionStartTypes), data FROM events WHERE id > ?1 AND sender_id = ?2 ORDER BY id",
+                arguments: [watermark, senderID])
+            while let row = try tailRows.next() { tail.append((row[0], row[1])) }
+            if let start = tail.lastIndex(where: { $0.start }) {
+                return try tail[start...].map { try JSONValue.parse($0.data) }
+            }
+            let start = try Int.fetchOne(db, sql: "SELECT max(id) FROM session_starts WHERE sender_id = ?", arguments: [senderID]) ?? 0
+            var events = try Self.indexedEvents(db, senderID: senderID, from: start, typeFilter: nil)
+            for row in tail { events.append(try JSONValue.parse(row.data)) }
+            // A stored conversation has at least the event its session starts with.
+            return events.isEmpty ? nil : events
+        }
     }
 
     public func events(of senderID: String, types: Set<String>?) async throws -> [JSONValue]? {
-        guard let types else {
-            return try await read(sql: "SELECT data FROM events WHERE sender_id = ?1 ORDER BY id", senderID: senderID, types: nil)
+        let typeFilter: String? = types.map { types in
+            // Event type names are plain identifiers; anything else cannot match a stored type.
+            let names = types.filter { !$0.isEmpty && $0.utf8.allSatisfy { $0 == UInt8(ascii: "_") || (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) } }
+            let list = names.sorted().map { "'\($0)'" }.joined(separator: ", ")
+            return "(\(list.isEmpty ? "NULL" : list))"
         }
-        // Event type names are plain identifiers; anything else cannot match a stored type.
-        let names = types.filter { !$0.isEmpty && $0.utf8.allSatisfy { $0 == UInt8(ascii: "_") || (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) } }
-        let list = names.sorted().map { "'\($0)'" }.joined(separator: ", ")
-        return try await read(
-            sql: "SELECT data FROM events WHERE sender_id = ?1 AND type IN (\(list.isEmpty ? "NULL" : list)) ORDER BY id",
-            senderID: senderID, types: nil)
+        return try await read { db in
+            let watermark = try Self.watermark(db)
+            var events = try Self.indexedEvents(db, senderID: senderID, from: 0, typeFilter: typeFilter)
+            let tailRows = try String.fetchCursor(
+                db, sql: "SELECT data FROM events WHERE id > ?1 AND sender_id = ?2 \(typeFilter.map { "AND type IN \($0)" } ?? "") ORDER BY id",
+                arguments: [watermark, senderID])
+            while let text = try tailRows.next() { events.append(try JSONValue.parse(text)) }
+            if events.isEmpty {
+                let exists =
+                    try Bool.fetchOne(
+                        db,
+                        sql: """
+                            SELECT EXISTS(SELECT 1 FROM event_index WHERE sender_id = ?2)
+                                OR EXISTS(SELECT 1 FROM events WHERE id > ?1 AND sender_id = ?2)
+                            """,
+                        arguments: [watermark, senderID]) ?? false
+                return exists ? [] : nil
+            }
+            return events
+        }
     }
 
-    private func read(sql: String, senderID: String, types: Set<String>?) async throws -> [JSONValue]? {
+    /// The last indexed event id: `event_index` and `session_starts` hold every event up to it, none after.
+    private static func watermark(_ db: Database) throws -> Int {
+        try Int.fetchOne(db, sql: "SELECT indexed_through FROM event_index_state") ?? 0
+    }
+
+    /// The indexed events of `senderID` from id `from` on, in order, only those whose type is in `typeFilter` (an SQL list).
+    private static func indexedEvents(_ db: Database, senderID: String, from: Int, typeFilter: String?) throws -> [JSONValue] {
+        // CROSS JOIN keeps event_index as the outer loop: one index range, then a rowid lookup per event.
+        let rows = try String.fetchCursor(
+            db,
+            sql: """
+                SELECT e.data FROM event_index i CROSS JOIN events e ON e.id = i.id
+                WHERE i.sender_id = ?1 AND i.id >= ?2 \(typeFilter.map { "AND e.type IN \($0)" } ?? "") ORDER BY i.id
+                """,
+            arguments: [senderID, from])
+        var events: [JSONValue] = []
+        while let text = try rows.next() { events.append(try JSONValue.parse(text)) }
+        return events
+    }
+
+    /// Runs `body` in a read transaction (one snapshot: the watermark and both parts agree).
+    private func read(_ body: @escaping @Sendable (Database) throws -> [JSONValue]?) async throws -> [JSONValue]? {
         let path = configuration.path
         do {
-            return try await pool.read { db -> [JSONValue]? in
-                let rows = try Row.fetchCursor(db, sql: sql, arguments: [senderID])
-                var events: [JSONValue] = []
-                while let row = try rows.next() {
-                    if let types {
-                        let type: String = row[1]
-                        guard types.contains(type) else { continue }
-                    }
-                    let text: String = row[0]
-                    events.append(try JSONValue.parse(text))
-                }
-                if events.isEmpty {
-                    let exists = try Bool.fetchOne(db, sql: "SELECT EXISTS(SELECT 1 FROM events WHERE sender_id = ?)", arguments: [senderID]) ?? false
-                    return exists ? [] : nil
-                }
-                return events
-            }
+            return try await pool.read(body)
         } catch {
             throw Self.writeError(error, path: path)
         }
@@ -235,14 +344,11 @@ public final class SQLiteConversationStore: ConversationStore {
 
     public func append(_ events: [JSONValue], to senderID: String) async throws {
         guard !events.isEmpty else { return }
-        var buffer: [UInt8] = []
-        buffer.reserveCapacity(512)
         let rows = events.map { event in
-            buffer.removeAll(keepingCapacity: true)
+            var buffer: [UInt8] = []
+            buffer.reserveCapacity(256)
             event.serialize(into: &buffer)
-            return EncodedEvent(
-                type: TrackerEvent.kind(of: event) ?? "", timestamp: event["timestamp"]?.doubleValue ?? 0,
-                data: String(decoding: buffer, as: UTF8.self))
+            return EncodedEvent(type: TrackerEvent.kind(of: event) ?? "", timestamp: event["timestamp"]?.doubleValue ?? 0, data: buffer)
         }
         try await enqueue(rows, to: senderID)
     }
@@ -254,10 +360,7 @@ public final class SQLiteConversationStore: ConversationStore {
         var rows: [EncodedEvent] = []
         rows.reserveCapacity(events.count)
         for (event, text) in zip(events, encoded) {
-            rows.append(
-                EncodedEvent(
-                    type: TrackerEvent.kind(of: event) ?? "", timestamp: event["timestamp"]?.doubleValue ?? 0,
-                    data: String(decoding: text, as: UTF8.self)))
+            rows.append(EncodedEvent(type: TrackerEvent.kind(of: event) ?? "", timestamp: event["timestamp"]?.doubleValue ?? 0, data: text))
         }
         try await enqueue(rows, to: senderID)
     }
@@ -289,7 +392,8 @@ public final class SQLiteConversationStore: ConversationStore {
                 p.writes.removeFirst(n)
                 return batch
             }
-            if batch.isEmpty { return }
+            if batch.isEmpty { break }
+            var committedRows = 0
             do {
                 try commit(batch)
                 pending.withLock {
@@ -297,12 +401,14 @@ public final class SQLiteConversationStore: ConversationStore {
                     $0.committedAppends += batch.count
                 }
                 for w in batch { w.continuation.resume() }
+                committedRows = batch.reduce(0) { $0 + $1.rows.count }
             } catch where batch.count > 1 {
                 // Find which appends fail on their own; the others still get written.
                 for w in batch {
                     do {
                         try commit([w])
                         w.continuation.resume()
+                        committedRows += w.rows.count
                     } catch {
                         w.continuation.resume(throwing: Self.writeError(error, path: configuration.path))
                     }
@@ -310,17 +416,148 @@ public final class SQLiteConversationStore: ConversationStore {
             } catch {
                 batch[0].continuation.resume(throwing: Self.writeError(error, path: configuration.path))
             }
+            // Index the tail once it is long enough: after the appends above were answered, before the next batch.
+            let due = pending.withLock { p in
+                p.unindexed += committedRows
+                return p.unindexed >= max(p.indexAt, max(1, configuration.indexBatchEvents))
+            }
+            if due { indexTail() }
+        }
+        afterWrites()
+    }
+
+    /// When the writer goes idle with an unindexed tail: index it after `indexIdleSeconds` without appends.
+    /// Touches only `pending`; the scheduled check holds the store weakly.
+    private func afterWrites() {
+        guard let idle = configuration.indexIdleSeconds else { return }
+        let schedule = pending.withLock { p in
+            guard p.unindexed > 0, !p.idleScheduled else { return false }
+            p.idleScheduled = true
+            return true
+        }
+        guard schedule else { return }
+        let commits = commitStatistics.commits
+        writerQueue.asyncAfter(deadline: .now() + max(0, idle)) { [weak self] in
+            self?.idleCheck(commitsWhenScheduled: commits)
         }
     }
 
+    private func idleCheck(commitsWhenScheduled: Int) {
+        let idle = pending.withLock { p in
+            p.idleScheduled = false
+            // Writes under way or since scheduling: not idle; the write loop schedules again when it ends.
+            return p.writes.isEmpty && !p.writing && p.commits == commitsWhenScheduled
+        }
+        if idle {
+            indexTail()
+        } else if pending.withLock({ !$0.writing }) {
+            afterWrites()
+        }
+    }
+
+    /// Indexes every committed event after the watermark and moves it, in one transaction.
+    /// Runs on `writerQueue` only. A failure (a full disk) leaves the tail unindexed; reads stay right.
+    func indexTail() {
+        do {
+            try pool.write { db in
+                let watermark = try Self.watermark(db)
+                guard let last = try Int.fetchOne(db, sql: "SELECT max(id) FROM events"), last > watermark else { return }
+                try db.execute(
+                    sql: "INSERT INTO event_index (sender_id, id) SELECT sender_id, id FROM events WHERE id > ?1 AND id <= ?2 ORDER BY sender_id, id",
+                    arguments: [watermark, last])
+                try db.execute(
+                    sql: """
+                        INSERT INTO session_starts (sender_id, id) SELECT sender_id, id FROM events
+                        WHERE id > ?1 AND id <= ?2 AND type IN \(Self.sessionStartTypes) ORDER BY sender_id, id
+                        """,
+                    arguments: [watermark, last])
+                try db.execute(sql: "UPDATE event_index_state SET indexed_through = ?", arguments: [last])
+            }
+            pending.withLock {
+                $0.unindexed = 0
+                $0.indexAt = 0
+                $0.indexRuns += 1
+            }
+        } catch {
+            // Retry after another batch's worth of events rather than at every commit.
+            let batch = max(1, configuration.indexBatchEvents)
+            pending.withLock { p in
+                let (next, overflow) = p.unindexed.addingReportingOverflow(batch)
+                p.indexAt = overflow ? .max : next
+            }
+        }
+    }
+
+    /// The watermark, the unindexed events the writer counts, and the indexer runs since opening (for tests).
+    func indexState() throws -> (watermark: Int, unindexed: Int, runs: Int) {
+        let watermark = try pool.read { db in try Self.watermark(db) }
+        return pending.withLock { (watermark, $0.unindexed, $0.indexRuns) }
+    }
+
+    /// Runs the indexer now on the writer queue and waits for it (for tests).
+    func indexNow() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            writerQueue.async {
+                self.indexTail()
+                continuation.resume()
+            }
+        }
+    }
+
+    /// Inserts the batch's rows in one transaction. The statement is GRDB's, stepped through the SQLite C API so
+    /// the JSON bytes are bound where they are (no `String`, no copy by SQLite: `SQLITE_STATIC` while stepping).
     private func commit(_ batch: [PendingWrite]) throws {
         try pool.write { db in
-            let insert = try db.cachedStatement(sql: "INSERT INTO events (sender_id, type, timestamp, data) VALUES (?, ?, ?, ?)")
+            let statement = try db.cachedStatement(sql: "INSERT INTO events (sender_id, type, timestamp, data) VALUES (?, ?, ?, ?)")
+            let raw = statement.sqliteStatement
+            defer {
+                sqlite3_reset(raw)
+                sqlite3_clear_bindings(raw)
+            }
             for w in batch {
-                for row in w.rows {
-                    try insert.execute(arguments: [w.senderID, row.type, row.timestamp, row.data])
+                var sender = w.senderID
+                try sender.withUTF8 { senderBytes in
+                    try Self.check(Self.bindText(raw, 1, senderBytes), db)
+                    for row in w.rows {
+                        var type = row.type
+                        try type.withUTF8 { typeBytes in
+                            try Self.check(Self.bindText(raw, 2, typeBytes), db)
+                            try Self.check(sqlite3_bind_double(raw, 3, row.timestamp), db)
+                            try row.data.withUnsafeBufferPointer { dataBytes in
+                                try Self.check(Self.bindText(raw, 4, dataBytes), db)
+                                let code = sqlite3_step(raw)
+                                guard code == SQLITE_DONE else {
+                                    let message = String(cString: sqlite3_errmsg(db.sqliteConnection))
+                                    sqlite3_reset(raw)
+                                    throw DatabaseError(resultCode: ResultCode(rawValue: code), message: message, sql: statement.sql)
+                                }
+                                sqlite3_reset(raw)
+                            }
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// A pointer to an empty C string that lives as long as the process (an empty buffer has no base address).
+    nonisolated(unsafe) private static let emptyText: UnsafeMutablePointer<CChar> = {
+        let p = UnsafeMutablePointer<CChar>.allocate(capacity: 1)
+        p.pointee = 0
+        return p
+    }()
+
+    /// Binds UTF-8 bytes as TEXT without a copy: the bytes must stay valid until the statement is stepped and reset.
+    private static func bindText(_ statement: SQLiteStatement, _ index: Int32, _ bytes: UnsafeBufferPointer<UInt8>) -> Int32 {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return sqlite3_bind_text(statement, index, emptyText, 0, nil) }
+        return UnsafeRawPointer(base).withMemoryRebound(to: CChar.self, capacity: bytes.count) {
+            sqlite3_bind_text(statement, index, $0, Int32(bytes.count), nil)
+        }
+    }
+
+    private static func check(_ code: Int32, _ db: Database) throws {
+        guard code == SQLITE_OK else {
+            throw DatabaseError(resultCode: ResultCode(rawValue: code), message: String(cString: sqlite3_errmsg(db.sqliteConnection)))
         }
     }
 

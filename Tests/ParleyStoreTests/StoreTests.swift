@@ -81,7 +81,7 @@ enum StoreKind: String, CaseIterable, Sendable {
             }
             let reopened = try SQLiteConversationStore(configuration: .init(path: path, durability: .normal))
             #expect(try await reopened.events(of: "a", types: nil)?.first?["text"] == "persist me")
-            #expect(try reopened.appliedMigrations() == ["v1: events"])
+            #expect(try reopened.appliedMigrations() == ["v1: events", "v2: batch-indexed log"])
             #expect(try reopened.eventCount() == 1)
         }
     }
