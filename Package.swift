@@ -100,6 +100,9 @@ let package = Package(
             dependencies: [
                 "ParleyDispatch", "ParleyCore", "ParleyJSON",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                // The SQLite C API GRDB builds on: the commit binds event bytes without a copy, and the
+                // checkpointer runs on a connection of its own.
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -120,13 +120,23 @@ public final class WorkerPool: TaskExecutor, @unchecked Sendable {
     /// not count as available: work queued meanwhile wakes another thread, and work already queued is handed
     /// to another thread if the call is still running after ``handOffDelay`` (most plugin calls take a few
     /// microseconds, and waking a thread for each would cost more than the call). Call it only on one of this
-    /// pool's threads (``isCurrentThreadWorker``).
-    public func runBlocking<T>(_ body: () throws -> T) rethrows -> T {
+    /// pool's threads (``isCurrentThreadWorker``). `long`: the call is known to take a while (a disk sync), so
+    /// queued work is handed off at once.
+    public func runBlocking<T>(long: Bool = false, _ body: () throws -> T) rethrows -> T {
         lock()
         available -= 1
-        let arm = head < queue.count && !monitorArmed
-        if arm { monitorArmed = true }
+        var signal = false
+        var arm = false
+        if head < queue.count {
+            if long {
+                signal = available < min(queue.count - head, parallelism) && wakeOrStartLocked()
+            } else if !monitorArmed {
+                monitorArmed = true
+                arm = true
+            }
+        }
         unlock()
+        if signal { pthread_cond_signal(wake) }
         if arm { scheduleHandOffCheck() }
         defer {
             lock()
@@ -169,6 +179,14 @@ public final class WorkerPool: TaskExecutor, @unchecked Sendable {
     public static var current: WorkerPool? {
         guard let raw = pthread_getspecific(currentPoolKey) else { return nil }
         return Unmanaged<WorkerPool>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    /// Whether work is waiting in the queue (a hint of load: callers that could do blocking work inline do it
+    /// only when nothing waits).
+    public var hasQueuedWork: Bool {
+        lock()
+        defer { unlock() }
+        return head < queue.count
     }
 
     /// Whether the calling thread is one of this pool's threads.

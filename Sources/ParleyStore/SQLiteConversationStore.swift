@@ -41,12 +41,17 @@ public struct SQLiteStoreConfiguration: Sendable {
     /// Unindexed events (the tail of the log) that make the writer index them, in one transaction of its own.
     /// Reads scan the unindexed tail, so this bounds their extra cost; larger batches write fewer index pages.
     public var indexBatchEvents: Int
+    /// Most events one indexer transaction covers: past ``indexBatchEvents`` the writer indexes a chunk after
+    /// each commit until the tail is short again, so no commit waits for a long indexer run (the p99).
+    public var indexChunkEvents: Int
     /// Seconds without appends after which the writer indexes the tail even when it is shorter than
     /// ``indexBatchEvents``; nil = only by size.
     public var indexIdleSeconds: Double?
-    /// WAL size in pages that makes a commit checkpoint it into the database file (`PRAGMA wal_autocheckpoint`).
-    /// A larger WAL writes a page changed by several commits once per checkpoint; the WAL file is truncated
-    /// back to at most this size after a checkpoint (`PRAGMA journal_size_limit`).
+    /// WAL size in pages that starts a checkpoint into the database file, in the background (a PASSIVE
+    /// checkpoint on a connection of its own, so no commit waits for it); at 8 times this size the committing
+    /// connection checkpoints itself. A larger WAL writes a page changed by several commits once per
+    /// checkpoint; the WAL file is truncated back to at most this size after a checkpoint
+    /// (`PRAGMA journal_size_limit`).
     public var walAutocheckpointPages: Int
 
     /// Creates a configuration; every parameter has the default documented on its property.
@@ -57,6 +62,7 @@ public struct SQLiteStoreConfiguration: Sendable {
         busyTimeoutSeconds: Double = 5,
         maxBatchSize: Int = 512,
         indexBatchEvents: Int = 32_768,
+        indexChunkEvents: Int = 32_768,
         indexIdleSeconds: Double? = 1,
         walAutocheckpointPages: Int = 4_096
     ) {
@@ -66,6 +72,7 @@ public struct SQLiteStoreConfiguration: Sendable {
         self.busyTimeoutSeconds = busyTimeoutSeconds
         self.maxBatchSize = maxBatchSize
         self.indexBatchEvents = indexBatchEvents
+        self.indexChunkEvents = indexChunkEvents
         self.indexIdleSeconds = indexIdleSeconds
         self.walAutocheckpointPages = walAutocheckpointPages
     }
@@ -120,6 +127,8 @@ public final class SQLiteConversationStore: ConversationStore {
     /// The settings it was opened with.
     public let configuration: SQLiteStoreConfiguration
     private let pool: DatabasePool
+    /// Checkpoints the WAL off the commit path.
+    private let checkpointer: Checkpointer
     private let writerQueue = DispatchQueue(label: "parley.store.writer")
     private let pending = Mutex(PendingWrites())
 
@@ -151,6 +160,32 @@ public final class SQLiteConversationStore: ConversationStore {
         var indexRuns = 0
     }
 
+    /// Where each conversation's unindexed events are: the ids above the watermark, per sender, in order. Reads
+    /// fetch those rows by id instead of scanning the tail (a scan per conversation load made opening many
+    /// new conversations cost milliseconds each). Filled at open and after each commit, trimmed by the indexer.
+    private struct TailIndex: Sendable {
+        var watermark = 0
+        var ids: [String: [Int64]] = [:]
+
+        /// Records committed ids; ids the indexer already covers are dropped (a commit can finish after an
+        /// indexer run that included it).
+        mutating func add(_ id: Int64, for sender: String) {
+            guard id > watermark else { return }
+            ids[sender, default: []].append(id)
+        }
+
+        /// Moves the watermark to `last` and forgets the ids it covers.
+        mutating func indexed(through last: Int) {
+            guard last > watermark else { return }
+            watermark = last
+            ids = ids.compactMapValues { list in
+                let kept = list.filter { $0 > last }
+                return kept.isEmpty ? nil : kept
+            }
+        }
+    }
+    private let tail = Mutex(TailIndex())
+
     /// Transactions committed and appends they held since opening (appends / commits = the group-commit batch).
     public var commitStatistics: (commits: Int, appends: Int) {
         pending.withLock { ($0.commits, $0.committedAppends) }
@@ -169,11 +204,14 @@ public final class SQLiteConversationStore: ConversationStore {
         let synchronous = configuration.durability.mode.rawValue
         let maxPages = configuration.maxPageCount
         let walPages = max(1, configuration.walAutocheckpointPages)
+        let checkpointer = Checkpointer(path: path, softLimit: walPages, hardLimit: walPages * 8)
+        self.checkpointer = checkpointer
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
             if let maxPages { try db.execute(sql: "PRAGMA max_page_count = \(maxPages)") }
-            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(walPages)")
             try db.execute(sql: "PRAGMA journal_size_limit = \(walPages * 4096 + 65536)")
+            // Replaces the automatic checkpoint (a WAL hook of its own): checkpoints run in the background.
+            checkpointer.install(on: db.sqliteConnection!)
         }
         do {
             pool = try DatabasePool(path: path, configuration: config)
@@ -187,17 +225,25 @@ public final class SQLiteConversationStore: ConversationStore {
             // Fail now, not at the first turn, when the file cannot be written.
             try pool.write { db in try db.execute(sql: "UPDATE parley_meta SET value = value WHERE key = 'opened'") }
             // The tail left unindexed by the previous run (a crash, or a stop before the idle indexer ran).
-            let tail = try pool.read { db in
-                try Int.fetchOne(
-                    db, sql: "SELECT count(*) FROM events WHERE id > (SELECT indexed_through FROM event_index_state)") ?? 0
+            let left = try pool.read { db -> TailIndex in
+                var left = TailIndex()
+                left.watermark = try Self.watermark(db)
+                let rows = try Row.fetchCursor(db, sql: "SELECT id, sender_id FROM events WHERE id > ? ORDER BY id", arguments: [left.watermark])
+                while let row = try rows.next() { left.add(row[0], for: row[1]) }
+                return left
             }
-            pending.withLock { $0.unindexed = tail }
+            tail.withLock { $0 = left }
+            pending.withLock { $0.unindexed = left.ids.values.reduce(0) { $0 + $1.count } }
         } catch {
             throw Self.openError(error, path: path)
         }
         // Index that tail once idle. (Not through `writerQueue.async { self… }`: holding the store there would
         // keep the file open after the owner lets go of it.)
         afterWrites()
+    }
+
+    deinit {
+        checkpointer.close()
     }
 
     /// The schema migrations, in order. Never edit a registered migration: add a new one.
@@ -257,19 +303,17 @@ public final class SQLiteConversationStore: ConversationStore {
     // MARK: - Reads
 
     public func currentSession(of senderID: String) async throws -> [JSONValue]? {
-        try await read { db in
-            let watermark = try Self.watermark(db)
+        let (watermark, tailIDs) = tail.withLock { ($0.watermark, $0.ids[senderID] ?? []) }
+        return try await read { db in
             // The tail first: a session start there makes the indexed part irrelevant.
-            var tail: [(start: Bool, data: String)] = []
-            let tailRows = try Row.fetchCursor(
-                db, sql: "SELECT type IN \(Self.sessionStartTypes), data FROM events WHERE id > ?1 AND sender_id = ?2 ORDER BY id",
-                arguments: [watermark, senderID])
-            while let row = try tailRows.next() { tail.append((row[0], row[1])) }
+            let tail = try Self.tailEvents(db, ids: tailIDs, typeFilter: nil)
             if let start = tail.lastIndex(where: { $0.start }) {
                 return try tail[start...].map { try JSONValue.parse($0.data) }
             }
-            let start = try Int.fetchOne(db, sql: "SELECT max(id) FROM session_starts WHERE sender_id = ?", arguments: [senderID]) ?? 0
-            var events = try Self.indexedEvents(db, senderID: senderID, from: start, typeFilter: nil)
+            let start =
+                try Int.fetchOne(
+                    db, sql: "SELECT max(id) FROM session_starts WHERE sender_id = ?1 AND id <= ?2", arguments: [senderID, watermark]) ?? 0
+            var events = try Self.indexedEvents(db, senderID: senderID, from: start, through: watermark, typeFilter: nil)
             for row in tail { events.append(try JSONValue.parse(row.data)) }
             // A stored conversation has at least the event its session starts with.
             return events.isEmpty ? nil : events
@@ -283,26 +327,37 @@ public final class SQLiteConversationStore: ConversationStore {
             let list = names.sorted().map { "'\($0)'" }.joined(separator: ", ")
             return "(\(list.isEmpty ? "NULL" : list))"
         }
+        let (watermark, tailIDs) = tail.withLock { ($0.watermark, $0.ids[senderID] ?? []) }
         return try await read { db in
-            let watermark = try Self.watermark(db)
-            var events = try Self.indexedEvents(db, senderID: senderID, from: 0, typeFilter: typeFilter)
-            let tailRows = try String.fetchCursor(
-                db, sql: "SELECT data FROM events WHERE id > ?1 AND sender_id = ?2 \(typeFilter.map { "AND type IN \($0)" } ?? "") ORDER BY id",
-                arguments: [watermark, senderID])
-            while let text = try tailRows.next() { events.append(try JSONValue.parse(text)) }
+            var events = try Self.indexedEvents(db, senderID: senderID, from: 0, through: watermark, typeFilter: typeFilter)
+            for row in try Self.tailEvents(db, ids: tailIDs, typeFilter: types) { events.append(try JSONValue.parse(row.data)) }
             if events.isEmpty {
-                let exists =
+                let indexed =
                     try Bool.fetchOne(
-                        db,
-                        sql: """
-                            SELECT EXISTS(SELECT 1 FROM event_index WHERE sender_id = ?2)
-                                OR EXISTS(SELECT 1 FROM events WHERE id > ?1 AND sender_id = ?2)
-                            """,
-                        arguments: [watermark, senderID]) ?? false
+                        db, sql: "SELECT EXISTS(SELECT 1 FROM event_index WHERE sender_id = ?1 AND id <= ?2)", arguments: [senderID, watermark])
+                    ?? false
+                let exists = !tailIDs.isEmpty || indexed
                 return exists ? [] : nil
             }
             return events
         }
+    }
+
+    /// The unindexed events with the given ids (one conversation's, from the in-memory tail index), in order:
+    /// whether each starts a session, and its JSON text; only types in `typeFilter` when given.
+    private static func tailEvents(_ db: Database, ids: [Int64], typeFilter: Set<String>?) throws -> [(start: Bool, data: String)] {
+        guard !ids.isEmpty else { return [] }
+        let statement = try db.cachedStatement(sql: "SELECT type, data FROM events WHERE id = ?")
+        var out: [(start: Bool, data: String)] = []
+        out.reserveCapacity(ids.count)
+        for id in ids {
+            guard let row = try Row.fetchOne(statement, arguments: [id]) else { continue }
+            let type: String = row[0]
+            if let typeFilter, !typeFilter.contains(type) { continue }
+            let data: String = row[1]
+            out.append((type == "session_started" || type == "restart", data))
+        }
+        return out
     }
 
     /// The last indexed event id: `event_index` and `session_starts` hold every event up to it, none after.
@@ -311,15 +366,15 @@ public final class SQLiteConversationStore: ConversationStore {
     }
 
     /// The indexed events of `senderID` from id `from` on, in order, only those whose type is in `typeFilter` (an SQL list).
-    private static func indexedEvents(_ db: Database, senderID: String, from: Int, typeFilter: String?) throws -> [JSONValue] {
+    private static func indexedEvents(_ db: Database, senderID: String, from: Int, through: Int, typeFilter: String?) throws -> [JSONValue] {
         // CROSS JOIN keeps event_index as the outer loop: one index range, then a rowid lookup per event.
         let rows = try String.fetchCursor(
             db,
             sql: """
                 SELECT e.data FROM event_index i CROSS JOIN events e ON e.id = i.id
-                WHERE i.sender_id = ?1 AND i.id >= ?2 \(typeFilter.map { "AND e.type IN \($0)" } ?? "") ORDER BY i.id
+                WHERE i.sender_id = ?1 AND i.id >= ?2 AND i.id <= ?3 \(typeFilter.map { "AND e.type IN \($0)" } ?? "") ORDER BY i.id
                 """,
-            arguments: [senderID, from])
+            arguments: [senderID, from, through])
         var events: [JSONValue] = []
         while let text = try rows.next() { events.append(try JSONValue.parse(text)) }
         return events
@@ -374,14 +429,37 @@ public final class SQLiteConversationStore: ConversationStore {
                 p.writing = true
                 return true
             }
-            if startWriter { writerQueue.async { self.writeLoop() } }
+            guard startWriter else { return }
+            if let workers = WorkerPool.current, !workers.hasQueuedWork {
+                // Called from a turn on the dispatcher's worker pool with nothing else waiting: this thread commits
+                // the batch itself instead of waking a writer thread and being woken again (a latency win when
+                // turns come one at a time). Under load the writer queue commits, so that appends arriving
+                // during one fsync share the next (group commit). Later batches go to the writer queue.
+                let more = workers.runBlocking(long: true) { () -> Bool in
+                    _ = writeOneBatch()
+                    return pending.withLock { p in
+                        if p.writes.isEmpty { p.writing = false }
+                        return p.writing
+                    }
+                }
+                if more { writerQueue.async { self.writeLoop() } } else { afterWrites() }
+            } else {
+                writerQueue.async { self.writeLoop() }
+            }
         }
     }
 
-    /// Commits pending appends, a batch per transaction, until none is left. Runs on `writerQueue` only.
+    /// Commits pending appends, a batch per transaction, until none is left. Runs on `writerQueue` (or, for
+    /// one batch, on the thread that started the writer; see ``enqueue(_:to:)``), one writer at a time.
     private func writeLoop() {
+        while writeOneBatch() {}
+        afterWrites()
+    }
+
+    /// Commits one batch of pending appends and answers them; false (and the writer stopped) when none was pending.
+    private func writeOneBatch() -> Bool {
         let maxBatch = max(1, configuration.maxBatchSize)
-        while true {
+        do {
             let batch: [PendingWrite] = pending.withLock { p in
                 guard !p.writes.isEmpty else {
                     p.writing = false
@@ -392,7 +470,7 @@ public final class SQLiteConversationStore: ConversationStore {
                 p.writes.removeFirst(n)
                 return batch
             }
-            if batch.isEmpty { break }
+            if batch.isEmpty { return false }
             var committedRows = 0
             do {
                 try commit(batch)
@@ -421,9 +499,9 @@ public final class SQLiteConversationStore: ConversationStore {
                 p.unindexed += committedRows
                 return p.unindexed >= max(p.indexAt, max(1, configuration.indexBatchEvents))
             }
-            if due { indexTail() }
+            if due { indexTail(limit: max(1, configuration.indexChunkEvents)) }
         }
-        afterWrites()
+        return true
     }
 
     /// When the writer goes idle with an unindexed tail: index it after `indexIdleSeconds` without appends.
@@ -455,13 +533,21 @@ public final class SQLiteConversationStore: ConversationStore {
         }
     }
 
-    /// Indexes every committed event after the watermark and moves it, in one transaction.
-    /// Runs on `writerQueue` only. A failure (a full disk) leaves the tail unindexed; reads stay right.
+    /// Indexes every committed event after the watermark, a chunk per transaction.
     func indexTail() {
+        while indexTail(limit: max(1, configuration.indexChunkEvents)) {}
+    }
+
+    /// Indexes the committed events after the watermark, at most `limit` ids' worth, and moves the watermark, in
+    /// one transaction; true when events remain unindexed. Runs in the writer only (one writer at a time). A
+    /// failure (a full disk) leaves the tail unindexed; reads stay right.
+    @discardableResult
+    func indexTail(limit: Int) -> Bool {
         do {
-            try pool.write { db in
+            let moved = try pool.write { db -> (from: Int, through: Int, end: Int)? in
                 let watermark = try Self.watermark(db)
-                guard let last = try Int.fetchOne(db, sql: "SELECT max(id) FROM events"), last > watermark else { return }
+                guard let end = try Int.fetchOne(db, sql: "SELECT max(id) FROM events"), end > watermark else { return nil }
+                let last = min(end, watermark + limit)
                 try db.execute(
                     sql: "INSERT INTO event_index (sender_id, id) SELECT sender_id, id FROM events WHERE id > ?1 AND id <= ?2 ORDER BY sender_id, id",
                     arguments: [watermark, last])
@@ -472,12 +558,23 @@ public final class SQLiteConversationStore: ConversationStore {
                         """,
                     arguments: [watermark, last])
                 try db.execute(sql: "UPDATE event_index_state SET indexed_through = ?", arguments: [last])
+                return (watermark, last, end)
             }
+            guard let moved else {
+                pending.withLock {
+                    $0.unindexed = 0
+                    $0.indexAt = 0
+                }
+                return false
+            }
+            tail.withLock { $0.indexed(through: moved.through) }
             pending.withLock {
-                $0.unindexed = 0
+                $0.unindexed = max(0, $0.unindexed - (moved.through - moved.from))
+                if moved.through == moved.end { $0.unindexed = 0 }
                 $0.indexAt = 0
                 $0.indexRuns += 1
             }
+            return moved.through < moved.end
         } catch {
             // Retry after another batch's worth of events rather than at every commit.
             let batch = max(1, configuration.indexBatchEvents)
@@ -485,8 +582,12 @@ public final class SQLiteConversationStore: ConversationStore {
                 let (next, overflow) = p.unindexed.addingReportingOverflow(batch)
                 p.indexAt = overflow ? .max : next
             }
+            return false
         }
     }
+
+    /// Background checkpoints run since opening (for tests).
+    var checkpointRuns: Int { checkpointer.checkpointRuns }
 
     /// The watermark, the unindexed events the writer counts, and the indexer runs since opening (for tests).
     func indexState() throws -> (watermark: Int, unindexed: Int, runs: Int) {
@@ -507,7 +608,8 @@ public final class SQLiteConversationStore: ConversationStore {
     /// Inserts the batch's rows in one transaction. The statement is GRDB's, stepped through the SQLite C API so
     /// the JSON bytes are bound where they are (no `String`, no copy by SQLite: `SQLITE_STATIC` while stepping).
     private func commit(_ batch: [PendingWrite]) throws {
-        try pool.write { db in
+        let inserted = try pool.write { db -> [(String, Int64)] in
+            var inserted: [(String, Int64)] = []
             let statement = try db.cachedStatement(sql: "INSERT INTO events (sender_id, type, timestamp, data) VALUES (?, ?, ?, ?)")
             let raw = statement.sqliteStatement
             defer {
@@ -532,12 +634,16 @@ public final class SQLiteConversationStore: ConversationStore {
                                     throw DatabaseError(resultCode: ResultCode(rawValue: code), message: message, sql: statement.sql)
                                 }
                                 sqlite3_reset(raw)
+                                inserted.append((w.senderID, sqlite3_last_insert_rowid(db.sqliteConnection)))
                             }
                         }
                     }
                 }
             }
+            return inserted
         }
+        // Committed: reads find these rows through the tail index from now on.
+        tail.withLock { t in for (sender, id) in inserted { t.add(id, for: sender) } }
     }
 
     /// A pointer to an empty C string that lives as long as the process (an empty buffer has no base address).

@@ -250,3 +250,29 @@ struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+/// The WAL is checkpointed in the background (no commit waits for it) and stays bounded.
+@Suite struct BackgroundCheckpointTests {
+    @Test func checkpointsRunInTheBackgroundAndKeepTheWALBounded() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir + "/parley.db"
+            let pages = 16
+            do {
+                let store = try SQLiteConversationStore(configuration: .init(path: path, walAutocheckpointPages: pages))
+                for i in 0..<400 {
+                    try await store.append([event("user", ["text": .string(String(repeating: "x", count: 200)), "n": .int(Int64(i))], at: Double(i))], to: "c\(i % 7)")
+                }
+                // The last request may still be running.
+                for _ in 0..<200 where store.checkpointRuns == 0 { try await Task.sleep(for: .milliseconds(5)) }
+                #expect(store.checkpointRuns > 0)
+                let wal = (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? 0
+                // journal_size_limit truncates to the limit after a reset; never grows past the hard limit.
+                #expect(wal <= pages * 8 * 4096 + 64 * 1024 + 4096)
+            }
+            // Everything is still there after reopening.
+            let reopened = try SQLiteConversationStore(configuration: .init(path: path))
+            #expect(try reopened.eventCount() == 400)
+            #expect(try await reopened.events(of: "c3", types: nil)?.count == 57)
+        }
+    }
+}
