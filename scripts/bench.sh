@@ -176,7 +176,19 @@ done
 MACHINE="$(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 SWIFTV=$(swift --version 2>/dev/null | head -1)
 PYV=$("$VENV/bin/python" -c 'import sys, importlib.metadata as m; print("CPython %d.%d.%d, python-socketio %s, aiohttp %s, uvloop %s" % (sys.version_info[:3] + (m.version("python-socketio"), m.version("aiohttp"), m.version("uvloop"))))' 2>/dev/null || echo "anchor venv unavailable")
-python3 scripts/bench_table.py "$JSONL" --machine "$MACHINE" --swift "$SWIFTV" --python "$PYV" \
+# One write + fdatasync on the disk the store uses (what every S1 turn waits for), median of 300.
+FSYNC_US=$(python3 - "$OUTDIR" <<'PY' 2>/dev/null || echo ""
+import os, statistics, sys, time
+path = os.path.join(sys.argv[1], "fsync.probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+samples = []
+for i in range(300):
+    t = time.perf_counter(); os.pwrite(fd, b"x" * 4096, (i % 16) * 4096); os.fdatasync(fd); samples.append(time.perf_counter() - t)
+os.close(fd); os.unlink(path)
+print(f"{statistics.median(samples) * 1e6:.1f}")
+PY
+)
+python3 scripts/bench_table.py "$JSONL" ${FSYNC_US:+--fsync-us "$FSYNC_US"} --machine "$MACHINE" --swift "$SWIFTV" --python "$PYV" \
   --reps "$REPS" --quick "$QUICK" --notes "$OUTDIR/notes-$STAMP.txt" \
   --sizes "S1 rtt -c 1 -d $DUR -w $WARM; S2 rtt -c $S2_C -d $DUR -w $WARM; S3 connect -n $S3_N -k $S3_K; S4 idle -n $S4_N -k $S4_K -d $HOLD" \
   >bench/results.md

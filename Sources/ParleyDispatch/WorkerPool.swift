@@ -123,6 +123,7 @@ public final class WorkerPool: TaskExecutor, @unchecked Sendable {
     /// pool's threads (``isCurrentThreadWorker``). `long`: the call is known to take a while (a disk sync), so
     /// queued work is handed off at once.
     public func runBlocking<T>(long: Bool = false, _ body: () throws -> T) rethrows -> T {
+        assert(isCurrentThreadWorker, "WorkerPool.runBlocking called off the pool's threads")
         lock()
         available -= 1
         var signal = false
@@ -149,8 +150,10 @@ public final class WorkerPool: TaskExecutor, @unchecked Sendable {
     /// How long a foreign call may hold its thread before queued work is handed to another thread.
     public static let handOffDelay: Duration = .microseconds(500)
 
+    private static let handOffInterval = DispatchTimeInterval.microseconds(Int(handOffDelay / .microseconds(1)))
+
     private func scheduleHandOffCheck() {
-        DispatchQueue.global().asyncAfter(deadline: .now() + .microseconds(500)) { [self] in
+        DispatchQueue.global().asyncAfter(deadline: .now() + Self.handOffInterval) { [self] in
             lock()
             let queued = queue.count - head
             let signal = queued > 0 && available < min(queued, parallelism) && wakeOrStartLocked()
@@ -160,7 +163,7 @@ public final class WorkerPool: TaskExecutor, @unchecked Sendable {
             unlock()
             if signal { pthread_cond_signal(wake) }
             if again {
-                DispatchQueue.global().asyncAfter(deadline: .now() + .microseconds(500)) { [self] in recheck() }
+                DispatchQueue.global().asyncAfter(deadline: .now() + Self.handOffInterval) { [self] in recheck() }
             }
         }
     }

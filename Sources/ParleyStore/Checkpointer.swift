@@ -21,6 +21,15 @@ final class Checkpointer: Sendable {
     private let scheduled = Atomic<Bool>(false)
     private let closed = Atomic<Bool>(false)
     private let runs = Atomic<Int>(0)
+    /// Appends per commit, a moving average ×100 kept by the store's writer: the load hint the hook reads
+    /// (100 when turns come one at a time; a single small commit under load does not flip it).
+    private let averageBatch = Atomic<Int>(100)
+
+    /// Records the size of a commit's batch (called by the single writer).
+    func recordBatch(_ appends: Int) {
+        let old = averageBatch.load(ordering: .relaxed)
+        averageBatch.store((old * 7 + appends * 100) / 8, ordering: .relaxed)
+    }
 
     init(path: String, softLimit: Int, hardLimit: Int) {
         self.path = path
@@ -37,11 +46,12 @@ final class Checkpointer: Sendable {
         sqlite3_wal_hook(db, { context, db, name, pages in
             guard let context else { return SQLITE_OK }
             let checkpointer = Unmanaged<Checkpointer>.fromOpaque(context).takeUnretainedValue()
-            if pages >= checkpointer.hardLimit {
-                // Far behind: the writer catches up itself (what SQLite's automatic checkpoint does every time).
-                _ = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
-            } else if pages >= checkpointer.softLimit {
+            guard pages >= checkpointer.softLimit else { return SQLITE_OK }
+            if pages < checkpointer.hardLimit && checkpointer.averageBatch.load(ordering: .relaxed) >= 200 {
                 checkpointer.request()
+            } else {
+                // Nobody waits, or the background checkpoint is far behind: the writer checkpoints itself.
+                _ = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
             }
             return SQLITE_OK
         }, Unmanaged.passUnretained(self).toOpaque())

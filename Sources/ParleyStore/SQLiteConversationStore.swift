@@ -310,9 +310,8 @@ public final class SQLiteConversationStore: ConversationStore {
             if let start = tail.lastIndex(where: { $0.start }) {
                 return try tail[start...].map { try JSONValue.parse($0.data) }
             }
-            let start =
-                try Int.fetchOne(
-                    db, sql: "SELECT max(id) FROM session_starts WHERE sender_id = ?1 AND id <= ?2", arguments: [senderID, watermark]) ?? 0
+            let latestStart = try db.cachedStatement(sql: "SELECT max(id) FROM session_starts WHERE sender_id = ?1 AND id <= ?2")
+            let start = try Int.fetchOne(latestStart, arguments: [senderID, watermark]) ?? 0
             var events = try Self.indexedEvents(db, senderID: senderID, from: start, through: watermark, typeFilter: nil)
             for row in tail { events.append(try JSONValue.parse(row.data)) }
             // A stored conversation has at least the event its session starts with.
@@ -368,13 +367,13 @@ public final class SQLiteConversationStore: ConversationStore {
     /// The indexed events of `senderID` from id `from` on, in order, only those whose type is in `typeFilter` (an SQL list).
     private static func indexedEvents(_ db: Database, senderID: String, from: Int, through: Int, typeFilter: String?) throws -> [JSONValue] {
         // CROSS JOIN keeps event_index as the outer loop: one index range, then a rowid lookup per event.
-        let rows = try String.fetchCursor(
-            db,
+        // Cached: a conversation load (every new conversation) must not parse SQL each time.
+        let statement = try db.cachedStatement(
             sql: """
                 SELECT e.data FROM event_index i CROSS JOIN events e ON e.id = i.id
                 WHERE i.sender_id = ?1 AND i.id >= ?2 AND i.id <= ?3 \(typeFilter.map { "AND e.type IN \($0)" } ?? "") ORDER BY i.id
-                """,
-            arguments: [senderID, from, through])
+                """)
+        let rows = try String.fetchCursor(statement, arguments: [senderID, from, through])
         var events: [JSONValue] = []
         while let text = try rows.next() { events.append(try JSONValue.parse(text)) }
         return events
@@ -384,6 +383,11 @@ public final class SQLiteConversationStore: ConversationStore {
     private func read(_ body: @escaping @Sendable (Database) throws -> [JSONValue]?) async throws -> [JSONValue]? {
         let path = configuration.path
         do {
+            // On a worker thread (a turn loading its conversation), read right here: a few indexed lookups cost
+            // less than two thread hand-offs to GRDB's reader queue and back.
+            if let workers = WorkerPool.current {
+                return try workers.runBlocking { try pool.read(body) }
+            }
             return try await pool.read(body)
         } catch {
             throw Self.writeError(error, path: path)
@@ -471,6 +475,7 @@ public final class SQLiteConversationStore: ConversationStore {
                 return batch
             }
             if batch.isEmpty { return false }
+            checkpointer.recordBatch(batch.count)
             var committedRows = 0
             do {
                 try commit(batch)

@@ -251,28 +251,54 @@ struct SplitMix {
     }
 }
 
-/// The WAL is checkpointed in the background (no commit waits for it) and stays bounded.
-@Suite struct BackgroundCheckpointTests {
-    @Test func checkpointsRunInTheBackgroundAndKeepTheWALBounded() async throws {
+/// Under load (commits holding several appends) the WAL is checkpointed in the background, so no commit waits
+/// for it; with one append per commit the writer checkpoints itself. Either way the WAL stays bounded and
+/// nothing is lost.
+@Suite struct CheckpointTests {
+    static let pages = 16
+
+    func walSize(_ path: String) -> Int {
+        (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? 0
+    }
+
+    @Test func concurrentAppendsCheckpointInTheBackground() async throws {
         try await withTemporaryDirectory { dir in
             let path = dir + "/parley.db"
-            let pages = 16
             do {
-                let store = try SQLiteConversationStore(configuration: .init(path: path, walAutocheckpointPages: pages))
-                for i in 0..<400 {
-                    try await store.append([event("user", ["text": .string(String(repeating: "x", count: 200)), "n": .int(Int64(i))], at: Double(i))], to: "c\(i % 7)")
+                let store = try SQLiteConversationStore(configuration: .init(path: path, walAutocheckpointPages: Self.pages))
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for c in 0..<40 {
+                        group.addTask {
+                            for i in 0..<10 {
+                                try await store.append([event("user", ["text": .string(String(repeating: "x", count: 300)), "n": .int(Int64(i))], at: Double(i))], to: "c\(c)")
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
                 }
-                // The last request may still be running.
-                for _ in 0..<200 where store.checkpointRuns == 0 { try await Task.sleep(for: .milliseconds(5)) }
+                for _ in 0..<400 where store.checkpointRuns == 0 { try await Task.sleep(for: .milliseconds(5)) }
                 #expect(store.checkpointRuns > 0)
-                let wal = (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int) ?? 0
-                // journal_size_limit truncates to the limit after a reset; never grows past the hard limit.
-                #expect(wal <= pages * 8 * 4096 + 64 * 1024 + 4096)
+                #expect(walSize(path) <= Self.pages * 8 * 4096 + 64 * 1024 + 8 * 4096)
             }
-            // Everything is still there after reopening.
             let reopened = try SQLiteConversationStore(configuration: .init(path: path))
             #expect(try reopened.eventCount() == 400)
-            #expect(try await reopened.events(of: "c3", types: nil)?.count == 57)
+            #expect(try await reopened.events(of: "c7", types: nil)?.count == 10)
+        }
+    }
+
+    @Test func oneAppendPerCommitCheckpointsInTheWriter() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir + "/parley.db"
+            do {
+                let store = try SQLiteConversationStore(configuration: .init(path: path, walAutocheckpointPages: Self.pages))
+                for i in 0..<300 {
+                    try await store.append([event("user", ["text": .string(String(repeating: "x", count: 300)), "n": .int(Int64(i))], at: Double(i))], to: "c\(i % 7)")
+                }
+                #expect(store.checkpointRuns == 0)
+                #expect(walSize(path) <= Self.pages * 2 * 4096 + 64 * 1024 + 8 * 4096)
+            }
+            let reopened = try SQLiteConversationStore(configuration: .init(path: path))
+            #expect(try reopened.eventCount() == 300)
         }
     }
 }
