@@ -232,8 +232,9 @@ public final class WorkerPool: TaskExecutor, @unchecked Sendable {
 
     // MARK: - Internals
 
-    /// CPUs in this process's affinity mask (`Cpus_allowed` in `/proc/self/status`), else the online CPUs.
-    static func usableCPUCount() -> Int {
+    /// CPUs in this process's affinity mask (`Cpus_allowed` in `/proc/self/status`: `taskset`, a container's
+    /// cpuset), else the online CPUs.
+    public static func usableCPUCount() -> Int {
         let online = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         guard let file = fopen("/proc/self/status", "r") else { return online }
         defer { fclose(file) }
