@@ -31,6 +31,20 @@ extension ConversationStore {
     }
 }
 
+/// A store that can report an append's outcome through a callback instead of resuming a suspended task.
+///
+/// The dispatcher uses it when nothing else waits in the conversation's mailbox: the turn's reply is then sent
+/// by `completion`, right after the commit, and the drain task ends without waiting (resuming a task per turn
+/// through the executor cost about as much as the rest of a turn's dispatch). Same durability as
+/// ``ConversationStore/append(_:to:)``: `completion(.success(()))` only once every event is durably stored;
+/// `.failure` when none is.
+public protocol CompletingConversationStore: ConversationStore {
+    /// Appends durably and then calls `completion` exactly once, on any thread (possibly before returning).
+    func append(
+        _ events: [JSONValue], encoded: [[UInt8]], to senderID: String,
+        completion: @escaping @Sendable (Result<Void, any Error>) -> Void)
+}
+
 /// A ``ConversationStore`` in process memory: fast, lost on exit. For tests and embedding.
 public final class InMemoryConversationStore: ConversationStore {
     private struct Conversation {

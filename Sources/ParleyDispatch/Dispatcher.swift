@@ -276,13 +276,30 @@ public final class Dispatcher: TurnHandler, Service {
         var abandoned = false
         // An abandoned drain (its turn was taken over at the deadline) was already uncounted by the watchdog.
         defer { if !abandoned { drainFinished() } }
-        var tracker: Tracker? = conversation.state.withLock { $0.tracker.take() }
+        // A previous turn's events may still be committing (detached append): its outcome decides the tracker.
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let resumeNow = conversation.state.withLock { s in
+                if s.appendsInFlight == 0 { return true }
+                s.appendWaiter = c
+                return false
+            }
+            if resumeNow { c.resume() }
+        }
+        var tracker: Tracker? = conversation.state.withLock { s in
+            if s.invalidated {
+                s.invalidated = false
+                s.tracker = nil
+            }
+            return s.tracker.take()
+        }
         while true {
             let now = configuration.clock()
             let next: (WorkItem, UInt64)? = conversation.state.withLock { s in
                 guard !s.queue.isEmpty else {
                     s.running = false
-                    s.tracker = tracker
+                    // A detached append that already failed invalidated the tracker it extended.
+                    s.tracker = s.invalidated ? nil : tracker
+                    s.invalidated = false
                     s.lastActive = now
                     return nil
                 }
@@ -347,6 +364,13 @@ public final class Dispatcher: TurnHandler, Service {
             tracker = current
             item.complete(.success(TurnResult()))
         case .success(.some(let (turn, deliver, encoded))):
+            if !item.isEmit, let completing = store as? any CompletingConversationStore, encoded.count == turn.events.count,
+                conversation.state.withLock({ $0.queue.isEmpty })
+            {
+                tracker = current
+                detachAppend(turn, encoded: encoded, of: item, in: conversation, to: completing)
+                return .done
+            }
             do {
                 if encoded.count == turn.events.count {
                     try await store.append(turn.events, encoded: encoded, to: conversation.id)
@@ -367,6 +391,37 @@ public final class Dispatcher: TurnHandler, Service {
             item.complete(.success(turn))
         }
         return .done
+    }
+
+    /// Hands the turn's events to the store and lets the drain task go on: `completion` answers the caller after
+    /// the commit (or with `.storeFailed`, invalidating the tracker). Used only when nothing else waits in the
+    /// mailbox, so no later turn of the conversation is computed before the outcome is known (the next drain
+    /// waits for it). Counted as a running drain, so a graceful shutdown waits for the commit.
+    private func detachAppend(
+        _ turn: TurnResult, encoded: [[UInt8]], of item: WorkItem, in conversation: Conversation, to store: any CompletingConversationStore
+    ) {
+        conversation.state.withLock { $0.appendsInFlight += 1 }
+        scheduler.withLock { $0.activeDrains += 1 }
+        store.append(turn.events, encoded: encoded, to: conversation.id) { [self] result in
+            switch result {
+            case .success:
+                item.complete(.success(turn))
+            case .failure(let error):
+                logger.error("store append failed", metadata: ["parley.sender_id": "\(conversation.id)", "error": "\(error)"])
+                item.complete(.failure(DispatchError(.storeFailed, senderID: conversation.id, "could not record the turn of conversation \(conversation.id): \(error)")))
+            }
+            let waiter = conversation.state.withLock { s in
+                if case .failure = result {
+                    // Nothing of the turn is stored: the next turn reloads the conversation.
+                    s.invalidated = true
+                    s.tracker = nil
+                }
+                s.appendsInFlight -= 1
+                return s.appendsInFlight == 0 ? s.appendWaiter.take() : nil
+            }
+            waiter?.resume()
+            drainFinished()
+        }
     }
 
     /// Ends the deadline watch of the running item. False when the watchdog already took it over (the caller
@@ -652,6 +707,12 @@ enum WorkItem: Sendable {
         return true
     }
 
+    /// Proactive output (delivered after the store confirms, so never detached).
+    var isEmit: Bool {
+        if case .emit = self { return true }
+        return false
+    }
+
     func complete(_ result: Result<TurnResult, any Error>) {
         switch self {
         case .turn(_, let c), .emit(_, _, let c): c(result)
@@ -665,6 +726,12 @@ enum EnqueueOutcome { case retry, full, queued, activate }
 struct ConversationState: Sendable {
     var queue: [WorkItem] = []
     var running = false
+    /// Turns whose events are being committed by the store after their drain task went on (see
+    /// ``Dispatcher`` `detachAppend`); the next drain waits for them before it takes the tracker.
+    var appendsInFlight = 0
+    var appendWaiter: CheckedContinuation<Void, Never>?
+    /// A detached append failed: the tracker (which holds its events) must be reloaded from the store.
+    var invalidated = false
     var evicted = false
     var tracker: Tracker?
     var generation: UInt64 = 0

@@ -123,7 +123,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
 /// the same conversations lands on the same index pages, instead of every commit rewriting one index page
 /// per conversation. Reads combine the indexed part with a scan of the tail (`id > watermark`), in one read
 /// transaction; after a crash the tail is just still unindexed, so nothing is lost and reads stay right.
-public final class SQLiteConversationStore: ConversationStore {
+public final class SQLiteConversationStore: CompletingConversationStore {
     /// The settings it was opened with.
     public let configuration: SQLiteStoreConfiguration
     private let pool: DatabasePool
@@ -135,7 +135,8 @@ public final class SQLiteConversationStore: ConversationStore {
     private struct PendingWrite: Sendable {
         let senderID: String
         let rows: [EncodedEvent]
-        let continuation: CheckedContinuation<Void, any Error>
+        /// Called once with the outcome of the transaction holding `rows`.
+        let done: @Sendable (Result<Void, any Error>) -> Void
     }
 
     /// An event ready for its row: encoded by the appending task, so the single writer only binds and inserts.
@@ -416,40 +417,61 @@ public final class SQLiteConversationStore: ConversationStore {
     public func append(_ events: [JSONValue], encoded: [[UInt8]], to senderID: String) async throws {
         guard !events.isEmpty else { return }
         guard encoded.count == events.count else { return try await append(events, to: senderID) }
+        try await enqueue(Self.rows(events, encoded: encoded), to: senderID)
+    }
+
+    /// ``append(_:encoded:to:)`` reporting through `completion` (see ``CompletingConversationStore``).
+    public func append(
+        _ events: [JSONValue], encoded: [[UInt8]], to senderID: String,
+        completion: @escaping @Sendable (Result<Void, any Error>) -> Void
+    ) {
+        guard !events.isEmpty, encoded.count == events.count else {
+            completion(events.isEmpty ? .success(()) : .failure(StoreError(code: .other, path: configuration.path, description: "conversation store \(configuration.path): \(events.count) events with \(encoded.count) encoded texts")))
+            return
+        }
+        enqueue(Self.rows(events, encoded: encoded), to: senderID, done: completion)
+    }
+
+    private static func rows(_ events: [JSONValue], encoded: [[UInt8]]) -> [EncodedEvent] {
         var rows: [EncodedEvent] = []
         rows.reserveCapacity(events.count)
         for (event, text) in zip(events, encoded) {
             rows.append(EncodedEvent(type: TrackerEvent.kind(of: event) ?? "", timestamp: event["timestamp"]?.doubleValue ?? 0, data: text))
         }
-        try await enqueue(rows, to: senderID)
+        return rows
     }
 
     /// Queues `rows` for the group-committing writer and returns once their transaction has committed.
     private func enqueue(_ rows: [EncodedEvent], to senderID: String) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let startWriter = pending.withLock { p in
-                p.writes.append(PendingWrite(senderID: senderID, rows: rows, continuation: continuation))
-                if p.writing { return false }
-                p.writing = true
-                return true
-            }
-            guard startWriter else { return }
-            if let workers = WorkerPool.current, !workers.hasQueuedWork {
-                // Called from a turn on the dispatcher's worker pool with nothing else waiting: this thread commits
-                // the batch itself instead of waking a writer thread and being woken again (a latency win when
-                // turns come one at a time). Under load the writer queue commits, so that appends arriving
-                // during one fsync share the next (group commit). Later batches go to the writer queue.
-                let more = workers.runBlocking(long: true) { () -> Bool in
-                    _ = writeOneBatch()
-                    return pending.withLock { p in
-                        if p.writes.isEmpty { p.writing = false }
-                        return p.writing
-                    }
+            enqueue(rows, to: senderID) { continuation.resume(with: $0) }
+        }
+    }
+
+    /// Queues `rows` for the group-committing writer; `done` gets the outcome once their transaction ends.
+    private func enqueue(_ rows: [EncodedEvent], to senderID: String, done: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        let startWriter = pending.withLock { p in
+            p.writes.append(PendingWrite(senderID: senderID, rows: rows, done: done))
+            if p.writing { return false }
+            p.writing = true
+            return true
+        }
+        guard startWriter else { return }
+        if let workers = WorkerPool.current, !workers.hasQueuedWork {
+            // Called from a turn on the dispatcher's worker pool with nothing else waiting: this thread commits
+            // the batch itself instead of waking a writer thread and being woken again (a latency win when
+            // turns come one at a time). Under load the writer queue commits, so that appends arriving
+            // during one fsync share the next (group commit). Later batches go to the writer queue.
+            let more = workers.runBlocking(long: true) { () -> Bool in
+                _ = writeOneBatch()
+                return pending.withLock { p in
+                    if p.writes.isEmpty { p.writing = false }
+                    return p.writing
                 }
-                if more { writerQueue.async { self.writeLoop() } } else { afterWrites() }
-            } else {
-                writerQueue.async { self.writeLoop() }
             }
+            if more { writerQueue.async { self.writeLoop() } } else { afterWrites() }
+        } else {
+            writerQueue.async { self.writeLoop() }
         }
     }
 
@@ -483,21 +505,21 @@ public final class SQLiteConversationStore: ConversationStore {
                     $0.commits += 1
                     $0.committedAppends += batch.count
                 }
-                for w in batch { w.continuation.resume() }
+                for w in batch { w.done(.success(())) }
                 committedRows = batch.reduce(0) { $0 + $1.rows.count }
             } catch where batch.count > 1 {
                 // Find which appends fail on their own; the others still get written.
                 for w in batch {
                     do {
                         try commit([w])
-                        w.continuation.resume()
+                        w.done(.success(()))
                         committedRows += w.rows.count
                     } catch {
-                        w.continuation.resume(throwing: Self.writeError(error, path: configuration.path))
+                        w.done(.failure(Self.writeError(error, path: configuration.path)))
                     }
                 }
             } catch {
-                batch[0].continuation.resume(throwing: Self.writeError(error, path: configuration.path))
+                batch[0].done(.failure(Self.writeError(error, path: configuration.path)))
             }
             // Index the tail once it is long enough: after the appends above were answered, before the next batch.
             let due = pending.withLock { p in

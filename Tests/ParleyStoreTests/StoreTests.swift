@@ -189,6 +189,41 @@ enum StoreKind: String, CaseIterable, Sendable {
         return String(result.responses.first?["text"]?.stringValue?.prefix(6) ?? "")
     }
 
+    /// Messages submitted back to back: each turn's append may still be committing (the drain task does not
+    /// wait for it when the mailbox is empty) when the next arrives; the next turn must see its events, and
+    /// the replies and stored events keep the order — on the worker pool as in `parley serve`.
+    @Test(arguments: [false, true])
+    func backToBackMessagesKeepTheirOrder(onWorkerPool: Bool) async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir + "/parley.db"
+            let pool = WorkerPool(threads: 2)
+            let dispatcher = Dispatcher(
+                agent: CountingAgent(), store: try SQLiteConversationStore(configuration: .init(path: path)),
+                executor: onWorkerPool ? pool : nil)
+            let replies = Mutex<[String]>([])
+            try await run(dispatcher) { () async throws -> Void in
+                await withTaskGroup(of: Void.self) { group in
+                    for i in 0..<30 {
+                        // submit() returns at once: the next message is queued while this one is processed.
+                        let done = AsyncStream<Void>.makeStream()
+                        dispatcher.submit(UserMessage(text: "m\(i)", senderID: "bob", inputChannel: "rest")) { result in
+                            if case .success(let turn) = result {
+                                replies.withLock { $0.append(String(turn.responses.first?["text"]?.stringValue?.split(separator: " ").prefix(2).joined(separator: " ") ?? "")) }
+                            }
+                            done.continuation.finish()
+                        }
+                        group.addTask { for await _ in done.stream {} }
+                        if i % 3 == 0 { try? await Task.sleep(for: .milliseconds(1)) }
+                    }
+                }
+            }
+            #expect(replies.withLock { $0 } == (1...30).map { "turn \($0)" })
+            let stored = try await SQLiteConversationStore(configuration: .init(path: path)).events(of: "bob", types: ["user"])
+            #expect(stored?.compactMap { $0["text"]?.stringValue } == (0..<30).map { "m\($0)" })
+            try await pool.shutdown()
+        }
+    }
+
     @Test func conversationContinuesAfterRestart() async throws {
         try await withTemporaryDirectory { dir in
             let path = dir + "/parley.db"
