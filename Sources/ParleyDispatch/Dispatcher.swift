@@ -679,7 +679,7 @@ public final class Dispatcher: TurnHandler, Service {
             var evicted: [String] = []
             for (id, c) in map {
                 let idle = c.state.withLock { s in
-                    guard !s.running, s.queue.isEmpty, s.lastActive <= cutoff else { return false }
+                    guard !s.running, s.queue.isEmpty, s.appendsInFlight == 0, s.lastActive <= cutoff else { return false }
                     s.evicted = true
                     return true
                 }
