@@ -1,4 +1,4 @@
-public import ParleyCore
+import ParleyCore
 public import ParleyJSON
 
 /// The conversation HTTP API, without an HTTP framework: the channel layer mounts these functions on its

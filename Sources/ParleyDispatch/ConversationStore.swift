@@ -1,4 +1,4 @@
-public import ParleyCore
+import ParleyCore
 public import ParleyJSON
 import Synchronization
 
