@@ -38,12 +38,10 @@ public struct SQLiteStoreConfiguration: Sendable {
     public var busyTimeoutSeconds: Double
     /// Most concurrent appends committed in one transaction (group commit).
     public var maxBatchSize: Int
-    /// Unindexed events (the tail of the log) that make the writer index them, in one transaction of its own.
-    /// Reads scan the unindexed tail, so this bounds their extra cost; larger batches write fewer index pages.
+    /// Unindexed events (the tail of the log) that make the writer index them, in one transaction of its own
+    /// (a longer tail, e.g. left by a crash, is indexed this many events per transaction). The store keeps the
+    /// tail's ids per conversation in memory, so this bounds that memory; larger batches write fewer index pages.
     public var indexBatchEvents: Int
-    /// Most events one indexer transaction covers: past ``indexBatchEvents`` the writer indexes a chunk after
-    /// each commit until the tail is short again, so no commit waits for a long indexer run (the p99).
-    public var indexChunkEvents: Int
     /// Seconds without appends after which the writer indexes the tail even when it is shorter than
     /// ``indexBatchEvents``; nil = only by size.
     public var indexIdleSeconds: Double?
@@ -62,7 +60,6 @@ public struct SQLiteStoreConfiguration: Sendable {
         busyTimeoutSeconds: Double = 5,
         maxBatchSize: Int = 512,
         indexBatchEvents: Int = 32_768,
-        indexChunkEvents: Int = 32_768,
         indexIdleSeconds: Double? = 1,
         walAutocheckpointPages: Int = 4_096
     ) {
@@ -72,7 +69,6 @@ public struct SQLiteStoreConfiguration: Sendable {
         self.busyTimeoutSeconds = busyTimeoutSeconds
         self.maxBatchSize = maxBatchSize
         self.indexBatchEvents = indexBatchEvents
-        self.indexChunkEvents = indexChunkEvents
         self.indexIdleSeconds = indexIdleSeconds
         self.walAutocheckpointPages = walAutocheckpointPages
     }
@@ -526,7 +522,7 @@ public final class SQLiteConversationStore: CompletingConversationStore {
                 p.unindexed += committedRows
                 return p.unindexed >= max(p.indexAt, max(1, configuration.indexBatchEvents))
             }
-            if due { indexTail(limit: max(1, configuration.indexChunkEvents)) }
+            if due { indexTail(limit: max(1, configuration.indexBatchEvents)) }
         }
         return true
     }
@@ -562,7 +558,7 @@ public final class SQLiteConversationStore: CompletingConversationStore {
 
     /// Indexes every committed event after the watermark, a chunk per transaction.
     func indexTail() {
-        while indexTail(limit: max(1, configuration.indexChunkEvents)) {}
+        while indexTail(limit: max(1, configuration.indexBatchEvents)) {}
     }
 
     /// Indexes the committed events after the watermark, at most `limit` ids' worth, and moves the watermark, in
@@ -574,7 +570,7 @@ public final class SQLiteConversationStore: CompletingConversationStore {
             let moved = try pool.write { db -> (from: Int, through: Int, end: Int)? in
                 let watermark = try Self.watermark(db)
                 guard let end = try Int.fetchOne(db, sql: "SELECT max(id) FROM events"), end > watermark else { return nil }
-                let last = min(end, watermark + limit)
+                let last = end - watermark <= limit ? end : watermark + limit
                 try db.execute(
                     sql: "INSERT INTO event_index (sender_id, id) SELECT sender_id, id FROM events WHERE id > ?1 AND id <= ?2 ORDER BY sender_id, id",
                     arguments: [watermark, last])
