@@ -75,8 +75,8 @@ store:
 """
 
 
-def start(config_text=None, args=(), env=None, wait=True, workdir=None, files=None):
-    """Starts `parley serve` in a temp folder; returns a Server (waits until the REST health route answers)."""
+def _serve_command(config_text, files, workdir=None):
+    """A temp folder holding `files` and `parley.yml` (when given), and the `parley serve` command for it."""
     workdir = workdir or tempfile.mkdtemp(prefix="parley-test-")
     for name, content in (files or {}).items():
         with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
@@ -86,6 +86,12 @@ def start(config_text=None, args=(), env=None, wait=True, workdir=None, files=No
         with open(os.path.join(workdir, "parley.yml"), "w", encoding="utf-8") as f:
             f.write(config_text)
         cmd += ["--config", "parley.yml"]
+    return workdir, cmd
+
+
+def start(config_text=None, args=(), env=None, wait=True, workdir=None, files=None):
+    """Starts `parley serve` in a temp folder; returns a Server (waits until the REST health route answers)."""
+    workdir, cmd = _serve_command(config_text, files, workdir)
     port = free_port()
     cmd += ["--port", str(port)] + list(args)
     log_path = os.path.join(workdir, "parley.log")
@@ -112,15 +118,7 @@ def start(config_text=None, args=(), env=None, wait=True, workdir=None, files=No
 
 def run_to_exit(config_text=None, args=(), env=None, files=None, timeout=30):
     """Runs `parley serve` expecting it to exit on its own; returns (exit code, output)."""
-    workdir = tempfile.mkdtemp(prefix="parley-test-")
-    for name, content in (files or {}).items():
-        with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
-            f.write(content)
-    cmd = [PARLEY, "serve"]
-    if config_text is not None:
-        with open(os.path.join(workdir, "parley.yml"), "w", encoding="utf-8") as f:
-            f.write(config_text)
-        cmd += ["--config", "parley.yml"]
+    workdir, cmd = _serve_command(config_text, files)
     cmd += list(args)
     full_env = dict(os.environ)
     full_env.update(env or {})
