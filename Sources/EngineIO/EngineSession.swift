@@ -65,8 +65,9 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
     private var outboxBytes = 0
     private var pendingPoll: EventLoopPromise<PollOutcome>?
     private var postInFlight = false
-    /// The pending poll arrived during an upgrade (see ``poll(promise:)``).
-    private var pollHeldForUpgrade = false
+    /// Set while the pending poll is held because it arrived during an upgrade (see ``poll(promise:)``): the
+    /// grace timer that answers it with a noop. Cancelled whenever the held poll is answered earlier.
+    private var heldPollTimer: Scheduled<Void>?
     static let upgradePollGrace = TimeAmount.milliseconds(100)
     static let probedPollGrace = TimeAmount.milliseconds(30)
     private var heartbeatState: Heartbeat = .waitingToPing
@@ -241,13 +242,19 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
 
     private func holdPoll(_ promise: EventLoopPromise<PollOutcome>, grace: TimeAmount) {
         pendingPoll = promise
-        pollHeldForUpgrade = true
-        eventLoop.scheduleTask(in: grace) { [weak self] in
-            guard let self, self.pollHeldForUpgrade, let poll = self.pendingPoll else { return }
-            self.pendingPoll = nil
-            self.pollHeldForUpgrade = false
-            poll.succeed(.payload([UInt8(ascii: "6")]))
+        heldPollTimer = eventLoop.scheduleTask(in: grace) { [weak self] in
+            guard let self, self.heldPollTimer != nil else { return }
+            self.answerPendingPollWithNoop()
         }
+    }
+
+    /// Answers the pending poll with a noop (`6`) and stops its grace timer, if one is held or pending.
+    private func answerPendingPollWithNoop() {
+        heldPollTimer?.cancel()
+        heldPollTimer = nil
+        guard let poll = pendingPoll else { return }
+        pendingPoll = nil
+        poll.succeed(.payload([UInt8(ascii: "6")]))
     }
 
     /// A WebSocket upgrade request for this session was accepted and its 101 is about to be sent; the handler
@@ -264,7 +271,8 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
 
     /// A held poll goes back to being an ordinary pending poll.
     private func releaseHeldPoll() {
-        pollHeldForUpgrade = false
+        heldPollTimer?.cancel()
+        heldPollTimer = nil
         flushPollIfPossible()
     }
 
@@ -374,17 +382,18 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
                 // The handler has already answered `3probe` on its own loop.
                 if !link.probeAnswered { link.write(packet: .pong("probe")) }
                 upgrade = .probing(link, probed: true, timer: timer)
-                if let poll = pendingPoll, !pollHeldForUpgrade {
-                    pendingPoll = nil
-                    poll.succeed(.payload([UInt8(ascii: "6")]))
-                }
+                // A poll pending now (held because it came right after the probe WebSocket opened, as
+                // socket.io-client 3.x sends it, or an ordinary one) gets a noop at once, so the client can
+                // pause polling and send `5` (python-engineio does the same; Node within 100 ms).
+                answerPendingPollWithNoop()
             case .success(.upgrade) where probed:
                 timer?.cancel()
                 upgrade = .none
                 transport = .websocket(link)
+                heldPollTimer?.cancel()
+                heldPollTimer = nil
                 if let poll = pendingPoll {
                     pendingPoll = nil
-                    pollHeldForUpgrade = false
                     poll.succeed(.badRequest("Bad request: the session was upgraded to websocket"))
                 }
                 let queued = outbox
@@ -479,9 +488,10 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
         switch transport {
         case .polling:
             let deliverQueued = reason == .serverClose || reason == .shutdown
+            heldPollTimer?.cancel()
+            heldPollTimer = nil
             if let poll = pendingPoll {
                 pendingPoll = nil
-                pollHeldForUpgrade = false
                 if deliverQueued {
                     poll.succeed(.payload(takeOutboxPayload(appending: .close)))
                 } else {

@@ -145,6 +145,30 @@ struct WebSocketTests {
         }
     }
 
+    /// socket.io-client 3.x (rasa-webchat) opens the probe WebSocket and sends its next polling GET at once, before
+    /// `2probe`. That GET is held while the upgrade is in flight; the probe must answer it with a noop right away,
+    /// not at the end of the upgrade grace. The order shows it without timing: the client sends `5` as soon as
+    /// `3probe` arrives, well inside the grace; a GET still held then would get 400 (upgraded) instead of `6`.
+    @Test func pollHeldBeforeTheProbeGetsNoopWhenTheProbeArrives() async throws {
+        try await TestServer.with { server in
+            let sid = try await server.openPollingSession()
+            let pollTarget = "/engine.io/?EIO=4&transport=polling&sid=\(sid)"
+            let ws = try await WSTestClient.connect(port: server.port, target: "/engine.io/?EIO=4&transport=websocket&sid=\(sid)")
+            #expect(ws.upgradeStatus == 101)
+            let held = try await RawConnection.connect(port: server.port)
+            try await held.send(HTTPTestClient.requestBytes("GET", pollTarget))
+            #expect(await held.next(timeout: .milliseconds(20), HTTPTestClient.parse) == nil)
+            try await ws.send("2probe")
+            #expect(try await ws.nextMessage()?.text == "3probe")
+            try await ws.send("5")
+            let answer = try #require(await held.next(HTTPTestClient.parse))
+            #expect(answer.status == 200)
+            #expect(answer.text == "6")
+            try await ws.send("4hello")
+            #expect(try await ws.nextMessage()?.text == "4hello")
+        }
+    }
+
     @Test func abortedProbeKeepsThePollingSession() async throws {
         try await TestServer.with { server in
             let sid = try await server.openPollingSession()
