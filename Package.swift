@@ -89,6 +89,7 @@ let package = Package(
             name: "ParleyDispatch",
             dependencies: [
                 "ParleyCore", "ParleyJSON",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -240,6 +241,7 @@ let package = Package(
             name: "ParleyDispatchTests",
             dependencies: [
                 "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings

@@ -1,4 +1,5 @@
 public import ParleyJSON
+import ParleyCore
 
 /// Channel-neutral mapping of Rasa response dicts to channel messages, shared by the Socket.IO and REST
 /// channels.
@@ -26,7 +27,7 @@ public enum OutputMapping {
         var out: [JSONValue] = []
         if let replies = truthy(r["quick_replies"]) ?? truthy(r["buttons"]) {
             let quickReplies = JSONValue.array(elementsOf(replies).compactMap(quickReply))
-            let parts = paragraphs(r["text"]?.stringValue ?? "")
+            let parts = Paragraphs.split(r["text"]?.stringValue ?? "")
             if parts.isEmpty {
                 out.append(["quick_replies": quickReplies])
             } else {
@@ -35,7 +36,7 @@ public enum OutputMapping {
                 }
             }
         } else if let text = truthy(r["text"]) {
-            for p in paragraphs(textOf(text)) { out.append(["text": .string(p)]) }
+            for p in Paragraphs.split(textOf(text)) { out.append(["text": .string(p)]) }
         }
         if let custom = truthy(r["custom"]) {
             if case .object(let c) = custom, let data = c["data"] {
@@ -80,7 +81,7 @@ public enum OutputMapping {
         if let buttons = truthy(r["quick_replies"]) ?? truthy(r["buttons"]) {
             out.append(message(("text", r["text"]), ("buttons", buttons)))
         } else if let text = truthy(r["text"]) {
-            for p in paragraphs(textOf(text)) { out.append(message(("text", .string(p)))) }
+            for p in Paragraphs.split(textOf(text)) { out.append(message(("text", .string(p)))) }
         }
         if let custom = truthy(r["custom"]) { out.append(message(("custom", custom))) }
         if let image = truthy(r["image"]) { out.append(message(("image", image))) }
@@ -106,40 +107,6 @@ public enum OutputMapping {
     }
 
     // MARK: - Helpers
-
-    /// Python's `text.strip().split("\n\n")` without the empty parts (Rasa Pro skips them).
-    static func paragraphs(_ text: String) -> [String] {
-        let stripped = pythonStrip(text)
-        guard !stripped.isEmpty else { return [] }
-        // Split on "\n\n" left to right without overlap, as Python's str.split does.
-        let bytes = Array(stripped.utf8)
-        var parts: [String] = []
-        var start = 0
-        var i = 0
-        while i + 1 < bytes.count {
-            if bytes[i] == 0x0A && bytes[i + 1] == 0x0A {
-                parts.append(String(decoding: bytes[start..<i], as: UTF8.self))
-                i += 2
-                start = i
-            } else {
-                i += 1
-            }
-        }
-        parts.append(String(decoding: bytes[start...], as: UTF8.self))
-        return parts.filter { !$0.isEmpty }
-    }
-
-    /// Python's `str.strip()` (Unicode whitespace plus the separators 0x1C–0x1F).
-    static func pythonStrip(_ text: String) -> Substring {
-        func isSpace(_ s: Unicode.Scalar) -> Bool {
-            s.properties.isWhitespace || (0x1C...0x1F).contains(s.value)
-        }
-        let scalars = text.unicodeScalars
-        guard let first = scalars.firstIndex(where: { !isSpace($0) }),
-            let last = scalars.lastIndex(where: { !isSpace($0) })
-        else { return "" }
-        return Substring(scalars[first...last])
-    }
 
     /// A button as a Socket.IO quick reply: `{"content_type":"text","title","payload"}`; the payload defaults to
     /// the title (Rasa Pro). Buttons that are not objects are dropped.

@@ -1,4 +1,5 @@
 import Dispatch
+import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -232,9 +233,15 @@ public final class WorkerPool: TaskExecutor, @unchecked Sendable {
 
     // MARK: - Internals
 
-    /// CPUs in this process's affinity mask (`Cpus_allowed` in `/proc/self/status`: `taskset`, a container's
-    /// cpuset), else the online CPUs.
+    /// The CPUs this process can use: the fewer of NIO's `System.coreCount` (a cgroup CPU quota, rounded up, or the
+    /// cgroup's cpuset — a container limited to 2 CPUs on a 32-core host counts 2) and the CPUs in the process's
+    /// affinity mask (`Cpus_allowed` in `/proc/self/status`: `taskset`, which NIO does not read).
     public static func usableCPUCount() -> Int {
+        min(System.coreCount, affinityCPUCount())
+    }
+
+    /// CPUs in this process's affinity mask, else the online CPUs.
+    static func affinityCPUCount() -> Int {
         let online = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         guard let file = fopen("/proc/self/status", "r") else { return online }
         defer { fclose(file) }

@@ -132,4 +132,12 @@ struct TextHelperTests {
         #expect(Paragraphs.split("a\n\n\n\nb") == ["a", "b"])
         #expect(Paragraphs.split(" a  b ") == ["a  b"])
     }
+
+    /// Incoming text and outgoing paragraphs strip what Python's `str.strip()` strips, U+001C–U+001F included
+    /// (the channels' copy used to keep them while the output mapping stripped them).
+    @Test func stripIsPythons() {
+        #expect(Paragraphs.pythonStrip("\u{1C}\u{1D} hi \u{1E}\u{1F}\u{85}\u{3000}") == "hi")
+        #expect(Paragraphs.pythonStrip("\u{200B}hi") == "\u{200B}hi")  // ZERO WIDTH SPACE is not whitespace in Python
+        #expect(Paragraphs.split("\u{1F}a\n\nb\u{1C}") == ["a", "b"])
+    }
 }

@@ -1,8 +1,17 @@
+import NIOCore
 import ParleyDispatch
 import Synchronization
 import Testing
 
 @Suite struct WorkerPoolTests {
+    /// The CPU count that sizes the event loops and the pool honours a cgroup CPU quota or cpuset (NIO's
+    /// `System.coreCount`) as well as the affinity mask.
+    @Test func usableCPUsNeverExceedTheCgroupLimit() {
+        let usable = WorkerPool.usableCPUCount()
+        #expect(usable >= 1)
+        #expect(usable <= System.coreCount)
+    }
+
     @Test func returnsResult() async throws {
         let pool = WorkerPool(threads: 2)
         let value = try await pool.run(deadline: .seconds(5)) { 6 * 7 }
