@@ -12,9 +12,9 @@ SWIFT_TEST_FLAGS ?= --parallel
 
 all: build plugins
 
-## deps: install missing system packages (libffi-dev, hiredis, redis-server, python3-venv, rustc, ...)
+## deps: install the missing Debian packages the build needs (libffi-dev, zlib1g-dev, libsqlite3-dev, cc, rustc)
 deps:
-	@bash scripts/deps.sh
+	@bash scripts/deps.sh build
 
 ## build: the runtime (debug)
 build: deps
@@ -41,6 +41,7 @@ test-swift:
 	$(SWIFT) test $(SWIFT_TEST_FLAGS)
 
 test-python:
+	@bash scripts/deps.sh test
 	@bash scripts/pyenv.sh $(VENV)
 	@if ls Tests/python/test_*.py >/dev/null 2>&1; then \
 	  PARLEY_BIN=$(abspath $(BIN)) PARLEY_PLUGINS=$(abspath $(PLUGIN_DIR)) $(VENV)/bin/python -m pytest -q Tests/python; \
@@ -48,6 +49,7 @@ test-python:
 
 ## bench: release build, then Parley vs python-socketio vs raw SwiftNIO (not part of make test)
 bench: deps
+	@bash scripts/deps.sh bench
 	bash scripts/bench.sh
 
 clean:

@@ -324,7 +324,7 @@ private struct Context {
                 throw ConfigError(file: file, keyPath: "\(path).name", message: "duplicate agent name \(JSONValue.string(name).serialized); names must be unique")
             }
             guard let plugin = try r.nonEmptyString("plugin", expected: "the path of the agent's shared object") else {
-                throw ConfigError(file: file, keyPath: "\(path).plugin", message: "missing; give the path of the agent's shared object (e.g. build/plugins/libparley_mirror.so)")
+                throw ConfigError(file: file, keyPath: "\(path).plugin", message: "missing; give the path of the agent's shared object (e.g. build/plugins/libmirror.so)")
             }
             var agent = AgentConfiguration(name: name, pluginPath: resolve(plugin))
             agent.deadline = try r.seconds("deadline")
@@ -465,7 +465,7 @@ extension ParleyConfiguration {
         if agents.isEmpty {
             throw ConfigError(
                 file: file, keyPath: "agents",
-                message: "at least one agent is required, e.g.\n  agents:\n    - name: mirror\n      plugin: build/plugins/libparley_mirror.so")
+                message: "at least one agent is required, e.g.\n  agents:\n    - name: mirror\n      plugin: build/plugins/libmirror.so")
         }
         if channels.socketIO == nil && channels.rest == nil {
             throw ConfigError(file: file, keyPath: "channels", message: "no channel is configured; add socketio: and/or rest:")
