@@ -1,3 +1,5 @@
+public import HTTPTypes
+
 /// Configuration of one ``EngineIOServer``. Every field has a default; the defaults match the Engine.IO
 /// reference server (`/socket.io/`, 25 s ping interval, 20 s ping timeout, 1 MB max payload).
 public struct EngineIOConfiguration: Sendable {
@@ -31,6 +33,41 @@ public struct EngineIOConfiguration: Sendable {
         public static var disabled: Self { .init() }
         /// Every origin allowed (`Access-Control-Allow-Origin: *`).
         public static var anyOrigin: Self { .init(allowedOrigins: ["*"]) }
+
+        /// The CORS response headers for a request from `origin` (the `Origin` header, nil when absent), or nil
+        /// when the origin is not allowed. With no allowed origins every request passes with no headers; a
+        /// request without `Origin` (not from a browser page) always passes.
+        public func responseHeaders(origin: String?) -> HTTPFields? {
+            guard !allowedOrigins.isEmpty else { return [:] }
+            var headers = HTTPFields()
+            if allowedOrigins.contains("*") {
+                if allowCredentials, let origin {
+                    headers[.accessControlAllowOrigin] = origin
+                    headers[.vary] = "Origin"
+                } else {
+                    headers[.accessControlAllowOrigin] = "*"
+                }
+            } else {
+                guard let origin else { return [:] }
+                guard allowedOrigins.contains(origin) else { return nil }
+                headers[.accessControlAllowOrigin] = origin
+                headers[.vary] = "Origin"
+            }
+            if allowCredentials {
+                headers[.accessControlAllowCredentials] = "true"
+            }
+            return headers
+        }
+
+        /// The headers of a preflight (`OPTIONS`) answer: ``responseHeaders(origin:)`` plus the allowed methods,
+        /// the requested headers and a max age of one day.
+        public func preflightHeaders(origin: String?, requestedHeaders: String?) -> HTTPFields? {
+            guard var headers = responseHeaders(origin: origin) else { return nil }
+            headers[.accessControlAllowMethods] = "GET,HEAD,PUT,PATCH,POST,DELETE"
+            if let requestedHeaders { headers[.accessControlAllowHeaders] = requestedHeaders }
+            headers[.accessControlMaxAge] = "86400"
+            return headers
+        }
     }
 
     /// The HTTP path the server answers on, e.g. `/socket.io/` or `/engine.io/`. Matched with or without the

@@ -138,34 +138,6 @@ public final class EngineIOServer: Service, Sendable {
 
     // MARK: CORS
 
-    enum OriginCheck {
-        case allowed(HTTPFields)
-        case rejected
-    }
-
-    func checkOrigin(_ origin: String?) -> OriginCheck {
-        let cors = configuration.cors
-        guard !cors.allowedOrigins.isEmpty else { return .allowed([:]) }
-        var headers = HTTPFields()
-        if cors.allowedOrigins.contains("*") {
-            if cors.allowCredentials, let origin {
-                headers[.accessControlAllowOrigin] = origin
-                headers[.vary] = "Origin"
-            } else {
-                headers[.accessControlAllowOrigin] = "*"
-            }
-        } else {
-            guard let origin else { return .allowed([:]) }
-            guard cors.allowedOrigins.contains(origin) else { return .rejected }
-            headers[.accessControlAllowOrigin] = origin
-            headers[.vary] = "Origin"
-        }
-        if cors.allowCredentials {
-            headers[.accessControlAllowCredentials] = "true"
-        }
-        return .allowed(headers)
-    }
-
     // MARK: HTTP (long-polling)
 
     static let unsupportedVersionMessage =
@@ -177,21 +149,12 @@ public final class EngineIOServer: Service, Sendable {
     ///   - channel: the connection it came on (its event loop hosts new sessions; its peer address is recorded).
     /// - Returns: the complete response.
     public func respond(to request: Request, channel: any Channel) async -> EngineHTTPResponse {
-        let corsHeaders: HTTPFields
-        switch checkOrigin(request.headers[.origin]) {
-        case .rejected:
+        guard let corsHeaders = configuration.cors.responseHeaders(origin: request.headers[.origin]) else {
             logger.info("Engine.IO request refused: origin not allowed", metadata: ["engineio.origin": "\(request.headers[.origin] ?? "")"])
             return .text(.badRequest, "Not an accepted origin.", headers: [:])
-        case .allowed(let headers):
-            corsHeaders = headers
         }
         if request.method == .options {
-            var headers = corsHeaders
-            headers[.accessControlAllowMethods] = "GET,HEAD,PUT,PATCH,POST,DELETE"
-            if let requested = request.headers[.accessControlRequestHeaders] {
-                headers[.accessControlAllowHeaders] = requested
-            }
-            headers[.accessControlMaxAge] = "86400"
+            let headers = configuration.cors.preflightHeaders(origin: request.headers[.origin], requestedHeaders: request.headers[.accessControlRequestHeaders]) ?? corsHeaders
             return EngineHTTPResponse(status: .noContent, headers: headers, body: [])
         }
         let query = request.uri.queryParameters
@@ -318,10 +281,8 @@ public final class EngineIOServer: Service, Sendable {
 
     /// Validates a WebSocket upgrade request (query, origin, sid). Runs on the connection's loop.
     func webSocketDecision(uri: URI, headers: HTTPHeaders, channel: any Channel) -> WebSocketDecision {
-        let corsHeaders: HTTPFields
-        switch checkOrigin(headers.first(name: "origin")) {
-        case .rejected: return .refuse("origin not allowed", .text(.badRequest, "Not an accepted origin.", headers: [:]))
-        case .allowed(let fields): corsHeaders = fields
+        guard let corsHeaders = configuration.cors.responseHeaders(origin: headers.first(name: "origin")) else {
+            return .refuse("origin not allowed", .text(.badRequest, "Not an accepted origin.", headers: [:]))
         }
         let query = uri.queryParameters
         guard query["EIO"] == "4" else {

@@ -128,6 +128,10 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
         return false
     }
 
+    /// A polling GET is waiting for an answer (held or not). Loop only; for tests that must order a GET before
+    /// a WebSocket packet on another connection.
+    var hasPendingPoll: Bool { pendingPoll != nil }
+
     // MARK: Sending
 
     func sendOnLoop(_ messages: [EngineMessage]) {

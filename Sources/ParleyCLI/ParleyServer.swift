@@ -35,7 +35,11 @@ struct ParleyServer {
         let tls = try configuration.server.tls.map { try ServerTLS($0) }
         let runtime = try await Runtime.make(configuration, logger: logger)
         let router = Router()
+        if let socketConfig = configuration.channels.socketIO, !socketConfig.corsOrigins.isEmpty {
+            router.add(middleware: CORSRouteMiddleware(cors: socketConfig.cors))
+        }
         router.get("/") { _, _ in "Hello from Parley: \(parleyVersion)" }
+        HealthRoute.add(to: router, store: runtime.store)
 
         var engines: [EngineIOServer] = []
         if let socketConfig = configuration.channels.socketIO {
@@ -55,7 +59,7 @@ struct ParleyServer {
                 pingInterval: .milliseconds(Int64(socketConfig.pingInterval * 1000)),
                 pingTimeout: .milliseconds(Int64(socketConfig.pingTimeout * 1000)),
                 maxPayload: socketConfig.maxPayload,
-                cors: .init(allowedOrigins: socketConfig.corsOrigins, allowCredentials: !socketConfig.corsOrigins.isEmpty),
+                cors: socketConfig.cors,
                 perMessageDeflate: socketConfig.perMessageDeflate.map {
                     PerMessageDeflate(
                         threshold: $0.threshold,
@@ -150,6 +154,13 @@ struct PluginHostService: Service {
             try? await gracefulShutdown()
             await host.shutdown()
         }
+    }
+}
+
+extension SocketIOChannelConfiguration {
+    /// The Socket.IO endpoint's CORS settings from `cors_origins`; the HTTP routes use the same.
+    var cors: EngineIOConfiguration.CORS {
+        .init(allowedOrigins: corsOrigins, allowCredentials: !corsOrigins.isEmpty)
     }
 }
 

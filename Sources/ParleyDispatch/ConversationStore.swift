@@ -23,9 +23,15 @@ public protocol ConversationStore: Sendable {
     /// ``append(_:to:)`` with each event's compact JSON text (`encoded[i]` is `events[i].serialized`'s bytes), so
     /// a store that keeps JSON text does not serialise the events again. The default ignores the text.
     func append(_ events: [JSONValue], encoded: [[UInt8]], to senderID: String) async throws
+
+    /// Returns when the store can serve reads and appends now; throws an error naming what is wrong otherwise
+    /// (`GET /health` answers 503 with it, so a load balancer takes the node out). The default is always healthy.
+    func checkHealth() async throws
 }
 
 extension ConversationStore {
+    public func checkHealth() async throws {}
+
     public func append(_ events: [JSONValue], encoded: [[UInt8]], to senderID: String) async throws {
         try await append(events, to: senderID)
     }

@@ -148,6 +148,8 @@ public final class SQLiteConversationStore: CompletingConversationStore {
         var writing = false
         var commits = 0
         var committedAppends = 0
+        /// Why the latest commit failed; nil once a commit succeeds again (``checkHealth()``).
+        var lastWriteFailure: String?
         /// Committed events not yet indexed (above the watermark), as the writer counts them.
         var unindexed = 0
         /// Index when `unindexed` reaches this (raised after a failed indexer run so it is not retried per commit).
@@ -313,6 +315,18 @@ public final class SQLiteConversationStore: CompletingConversationStore {
             for row in tail { events.append(try JSONValue.parse(row.data)) }
             // A stored conversation has at least the event its session starts with.
             return events.isEmpty ? nil : events
+        }
+    }
+
+    /// Healthy when the file can be read and the latest commit did not fail (a full disk or a read-only file
+    /// makes every commit fail while reads still work).
+    public func checkHealth() async throws {
+        if let failure = pending.withLock({ $0.lastWriteFailure }) {
+            throw StoreError(code: .other, path: configuration.path, description: "the latest commit failed: \(failure)")
+        }
+        _ = try await read { db in
+            _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM sqlite_master")
+            return nil
         }
     }
 
@@ -500,6 +514,7 @@ public final class SQLiteConversationStore: CompletingConversationStore {
                 pending.withLock {
                     $0.commits += 1
                     $0.committedAppends += batch.count
+                    $0.lastWriteFailure = nil
                 }
                 for w in batch { w.done(.success(())) }
                 committedRows = batch.reduce(0) { $0 + $1.rows.count }
@@ -508,14 +523,19 @@ public final class SQLiteConversationStore: CompletingConversationStore {
                 for w in batch {
                     do {
                         try commit([w])
+                        pending.withLock { $0.lastWriteFailure = nil }
                         w.done(.success(()))
                         committedRows += w.rows.count
                     } catch {
-                        w.done(.failure(Self.writeError(error, path: configuration.path)))
+                        let failure = Self.writeError(error, path: configuration.path)
+                        pending.withLock { $0.lastWriteFailure = failure.description }
+                        w.done(.failure(failure))
                     }
                 }
             } catch {
-                batch[0].done(.failure(Self.writeError(error, path: configuration.path)))
+                let failure = Self.writeError(error, path: configuration.path)
+                pending.withLock { $0.lastWriteFailure = failure.description }
+                batch[0].done(.failure(failure))
             }
             // Index the tail once it is long enough: after the appends above were answered, before the next batch.
             let due = pending.withLock { p in

@@ -1,4 +1,5 @@
-import EngineIO
+@testable import EngineIO
+import NIOCore
 import Testing
 
 @Suite("Engine.IO WebSocket and upgrade over real sockets")
@@ -157,7 +158,13 @@ struct WebSocketTests {
             #expect(ws.upgradeStatus == 101)
             let held = try await RawConnection.connect(port: server.port)
             try await held.send(HTTPTestClient.requestBytes("GET", pollTarget))
-            #expect(await held.next(timeout: .milliseconds(20), HTTPTestClient.parse) == nil)
+            // The GET and the WebSocket are two connections: wait until the session holds the GET.
+            let session = try #require(server.engine.lookupSession(sid))
+            for _ in 0..<500 {
+                if try await session.eventLoop.submit({ session.hasPendingPoll }).get() { break }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(try await session.eventLoop.submit({ session.hasPendingPoll }).get())
             try await ws.send("2probe")
             #expect(try await ws.nextMessage()?.text == "3probe")
             try await ws.send("5")
