@@ -77,7 +77,9 @@ struct ParleyServer {
             RESTChannel(turns: runtime.dispatcher, maxBodySize: rest.maxBodySize).addRoutes(to: router)
         }
         if configuration.api.enabled {
-            ConversationRoutes.add(to: router, api: ConversationAPI(store: runtime.store, token: configuration.api.token))
+            let api = ConversationAPI(store: runtime.store, token: configuration.api.token)
+            ConversationRoutes.add(to: router, api: api)
+            ProactiveRoute.add(to: router, api: api, dispatcher: runtime.dispatcher)
         }
 
         let host = configuration.server.host

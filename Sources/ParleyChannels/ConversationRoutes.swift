@@ -33,9 +33,9 @@ public enum ConversationRoutes {
         }
     }
 
-    static func respond(_ body: () async throws -> JSONValue) async -> Response {
+    static func respond(status: HTTPResponse.Status = .ok, _ body: () async throws -> JSONValue) async -> Response {
         do {
-            return HTTPJSON.response(try await body())
+            return HTTPJSON.response(try await body(), status: status)
         } catch let error as ConversationAPIError {
             return HTTPJSON.response(error.body, status: HTTPResponse.Status(code: error.status))
         } catch {

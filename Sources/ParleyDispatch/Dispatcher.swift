@@ -105,21 +105,26 @@ public final class Dispatcher: TurnHandler, Service {
 
     // MARK: - Proactive output
 
-    /// Sends responses to a conversation outside a turn (a plugin `emit`, a reminder): in order with the
-    /// conversation's turns, through the formatter chain of `channel` (default: the conversation's latest input
-    /// channel), recorded as bot events, then delivered to the ``ProactiveOutput``.
-    /// - Throws: ``DispatchError`` with `.unknownConversation` when the store has no such conversation,
-    ///   `.mailboxFull`, `.storeFailed`.
+    /// Sends responses to a conversation outside a turn (a plugin `emit`, a reminder, `POST
+    /// /conversations/{id}/messages`): in order with the conversation's turns, through the formatter chain of
+    /// `channel` (default: the conversation's latest input channel), recorded as bot events, then delivered to the
+    /// ``ProactiveOutput``.
+    /// - Parameter createConversation: start the conversation (a new session: `action_session_start`,
+    ///   `session_started`, `action_listen`) when the store has none; otherwise such an emit is refused.
+    /// - Returns: the formatted responses and the recorded events (session start events first when created).
+    /// - Throws: ``DispatchError`` with `.unknownConversation` when the store has no such conversation and
+    ///   `createConversation` is false, `.mailboxFull`, `.storeFailed`.
     @discardableResult
-    public func emit(_ responses: [JSONValue], to senderID: String, channel: String? = nil) async throws -> TurnResult {
+    public func emit(_ responses: [JSONValue], to senderID: String, channel: String? = nil, createConversation: Bool = false) async throws -> TurnResult {
         try await withCheckedThrowingContinuation { continuation in
-            submitEmit(responses, to: senderID, channel: channel) { continuation.resume(with: $0) }
+            submitEmit(responses, to: senderID, channel: channel, createConversation: createConversation) { continuation.resume(with: $0) }
         }
     }
 
-    /// ``emit(_:to:channel:)`` without waiting (for callbacks from plugin threads); `completion` is called once.
-    public func submitEmit(_ responses: [JSONValue], to senderID: String, channel: String?, completion: @escaping Completion) {
-        enqueue(.emit(responses, channel: channel, completion), senderID: senderID)
+    /// ``emit(_:to:channel:createConversation:)`` without waiting (for callbacks from plugin threads);
+    /// `completion` is called once.
+    public func submitEmit(_ responses: [JSONValue], to senderID: String, channel: String?, createConversation: Bool = false, completion: @escaping Completion) {
+        enqueue(.emit(responses, channel: channel, create: createConversation, completion), senderID: senderID)
     }
 
     // MARK: - Mailboxes
@@ -347,8 +352,8 @@ public final class Dispatcher: TurnHandler, Service {
                 break
             }
             result = .success(await runTurn(message, tracker: &current, fallbackOnly: true))
-        case .emit(let responses, let channel, _):
-            if current.isEmpty {
+        case .emit(let responses, let channel, let create, _):
+            if current.isEmpty && !create {
                 result = .failure(DispatchError(.unknownConversation, senderID: conversation.id, "no conversation \(conversation.id): emit needs a conversation that has had a message"))
             } else {
                 result = .success(await runEmit(responses, channel: channel, tracker: &current))
@@ -385,7 +390,7 @@ public final class Dispatcher: TurnHandler, Service {
                 item.complete(.failure(DispatchError(.storeFailed, senderID: conversation.id, "could not record the turn of conversation \(conversation.id): \(error)")))
                 return .done
             }
-            if case .emit(_, let channel, _) = item, let output = proactive.withLock({ $0 }) {
+            if case .emit(_, let channel, _, _) = item, let output = proactive.withLock({ $0 }) {
                 await output.deliver(deliver, to: conversation.id, channel: channel ?? current.latestInputChannel)
             }
             item.complete(.success(turn))
@@ -522,6 +527,16 @@ public final class Dispatcher: TurnHandler, Service {
         let channelName = channel ?? tracker.latestInputChannel ?? ""
         let formatted = (try? await format(responses, channel: channelName, senderID: tracker.senderID)) ?? responses
         var events: [JSONValue] = []
+        if tracker.isEmpty {
+            // A conversation created by this emit starts with a session, as a first user message would.
+            for event in [
+                TrackerEvent.action(TrackerEvent.sessionStartActionName, timestamp: now), TrackerEvent.sessionStarted(timestamp: now),
+                TrackerEvent.action(TrackerEvent.listenActionName, timestamp: now),
+            ] {
+                events.append(event)
+                tracker.apply(event)
+            }
+        }
         for response in formatted {
             let event = TrackerEvent.bot(response: response, timestamp: now)
             events.append(event)
@@ -698,7 +713,7 @@ public final class Dispatcher: TurnHandler, Service {
 
 enum WorkItem: Sendable {
     case turn(UserMessage, Dispatcher.Completion)
-    case emit([JSONValue], channel: String?, Dispatcher.Completion)
+    case emit([JSONValue], channel: String?, create: Bool, Dispatcher.Completion)
     /// A turn whose deadline passed: answered with the fallback.
     indirect case expired(WorkItem)
 
@@ -715,7 +730,7 @@ enum WorkItem: Sendable {
 
     func complete(_ result: Result<TurnResult, any Error>) {
         switch self {
-        case .turn(_, let c), .emit(_, _, let c): c(result)
+        case .turn(_, let c), .emit(_, _, _, let c): c(result)
         case .expired(let inner): inner.complete(result)
         }
     }
