@@ -27,6 +27,8 @@ let package = Package(
         .executable(name: "parley-protocol-server", targets: ["ProtocolServer"]),
         .library(name: "EngineIO", targets: ["EngineIO"]),
         .library(name: "SocketIO", targets: ["SocketIO"]),
+        // Test kit for embedders and store / plugin authors (like HummingbirdTesting).
+        .library(name: "ParleyTesting", targets: ["ParleyTesting"]),
         // The example Swift agent plugin, loaded with dlopen like any other plugin.
         .library(name: "ParleyAssistant", type: .dynamic, targets: ["ParleyAssistant"]),
         /// Turns through the dispatcher with the SQLite store: the kill -9 test driver and the turn/store benchmark.
@@ -96,6 +98,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        /// Test kit shipped for users: the ConversationStore conformance checks (framework-neutral).
+        .target(name: "ParleyTesting", dependencies: ["ParleyDispatch", "ParleyJSON"], swiftSettings: swiftSettings),
         .target(
             name: "ParleyStore",
             dependencies: [
@@ -246,7 +250,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON", "ParleyTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyPluginsTests",
             dependencies: ["ParleyPlugins", "CParley", "ParleyDispatch", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],

@@ -18,6 +18,8 @@ public protocol ConversationStore: Sendable {
 
     /// Appends `events` (Rasa event dicts with `"event"` and `"timestamp"`) to the conversation, durably:
     /// when this returns every event is stored and survives a crash; when it throws, none of them is stored.
+    /// Appending no events stores nothing (an unknown conversation stays unknown). The checks in
+    /// `ParleyTesting.ConversationStoreConformance` state the whole contract as tests.
     func append(_ events: [JSONValue], to senderID: String) async throws
 
     /// ``append(_:to:)`` with each event's compact JSON text (`encoded[i]` is `events[i].serialized`'s bytes), so
@@ -78,6 +80,7 @@ public final class InMemoryConversationStore: ConversationStore {
     }
 
     public func append(_ events: [JSONValue], to senderID: String) async throws {
+        guard !events.isEmpty else { return }  // an empty append stores nothing, as in every store
         conversations.withLock { all in
             // Mutated in place: one lookup, no copy of the event list.
             Self.append(events, to: &all[senderID, default: Conversation()])

@@ -20,56 +20,7 @@ func event(_ kind: String, _ extra: JSONObject = [:], at t: Double = 1.5) -> JSO
     return .object(o)
 }
 
-/// Both stores, for the tests that hold for every implementation.
-enum StoreKind: String, CaseIterable, Sendable {
-    case memory, sqlite
-    func make(in dir: String) throws -> any ConversationStore {
-        switch self {
-        case .memory: InMemoryConversationStore()
-        case .sqlite: try SQLiteConversationStore(configuration: .init(path: dir + "/parley.db"))
-        }
-    }
-}
-
-@Suite struct StoreRoundTripTests {
-    @Test(arguments: StoreKind.allCases) func roundTrip(_ kind: StoreKind) async throws {
-        try await withTemporaryDirectory { dir in
-            let store = try kind.make(in: dir)
-            #expect(try await store.currentSession(of: "a") == nil)
-            #expect(try await store.events(of: "a", types: nil) == nil)
-            let first: [JSONValue] = [event("session_started"), event("user", ["text": "hi"]), event("bot", ["text": "yo"])]
-            try await store.append(first, to: "a")
-            try await store.append([event("slot", ["name": "x", "value": 1])], to: "b")
-            let second: [JSONValue] = [event("session_started", at: 2.5), event("user", ["text": "again"], at: 2.5)]
-            try await store.append(second, to: "a")
-            #expect(try await store.events(of: "a", types: nil) == first + second)
-            #expect(try await store.currentSession(of: "a") == second)
-            #expect(try await store.events(of: "a", types: ["user"])?.count == 2)
-            #expect(try await store.events(of: "a", types: ["restart"]) == [])
-            #expect(try await store.currentSession(of: "b")?.count == 1)
-            try await store.append([event("restart", at: 3.5), event("user", ["text": "new"], at: 3.5)], to: "a")
-            #expect(try await store.currentSession(of: "a")?.first?["event"] == "restart")
-        }
-    }
-
-    @Test(arguments: StoreKind.allCases) func concurrentAppendsAreAllStoredInOrder(_ kind: StoreKind) async throws {
-        try await withTemporaryDirectory { dir in
-            let store = try kind.make(in: dir)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for w in 0..<50 {
-                    group.addTask {
-                        for i in 0..<20 { try await store.append([event("user", ["n": .int(Int64(i))]), event("bot")], to: "w\(w)") }
-                    }
-                }
-                try await group.waitForAll()
-            }
-            for w in 0..<50 {
-                let users = try #require(try await store.events(of: "w\(w)", types: ["user"]))
-                #expect(users.map { $0["n"]?.int64Value ?? -1 } == (0..<20).map(Int64.init))
-            }
-        }
-    }
-}
+// What holds for every store is in ConformanceTests.swift (ParleyTesting.ConversationStoreConformance).
 
 @Suite struct SQLiteStoreTests {
     @Test func reopenKeepsEventsAndSchemaVersion() async throws {
