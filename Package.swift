@@ -106,6 +106,7 @@ let package = Package(
                 // The SQLite C API GRDB builds on: the commit binds event bytes without a copy, and the
                 // checkpointer runs on a connection of its own.
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -23,9 +23,10 @@ import Glibc
 ///
 /// On SIGTERM/SIGINT: the dispatcher refuses new messages and finishes the running and queued turns, whose
 /// replies still reach the open sockets; the Engine.IO server closes every session with a close packet; the
-/// HTTP server stops; the plugin host drains and calls the plugins' shutdown hooks. The whole shutdown is
+/// HTTP server stops; the plugin host drains and calls the plugins' shutdown hooks; last, the SQLite store
+/// checkpoints its WAL into the database file (`parley.db` alone is then complete). The whole shutdown is
 /// bounded by `server.shutdown_timeout` (then the group is cancelled). Every event is durable in the store
-/// when its turn completes, so nothing needs flushing after that.
+/// when its turn completes; the checkpoint only makes the database file self-contained.
 struct ParleyServer {
     let configuration: ParleyConfiguration
     let logger: Logger
@@ -101,8 +102,10 @@ struct ParleyServer {
         // Stopped in reverse order: log, drain the dispatcher (replies still reach the open sockets; new
         // messages are refused), close the Engine.IO sessions with close packets, stop the HTTP server, then
         // shut the plugins down.
+        // The store comes first so that it stops last: after the last turn it checkpoints its WAL into the file.
+        let storeService: [any Service] = (runtime.store as? any Service).map { [$0] } ?? []
         let services: [any Service] =
-            [PluginHostService(host: runtime.plugins), app] + engines
+            storeService + [PluginHostService(host: runtime.plugins), app] + engines
             + [runtime.dispatcher, ShutdownAnnouncer(timeout: configuration.server.shutdownTimeout, logger: logger)]
         var groupConfiguration = ServiceGroupConfiguration(
             services: services,

@@ -15,6 +15,7 @@ struct Parley: AsyncParsableCommand {
             PluginsCommand.self,      // `parley plugins check`  (Sources/ParleyCLI/PluginsCommand.swift, branch plugins)
             FFICallCommand.self,      // `parley ffi-call`       (Sources/ParleyCLI/FFICallCommand.swift, branch actions)
             LoadTestCommand.self,     // `parley loadtest`       (Sources/ParleyCLI/LoadTestCommand.swift, branch bench)
+            BackupCommand.self,       // `parley backup`         (Sources/ParleyCLI/BackupCommand.swift)
             // ── end of subcommands from other parts ──
         ],
         defaultSubcommand: nil

@@ -1,6 +1,7 @@
 import Dispatch
 import GRDB
 import GRDBSQLite
+public import ServiceLifecycle
 import ParleyCore
 public import ParleyDispatch
 public import ParleyJSON
@@ -150,6 +151,8 @@ public final class SQLiteConversationStore: CompletingConversationStore {
         var committedAppends = 0
         /// Why the latest commit failed; nil once a commit succeeds again (``checkHealth()``).
         var lastWriteFailure: String?
+        /// ``close()`` has run: appends are refused.
+        var closed = false
         /// Committed events not yet indexed (above the watermark), as the writer counts them.
         var unindexed = 0
         /// Index when `unindexed` reaches this (raised after a failed indexer run so it is not retried per commit).
@@ -242,6 +245,33 @@ public final class SQLiteConversationStore: CompletingConversationStore {
     }
 
     deinit {
+        checkpointer.close()
+    }
+
+    /// Ends the store cleanly, as the last step of a graceful stop: later appends are refused, the appends
+    /// still queued are committed, the unindexed tail is indexed, and the WAL is checkpointed into the database
+    /// file and truncated (`PRAGMA wal_checkpoint(TRUNCATE)`), so that `parley.db` alone — without
+    /// `parley.db-wal` — holds every event (a backup that copies only the database file is complete). Reads
+    /// keep working. Idempotent.
+    /// - Throws: ``StoreError`` when the final commit or the checkpoint fails (the events stay in the WAL, where
+    ///   the next open finds them).
+    public func close() async throws {
+        pending.withLock { $0.closed = true }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            // On the writer queue: after any write loop and idle indexer run already queued there.
+            writerQueue.async { [self] in
+                // An inline writer (a worker thread committing its own batch) may still be running: wait for it.
+                while pending.withLock({ $0.writing }) { usleep(1000) }
+                while writeOneBatch() {}
+                indexTail()
+                do {
+                    try pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+                    continuation.resume()
+                } catch {
+                    continuation.resume(throwing: Self.writeError(error, path: configuration.path))
+                }
+            }
+        }
         checkpointer.close()
     }
 
@@ -460,11 +490,16 @@ public final class SQLiteConversationStore: CompletingConversationStore {
 
     /// Queues `rows` for the group-committing writer; `done` gets the outcome once their transaction ends.
     private func enqueue(_ rows: [EncodedEvent], to senderID: String, done: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-        let startWriter = pending.withLock { p in
+        let startWriter: Bool? = pending.withLock { p in
+            if p.closed { return nil }
             p.writes.append(PendingWrite(senderID: senderID, rows: rows, done: done))
             if p.writing { return false }
             p.writing = true
             return true
+        }
+        guard let startWriter else {
+            done(.failure(StoreError(code: .other, path: configuration.path, description: "conversation store \(configuration.path): closed (the server is stopping); the turn was not recorded")))
+            return
         }
         guard startWriter else { return }
         if let workers = WorkerPool.current, !workers.hasQueuedWork {
@@ -754,5 +789,85 @@ public final class SQLiteConversationStore: CompletingConversationStore {
                 description: "conversation store \(path): disk full, the turn was not recorded (nothing of it was written); free space on the disk or raise store.maxPageCount")
         }
         return openError(error, path: path)
+    }
+}
+
+/// The store as a service of the server's `ServiceGroup`: it runs until the graceful shutdown reaches it —
+/// listed first, it is the last service to stop, after the dispatcher has finished every turn — and then
+/// ``SQLiteConversationStore/close()`` checkpoints the WAL into the database file.
+extension SQLiteConversationStore: Service {
+    public func run() async throws {
+        try? await gracefulShutdown()
+        try await close()
+    }
+}
+
+extension SQLiteConversationStore {
+    /// What ``backup(from:to:)`` copied.
+    public struct BackupSummary: Sendable {
+        /// Events in the copy.
+        public var events: Int
+        /// Conversations in the copy.
+        public var conversations: Int
+        /// Size of the copy in bytes.
+        public var bytes: Int
+    }
+
+    /// Copies the store at `source` to a new database file at `destination` with SQLite's online backup API,
+    /// while a server may be writing to `source`: the copy holds every event committed when the backup's read
+    /// transaction started, consistently (whole turns only), in one self-contained file (no `-wal` beside it).
+    /// The copy is checked (`PRAGMA quick_check`) before this returns.
+    /// - Throws: ``StoreError`` naming the file: `source` missing or not a Parley store, `destination` existing
+    ///   or not writable, a damaged copy.
+    public static func backup(from source: String, to destination: String) throws -> BackupSummary {
+        guard FileManagerShim.exists(source) else {
+            throw StoreError(code: .cannotOpen, path: source, description: "conversation store \(source): no such file; give the store.path of the running server (or --config)")
+        }
+        guard !FileManagerShim.exists(destination) else {
+            throw StoreError(code: .cannotOpen, path: destination, description: "backup \(destination): the file exists; choose a new file name (a backup never overwrites)")
+        }
+        do {
+            var readOnly = Configuration()
+            readOnly.readonly = true
+            readOnly.busyMode = .timeout(5)
+            let from = try DatabaseQueue(path: source, configuration: readOnly)
+            let hasEvents = try from.read { db in try db.tableExists("events") }
+            guard hasEvents else {
+                throw StoreError(code: .corrupt, path: source, description: "conversation store \(source): not a Parley store (no events table)")
+            }
+            let to = try DatabaseQueue(path: destination)
+            try from.backup(to: to)
+            // The source's WAL mode came with its pages; the copy is a single file.
+            try to.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA journal_mode = DELETE") }
+            let summary = try to.read { db -> BackupSummary in
+                let check = try String.fetchOne(db, sql: "PRAGMA quick_check") ?? "?"
+                guard check == "ok" else {
+                    throw StoreError(code: .corrupt, path: destination, description: "backup \(destination): the copy failed its check (\(check)); try again")
+                }
+                let events = try Int.fetchOne(db, sql: "SELECT count(*) FROM events") ?? 0
+                let conversations = try Int.fetchOne(db, sql: "SELECT count(DISTINCT sender_id) FROM events") ?? 0
+                return BackupSummary(events: events, conversations: conversations, bytes: 0)
+            }
+            try to.close()
+            try from.close()
+            return BackupSummary(events: summary.events, conversations: summary.conversations, bytes: FileManagerShim.size(destination))
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(code: .other, path: destination, description: "backup of \(source) to \(destination): \(error)")
+        }
+    }
+}
+
+/// File checks without Foundation's FileManager (this target keeps Foundation off the hot path).
+enum FileManagerShim {
+    static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0
+    }
+
+    static func size(_ path: String) -> Int {
+        var info = stat()
+        return stat(path, &info) == 0 ? Int(info.st_size) : 0
     }
 }
