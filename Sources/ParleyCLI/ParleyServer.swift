@@ -44,14 +44,7 @@ struct ParleyServer {
 
         var engines: [EngineIOServer] = []
         if let socketConfig = configuration.channels.socketIO {
-            var jwt: JWTVerifier?
-            if let j = socketConfig.jwt {
-                do {
-                    jwt = try await JWTVerifier(method: j.method, key: j.key, sessionClaim: j.sessionClaim)
-                } catch {
-                    throw StartupError("channels.socketio: the JWT key from \(j.keySource) does not fit jwt_method \(j.method): \(error.description)")
-                }
-            }
+            let jwt = try await Self.verifier(socketConfig.jwt, section: "channels.socketio")
             let io = SocketIOServer(scheduler: EventLoopScheduler(group: eventLoops), logger: Logger(label: "parley.socketio"))
             let channel = SocketIOChannel(server: io, configuration: socketConfig, turns: runtime.dispatcher, jwt: jwt, logger: Logger(label: "parley.socketio"))
             runtime.setProactiveOutput(channel)
@@ -74,13 +67,24 @@ struct ParleyServer {
             engines.append(EngineIOServer(configuration: engineConfig, delegate: io, logger: Logger(label: "parley.engineio")))
             router.get("/webhooks/socketio") { _, _ in HTTPJSON.ok }
         }
+        // Sessions bound to tokens on the socket channel stay bound over REST: without its own JWT keys the REST
+        // channel uses the socket channel's.
+        let socketJWT = configuration.channels.socketIO?.jwt
         if let rest = configuration.channels.rest {
-            RESTChannel(turns: runtime.dispatcher, maxBodySize: rest.maxBodySize).addRoutes(to: router)
+            let restJWT = try await Self.verifier(rest.jwt ?? socketJWT, section: rest.jwt == nil ? "channels.socketio" : "channels.rest")
+            RESTChannel(turns: runtime.dispatcher, maxBodySize: rest.maxBodySize, jwt: restJWT).addRoutes(to: router)
         }
-        if configuration.api.enabled {
-            let api = ConversationAPI(store: runtime.store, token: configuration.api.token)
-            ConversationRoutes.add(to: router, api: api)
+        let apiConfig = configuration.api
+        if apiConfig.isServed(host: configuration.server.host) {
+            let api = ConversationAPI(store: runtime.store, token: apiConfig.token)
+            let sessionTokens = apiConfig.sessionToken ? try await Self.verifier(socketJWT, section: "channels.socketio") : nil
+            ConversationRoutes.add(to: router, api: api, sessionTokens: sessionTokens)
             ProactiveRoute.add(to: router, api: api, dispatcher: runtime.dispatcher)
+            if apiConfig.token == nil && !apiConfig.sessionToken {
+                logger.info("conversation API on without a token: the server listens on a loopback address only (set api.token before listening on a public address)")
+            }
+        } else if apiConfig.enabled {
+            logger.warning("conversation API off: the server listens on \(configuration.server.host), not loopback only, and api.token is not set; set api.token (or api.session_token) to serve history")
         }
 
         let host = configuration.server.host
@@ -126,6 +130,18 @@ struct ParleyServer {
             throw StartupError("server \(host):\(configuration.server.port): \(error)")
         }
         logger.info("stopped")
+    }
+}
+
+extension ParleyServer {
+    /// The verifier for a channel's JWT settings, or nil without them.
+    static func verifier(_ settings: JWTConfiguration?, section: String) async throws -> JWTVerifier? {
+        guard let j = settings else { return nil }
+        do {
+            return try await JWTVerifier(method: j.method, key: j.key, sessionClaim: j.sessionClaim)
+        } catch {
+            throw StartupError("\(section): the JWT key from \(j.keySource) does not fit jwt_method \(j.method): \(error.description)")
+        }
     }
 }
 

@@ -6,21 +6,24 @@ import ParleyJSON
 /// Mounts the conversation HTTP API (`ParleyDispatch.ConversationAPI`) on a router:
 /// `GET /conversations/{id}/tracker[?include_events=ALL|AFTER_RESTART|APPLIED|NONE]` and
 /// `GET /conversations/{id}/messages[?limit=N]`, both checking `?token=` or `Authorization: Bearer` when a
-/// token is configured. Errors get the API's status and Rasa-shaped body.
+/// token is configured. With `sessionTokens`, a JWT whose session claim names `{id}` also reads that one
+/// conversation (a widget restoring its own history). Errors get the API's status and Rasa-shaped body.
 public enum ConversationRoutes {
     /// Adds the two routes.
-    public static func add<Context: RequestContext>(to router: Router<Context>, api: ConversationAPI) {
+    /// - Parameter sessionTokens: verifies conversation-scoped JWTs (the Socket.IO channel's key and session
+    ///   claim); nil accepts only the API token.
+    public static func add<Context: RequestContext>(to router: Router<Context>, api: ConversationAPI, sessionTokens: JWTVerifier? = nil) {
         router.get("/conversations/:id/tracker") { request, context in
             await respond {
-                try api.authorize(token: request.uri.queryParameters.get("token"), authorization: request.headers[.authorization])
                 let id = try context.parameters.require("id")
+                try authorize(request, conversationID: id, api: api, sessionTokens: sessionTokens)
                 return try await api.tracker(conversationID: id, include: request.uri.queryParameters.get("include_events"))
             }
         }
         router.get("/conversations/:id/messages") { request, context in
             await respond {
-                try api.authorize(token: request.uri.queryParameters.get("token"), authorization: request.headers[.authorization])
                 let id = try context.parameters.require("id")
+                try authorize(request, conversationID: id, api: api, sessionTokens: sessionTokens)
                 var limit: Int?
                 if let l = request.uri.queryParameters.get("limit") {
                     guard let n = Int(l) else {
@@ -30,6 +33,28 @@ public enum ConversationRoutes {
                 }
                 return try await api.messages(conversationID: id, limit: limit)
             }
+        }
+    }
+
+    /// The API token, or (with `sessionTokens`) a JWT whose session is `id`.
+    static func authorize(_ request: Request, conversationID id: String, api: ConversationAPI, sessionTokens: JWTVerifier?) throws(ConversationAPIError) {
+        let query = request.uri.queryParameters.get("token")
+        let header = request.headers[.authorization]
+        guard let sessionTokens else {
+            try api.authorize(token: query, authorization: header)
+            return
+        }
+        if api.token != nil, (try? api.authorize(token: query, authorization: header)) != nil { return }
+        guard let token = RESTChannel.bearerToken(header) ?? query.map({ String($0) }) else {
+            throw ConversationAPIError(status: 401, reason: "NotAuthenticated", message: "this endpoint needs a token: Authorization: Bearer <the API token or the session's JWT>")
+        }
+        switch sessionTokens.verify(token: token) {
+        case .success(let identity) where identity.sessionID == id:
+            return
+        case .success:
+            throw ConversationAPIError(status: 403, reason: "NotAuthorized", message: "the token is for another conversation")
+        case .failure:
+            throw ConversationAPIError(status: 403, reason: "NotAuthorized", message: "the token is not valid for this server")
         }
     }
 

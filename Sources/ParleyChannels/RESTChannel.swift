@@ -13,16 +13,23 @@ import ParleyJSON
 /// Bad requests get a Rasa-shaped failure body: 400 for invalid JSON, a missing or mistyped `sender` /
 /// `message`, or `metadata` that is not an object; 413 for a body above ``maxBodySize``; 503 when the
 /// dispatcher refuses the message (for example a full mailbox).
+///
+/// With a ``jwt`` verifier every request must carry `Authorization: Bearer <JWT>` (401 otherwise); when the
+/// verifier has a session claim, `sender` must be that claim's value (403 otherwise), so a client can only
+/// write into its own conversation — the same binding the Socket.IO channel applies with `jwt_session_claim`.
 public struct RESTChannel: Sendable {
     /// The channel name recorded as `input_channel`.
     public static let name = "rest"
     /// Largest accepted body in bytes.
     public var maxBodySize: Int
+    /// Verifies the `Authorization: Bearer` token of each request; nil accepts requests without one (Rasa).
+    public var jwt: JWTVerifier?
     let turns: any TurnHandler
 
-    public init(turns: any TurnHandler, maxBodySize: Int = 1_000_000) {
+    public init(turns: any TurnHandler, maxBodySize: Int = 1_000_000, jwt: JWTVerifier? = nil) {
         self.turns = turns
         self.maxBodySize = maxBodySize
+        self.jwt = jwt
     }
 
     /// Adds the channel's routes to `router`.
@@ -43,8 +50,30 @@ public struct RESTChannel: Sendable {
         } catch {
             return HTTPJSON.error(.badRequest, reason: "BadRequest", message: "could not read the request body: \(error)")
         }
-        let reply = await reply(toBody: Array(body.readableBytesView), logger: logger)
+        var identity: JWTIdentity?
+        if let jwt {
+            guard let token = Self.bearerToken(request.headers[.authorization]) else {
+                return HTTPJSON.error(.unauthorized, reason: "NotAuthenticated", message: "this channel needs a JWT: send the header Authorization: Bearer <token>")
+            }
+            switch jwt.verify(token: token) {
+            case .success(let verified): identity = verified
+            case .failure(let rejection):
+                logger.info("rest: token refused", metadata: ["reason": "\(rejection)"])
+                return HTTPJSON.error(.unauthorized, reason: "NotAuthenticated", message: "the token was refused: \(rejection.reason)")
+            }
+        }
+        let reply = await reply(toBody: Array(body.readableBytesView), sessionOf: identity, logger: logger)
         return HTTPJSON.response(reply.body, status: reply.status)
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header.
+    static func bearerToken(_ header: String?) -> String? {
+        guard let header else { return nil }
+        for prefix in ["Bearer ", "bearer "] where header.hasPrefix(prefix) {
+            let token = header.dropFirst(prefix.count).drop(while: { $0 == " " })
+            return token.isEmpty ? nil : String(token)
+        }
+        return nil
     }
 
     /// A webhook answer: the HTTP status and the JSON body.
@@ -55,13 +84,18 @@ public struct RESTChannel: Sendable {
 
     /// Answers a webhook body (everything the route does after reading the body; testable without a server).
     /// - Returns: 200 with the JSON array of messages; 400 for a bad body; 503 when the message was refused.
-    public func reply(toBody bytes: [UInt8], logger: Logger) async -> Reply {
+    /// - Parameter identity: the verified token of the request; with a session, `sender` must match it (403).
+    public func reply(toBody bytes: [UInt8], sessionOf identity: JWTIdentity? = nil, logger: Logger) async -> Reply {
         let message: UserMessage
         switch Self.parse(bytes) {
         case .success(let m): message = m
         case .failure(let problem):
             logger.info("rest: bad request", metadata: ["reason": "\(problem.message)"])
             return Reply(status: .badRequest, body: HTTPJSON.errorBody(.badRequest, reason: "BadRequest", message: problem.message))
+        }
+        if let session = identity?.sessionID, session != message.senderID {
+            logger.info("rest: sender is not the token's session; refused", metadata: ["sender_id": "\(message.senderID)", "token_session": "\(session)"])
+            return Reply(status: .forbidden, body: HTTPJSON.errorBody(.forbidden, reason: "NotAuthorized", message: "this token may only write as sender \(JSONValue.string(session).serialized)"))
         }
         logger.debug("rest: message", metadata: ["sender_id": "\(message.senderID)", "message_id": "\(message.messageID)"])
         do {

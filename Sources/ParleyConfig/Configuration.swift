@@ -218,9 +218,15 @@ public struct JWTConfiguration: Sendable, Hashable {
 public struct RESTChannelConfiguration: Sendable, Hashable {
     /// Largest accepted request body in bytes (`max_body_size`, default 1 000 000).
     public var maxBodySize: Int
+    /// `jwt_key` (or `jwt_key_file` / `jwt_key_env`), `jwt_method`, `jwt_session_claim`: requests must carry
+    /// `Authorization: Bearer <JWT>`; with a session claim, `sender` must be the claim's value. Nil: the
+    /// Socket.IO channel's JWT settings apply when it has any (so a REST request cannot write into a session the
+    /// socket channel binds to a token), else no authentication (as in Rasa).
+    public var jwt: JWTConfiguration?
 
-    public init(maxBodySize: Int = 1_000_000) {
+    public init(maxBodySize: Int = 1_000_000, jwt: JWTConfiguration? = nil) {
         self.maxBodySize = maxBodySize
+        self.jwt = jwt
     }
 }
 
@@ -363,14 +369,36 @@ public struct DispatcherConfiguration: Sendable, Hashable {
 
 /// `api:`: the conversation HTTP API (`/conversations/{id}/tracker`, `/conversations/{id}/messages`).
 public struct APIConfiguration: Sendable, Hashable {
-    /// Whether the routes are served (`enabled`, default true).
+    /// Whether the routes may be served (`enabled`, default true). They are served only when `token` is set,
+    /// or when the server listens on a loopback address only (see ``isServed(host:)``).
     public var enabled: Bool
     /// When set (`token`), requests must carry `Authorization: Bearer <token>` or `?token=<token>`.
     public var token: String?
+    /// `session_token`: a request may instead carry the conversation's own JWT (the Socket.IO channel's
+    /// `jwt_key` and `jwt_session_claim`) to read that one conversation's history — for widgets that restore
+    /// history after a reload. Default false.
+    public var sessionToken: Bool
 
-    public init(enabled: Bool = true, token: String? = nil) {
+    public init(enabled: Bool = true, token: String? = nil, sessionToken: Bool = false) {
         self.enabled = enabled
         self.token = token
+        self.sessionToken = sessionToken
+    }
+
+    /// Whether the conversation API is served on a server bound to `host`: enabled, and protected by a token
+    /// (the API token, or session tokens) or reachable from this machine only (a loopback `host`). History is
+    /// never readable by anyone on the network without a credential.
+    public func isServed(host: String) -> Bool {
+        enabled && (token != nil || sessionToken || Self.isLoopback(host))
+    }
+
+    /// `localhost`, `127.0.0.0/8` or `::1` (with or without brackets).
+    public static func isLoopback(_ host: String) -> Bool {
+        var h = Substring(host.lowercased())
+        if h.hasPrefix("["), h.hasSuffix("]") { h = h.dropFirst().dropLast() }
+        if h == "localhost" || h == "::1" || h == "0:0:0:0:0:0:0:1" { return true }
+        let parts = h.split(separator: ".", omittingEmptySubsequences: false)
+        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
     }
 }
 

@@ -200,57 +200,7 @@ private struct Context {
         }
         if let v = try r.nonEmptyString("metadata_key", expected: "a key name") { c.metadataKey = v }
 
-        // JWT: the key inline (Rasa's jwt_key), from a file, or from an environment variable.
-        let inline = try r.string("jwt_key", expected: "the JWT secret or PEM public key")
-        let keyFile = try r.nonEmptyString("jwt_key_file", expected: "the path of a file holding the JWT key")
-        let keyEnv = try r.nonEmptyString("jwt_key_env", expected: "the name of an environment variable holding the JWT key")
-        let given = [inline.map { _ in "jwt_key" }, keyFile.map { _ in "jwt_key_file" }, keyEnv.map { _ in "jwt_key_env" }].compactMap { $0 }
-        if given.count > 1 {
-            throw ConfigError(file: file, keyPath: r.childPath(given[1]), message: "give only one of jwt_key, jwt_key_file and jwt_key_env (found \(given.joined(separator: " and ")))")
-        }
-        var key: (String, String)?
-        if let inline {
-            if inline.isEmpty {
-                warnings.append("\(file): \(r.childPath("jwt_key")): empty, so connections are not authenticated (as in Rasa)")
-            } else {
-                key = (inline, r.childPath("jwt_key"))
-            }
-        } else if let keyFile {
-            let path = resolve(keyFile)
-            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
-                throw r.error("jwt_key_file", "cannot read \(JSONValue.string(path).serialized); check that the file exists and is readable")
-            }
-            let trimmed = text.trimmingSpaces
-            guard !trimmed.isEmpty else { throw r.error("jwt_key_file", "the file \(JSONValue.string(path).serialized) is empty") }
-            key = (trimmed, "file \(path)")
-        } else if let keyEnv {
-            guard let v = environment[keyEnv], !v.isEmpty else {
-                throw r.error("jwt_key_env", "environment variable \(keyEnv) is not set or empty")
-            }
-            key = (v, "environment variable \(keyEnv)")
-        }
-        let methodWasGiven = r.has("jwt_method")
-        var method = "HS256"
-        if let m = try r.string("jwt_method", expected: "one of \(JWTConfiguration.supportedMethods.joined(separator: ", "))") {
-            if m.lowercased() == "none" {
-                throw r.error("jwt_method", "\"none\" is never accepted (unsigned tokens); use one of \(JWTConfiguration.supportedMethods.joined(separator: ", "))")
-            }
-            guard let canonical = JWTConfiguration.supportedMethods.first(where: { $0.lowercased() == m.lowercased() }) else {
-                throw r.error("jwt_method", "expected one of \(JWTConfiguration.supportedMethods.joined(separator: ", ")), got \(JSONValue.string(m).serialized)")
-            }
-            method = canonical
-        }
-        let claim = try r.nonEmptyString("jwt_session_claim", expected: "a claim name such as sub")
-        if let (k, source) = key {
-            c.jwt = JWTConfiguration(key: k, keySource: source, method: method, sessionClaim: claim)
-        } else {
-            if claim != nil {
-                throw r.error("jwt_session_claim", "needs a JWT key; set jwt_key, jwt_key_file or jwt_key_env")
-            }
-            if methodWasGiven && inline == nil {
-                warnings.append("\(file): \(r.childPath("jwt_method")): ignored because no jwt_key is set")
-            }
-        }
+        c.jwt = try jwt(&r, connections: "connections")
 
         if let origins = try r.stringList("cors_origins", expected: "\"*\" or a list of origins such as https://example.com") {
             for (i, o) in origins.enumerated() where o != "*" && !(o.hasPrefix("http://") || o.hasPrefix("https://")) {
@@ -295,10 +245,68 @@ private struct Context {
         }
     }
 
+    /// The `jwt_key` / `jwt_key_file` / `jwt_key_env`, `jwt_method` and `jwt_session_claim` keys of a channel
+    /// section; nil when no key is set. `connections` names what goes unauthenticated in the empty-key warning.
+    mutating func jwt(_ r: inout MapReader, connections: String) throws(ConfigError) -> JWTConfiguration? {
+        // JWT: the key inline (Rasa's jwt_key), from a file, or from an environment variable.
+        let inline = try r.string("jwt_key", expected: "the JWT secret or PEM public key")
+        let keyFile = try r.nonEmptyString("jwt_key_file", expected: "the path of a file holding the JWT key")
+        let keyEnv = try r.nonEmptyString("jwt_key_env", expected: "the name of an environment variable holding the JWT key")
+        let given = [inline.map { _ in "jwt_key" }, keyFile.map { _ in "jwt_key_file" }, keyEnv.map { _ in "jwt_key_env" }].compactMap { $0 }
+        if given.count > 1 {
+            throw ConfigError(file: file, keyPath: r.childPath(given[1]), message: "give only one of jwt_key, jwt_key_file and jwt_key_env (found \(given.joined(separator: " and ")))")
+        }
+        var key: (String, String)?
+        if let inline {
+            if inline.isEmpty {
+                warnings.append("\(file): \(r.childPath("jwt_key")): empty, so \(connections) are not authenticated (as in Rasa)")
+            } else {
+                key = (inline, r.childPath("jwt_key"))
+            }
+        } else if let keyFile {
+            let path = resolve(keyFile)
+            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+                throw r.error("jwt_key_file", "cannot read \(JSONValue.string(path).serialized); check that the file exists and is readable")
+            }
+            let trimmed = text.trimmingSpaces
+            guard !trimmed.isEmpty else { throw r.error("jwt_key_file", "the file \(JSONValue.string(path).serialized) is empty") }
+            key = (trimmed, "file \(path)")
+        } else if let keyEnv {
+            guard let v = environment[keyEnv], !v.isEmpty else {
+                throw r.error("jwt_key_env", "environment variable \(keyEnv) is not set or empty")
+            }
+            key = (v, "environment variable \(keyEnv)")
+        }
+        let methodWasGiven = r.has("jwt_method")
+        var method = "HS256"
+        if let m = try r.string("jwt_method", expected: "one of \(JWTConfiguration.supportedMethods.joined(separator: ", "))") {
+            if m.lowercased() == "none" {
+                throw r.error("jwt_method", "\"none\" is never accepted (unsigned tokens); use one of \(JWTConfiguration.supportedMethods.joined(separator: ", "))")
+            }
+            guard let canonical = JWTConfiguration.supportedMethods.first(where: { $0.lowercased() == m.lowercased() }) else {
+                throw r.error("jwt_method", "expected one of \(JWTConfiguration.supportedMethods.joined(separator: ", ")), got \(JSONValue.string(m).serialized)")
+            }
+            method = canonical
+        }
+        let claim = try r.nonEmptyString("jwt_session_claim", expected: "a claim name such as sub")
+        if let (k, source) = key {
+            return JWTConfiguration(key: k, keySource: source, method: method, sessionClaim: claim)
+        } else {
+            if claim != nil {
+                throw r.error("jwt_session_claim", "needs a JWT key; set jwt_key, jwt_key_file or jwt_key_env")
+            }
+            if methodWasGiven && inline == nil {
+                warnings.append("\(file): \(r.childPath("jwt_method")): ignored because no jwt_key is set")
+            }
+        }
+        return nil
+    }
+
     mutating func rest(_ node: ConfigNode?, path: String) throws(ConfigError) -> RESTChannelConfiguration {
         var r = try reader(node, path)
         var c = RESTChannelConfiguration()
         if let v = try r.int("max_body_size", expected: "a number of bytes", range: 1...1_073_741_824) { c.maxBodySize = v }
+        c.jwt = try jwt(&r, connections: "REST requests")
         try r.finish()
         return c
     }
@@ -440,6 +448,7 @@ private struct Context {
         var a = APIConfiguration()
         if let v = try r.bool("enabled") { a.enabled = v }
         if let t = try r.string("token", expected: "the API token"), !t.isEmpty { a.token = t }
+        if let v = try r.bool("session_token") { a.sessionToken = v }
         try r.finish()
         return a
     }
@@ -469,6 +478,11 @@ extension ParleyConfiguration {
         }
         if channels.socketIO == nil && channels.rest == nil {
             throw ConfigError(file: file, keyPath: "channels", message: "no channel is configured; add socketio: and/or rest:")
+        }
+        if api.sessionToken && channels.socketIO?.jwt?.sessionClaim == nil {
+            throw ConfigError(
+                file: file, keyPath: "api.session_token",
+                message: "needs the Socket.IO channel's jwt_key and jwt_session_claim (the token names the session it may read)")
         }
     }
 }

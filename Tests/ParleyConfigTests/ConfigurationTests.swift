@@ -401,3 +401,37 @@ struct PerMessageDeflateConfigurationTests {
         #expect(unknown?.hasPrefix("\(key).max_windowbits: unknown key; did you mean \"max_window_bits\"?") == true, "\(unknown ?? "")")
     }
 }
+
+@Suite("The conversation API is closed to the network by default")
+struct APIExposureTests {
+    @Test func servedOnLoopbackOnlyWithoutAToken() {
+        let open = APIConfiguration()
+        for host in ["127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]", "LOCALHOST"] {
+            #expect(open.isServed(host: host), "\(host)")
+        }
+        for host in ["0.0.0.0", "::", "192.0.2.10", "example.com", "127.0.0.1.example.com", "1270.0.0.1", "128.0.0.1"] {
+            #expect(!open.isServed(host: host), "\(host)")
+        }
+    }
+
+    @Test func aTokenOrSessionTokensOpenItAnywhere() {
+        #expect(APIConfiguration(token: "t").isServed(host: "0.0.0.0"))
+        #expect(APIConfiguration(sessionToken: true).isServed(host: "0.0.0.0"))
+        #expect(!APIConfiguration(enabled: false, token: "t").isServed(host: "127.0.0.1"))
+    }
+
+    @Test func restAndAPIKeys() throws {
+        let c = try parse("""
+            channels:
+              rest:
+                jwt_key: rest-secret
+                jwt_session_claim: sub
+            api:
+              token: admin
+            """)
+        #expect(c.channels.rest?.jwt?.key == "rest-secret")
+        #expect(c.channels.rest?.jwt?.sessionClaim == "sub")
+        #expect(c.api.token == "admin" && !c.api.sessionToken)
+        #expect(failure("api:\n  session_token: maybe")?.contains("api.session_token") == true)
+    }
+}
