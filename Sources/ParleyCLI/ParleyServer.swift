@@ -285,6 +285,9 @@ struct Runtime {
                 mailboxCapacity: c.dispatcher.mailboxSize,
                 turnDeadline: .milliseconds(Int64(c.dispatcher.turnDeadline * 1000)),
                 fallbackText: c.dispatcher.fallbackText,
+                maxMessageBytes: c.dispatcher.maxMessageBytes,
+                maxMetadataDepth: c.dispatcher.maxMetadataDepth,
+                maxMetadataBytes: c.dispatcher.maxMetadataBytes,
                 sessionExpirationMinutes: c.session.expirationMinutes,
                 carryOverSlotsToNewSession: c.session.carryOverSlots,
                 idleEvictionSeconds: c.dispatcher.idleEviction

@@ -55,7 +55,7 @@ public enum ProactiveRoute {
     /// The responses, channel and create flag of a body; 400 with what to send otherwise.
     static func parse(_ bytes: [UInt8]) throws(ConversationAPIError) -> ([JSONValue], String?, Bool) {
         let shape = "send a JSON array of Rasa response dicts, or {\"responses\": [...], \"channel\"?: \"socketio\", \"create\"?: false}"
-        guard let value = try? JSONValue.parse(bytes) else {
+        guard let value = try? JSONValue.parse(bytes, maxDepth: JSONValue.inputParseDepth) else {
             throw ConversationAPIError(status: 400, reason: "BadRequest", message: "the body is not JSON; \(shape)")
         }
         var channel: String?

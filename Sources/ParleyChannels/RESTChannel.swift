@@ -11,8 +11,9 @@ import ParleyJSON
 /// health route (`{"status":"ok"}`).
 ///
 /// Bad requests get a Rasa-shaped failure body: 400 for invalid JSON, a missing or mistyped `sender` /
-/// `message`, or `metadata` that is not an object; 413 for a body above ``maxBodySize``; 503 when the
-/// dispatcher refuses the message (for example a full mailbox).
+/// `message`, `metadata` that is not an object or is nested too deep; 413 for a body above ``maxBodySize``, text or
+/// metadata above the dispatcher's limits; 429 when the conversation's mailbox is full; 503 when the dispatcher
+/// cannot take the message (the store fails, the server is stopping).
 ///
 /// With a ``jwt`` verifier every request must carry `Authorization: Bearer <JWT>` (401 otherwise); when the
 /// verifier has a session claim, `sender` must be that claim's value (403 otherwise), so a client can only
@@ -101,6 +102,13 @@ public struct RESTChannel: Sendable {
         do {
             let result = try await turns.handle(message)
             return Reply(status: .ok, body: .array(OutputMapping.restMessages(for: result.responses, recipientID: message.senderID)))
+        } catch let error as InputError {
+            logger.info("rest: message refused", metadata: ["sender_id": "\(message.senderID)", "error": "\(error)"])
+            let status: HTTPResponse.Status = error.code == .messageTooLarge || error.code == .metadataTooLarge ? .contentTooLarge : .badRequest
+            return Reply(status: status, body: HTTPJSON.errorBody(status, reason: "InvalidInput", message: error.description))
+        } catch let error as DispatchError where error.code == .mailboxFull {
+            logger.info("rest: message refused", metadata: ["sender_id": "\(message.senderID)", "error": "\(error)"])
+            return Reply(status: .tooManyRequests, body: HTTPJSON.errorBody(.tooManyRequests, reason: "MailboxFull", message: "\(error); wait for the answers to the earlier messages"))
         } catch {
             logger.warning("rest: message refused", metadata: ["sender_id": "\(message.senderID)", "error": "\(error)"])
             return Reply(status: .serviceUnavailable, body: HTTPJSON.errorBody(.serviceUnavailable, reason: "MessageRefused", message: "the message was not handled: \(error)"))
@@ -116,7 +124,9 @@ public struct RESTChannel: Sendable {
     public static func parse(_ bytes: [UInt8]) -> Result<UserMessage, BadRequest> {
         let json: JSONValue
         do {
-            json = try JSONValue.parse(bytes)
+            json = try JSONValue.parse(bytes, maxDepth: JSONValue.inputParseDepth)
+        } catch let error as JSONParseError where error.reason.hasPrefix("nesting deeper") {
+            return .failure(BadRequest(message: "the body is nested deeper than \(JSONValue.inputParseDepth) levels; send flatter metadata"))
         } catch {
             return .failure(BadRequest(message: "the body is not valid JSON (\(error)); send {\"sender\": \"<id>\", \"message\": \"<text>\"}"))
         }

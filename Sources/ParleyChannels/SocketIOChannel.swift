@@ -145,7 +145,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         case nil, .null?: break
         case .object(let o)?: metadata = o
         case .string(let s)?:
-            guard let parsed = try? JSONValue.parse(s) else {
+            guard let parsed = try? JSONValue.parse(s, maxDepth: JSONValue.inputParseDepth) else {
                 logger.info("socketio: \(configuration.metadataKey) is a string but not JSON; ignored", metadata: ["sid": "\(socket.id)"])
                 return
             }

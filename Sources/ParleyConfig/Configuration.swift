@@ -351,19 +351,31 @@ public struct DispatcherConfiguration: Sendable, Hashable {
     public var idleEviction: Double
     /// Worker threads for plugin and action calls (`workers`, default 4).
     public var workers: Int
+    /// Largest accepted message text in UTF-8 bytes (`max_message_bytes`, default 65536).
+    public var maxMessageBytes: Int
+    /// Deepest accepted message metadata (`max_metadata_depth`, default 32).
+    public var maxMetadataDepth: Int
+    /// Largest accepted message metadata as JSON, in bytes (`max_metadata_bytes`, default 65536).
+    public var maxMetadataBytes: Int
 
     public init(
         mailboxSize: Int = 64,
         turnDeadline: Double = 10,
         fallbackText: String = "Sorry, something went wrong. Please try again.",
         idleEviction: Double = 300,
-        workers: Int = 4
+        workers: Int = 4,
+        maxMessageBytes: Int = 65_536,
+        maxMetadataDepth: Int = 32,
+        maxMetadataBytes: Int = 65_536
     ) {
         self.mailboxSize = mailboxSize
         self.turnDeadline = turnDeadline
         self.fallbackText = fallbackText
         self.idleEviction = idleEviction
         self.workers = workers
+        self.maxMessageBytes = maxMessageBytes
+        self.maxMetadataDepth = maxMetadataDepth
+        self.maxMetadataBytes = maxMetadataBytes
     }
 }
 

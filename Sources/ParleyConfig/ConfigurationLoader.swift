@@ -439,6 +439,10 @@ private struct Context {
         if let v = try r.string("fallback_text", expected: "the text sent when a turn fails") { d.fallbackText = v }
         if let v = try r.seconds("idle_eviction") { d.idleEviction = v }
         if let v = try r.int("workers", expected: "a number of threads", range: 1...1024) { d.workers = v }
+        if let v = try r.int("max_message_bytes", expected: "a number of bytes", range: 1...16_777_216) { d.maxMessageBytes = v }
+        // The store reads back 512 levels; stored events wrap metadata two levels deeper, input is parsed to 128.
+        if let v = try r.int("max_metadata_depth", expected: "a nesting depth", range: 1...100) { d.maxMetadataDepth = v }
+        if let v = try r.int("max_metadata_bytes", expected: "a number of bytes", range: 2...16_777_216) { d.maxMetadataBytes = v }
         try r.finish()
         return d
     }

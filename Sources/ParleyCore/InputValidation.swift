@@ -15,6 +15,10 @@ public struct InputError: Error, Sendable, Hashable, CustomStringConvertible {
         case metadataNotObject
         /// The conversation id is empty, too long or has control characters.
         case invalidSenderID
+        /// The metadata is nested deeper than the configured maximum.
+        case metadataTooDeep
+        /// The metadata's JSON is larger than the configured maximum.
+        case metadataTooLarge
     }
 
     /// The kind of problem.
@@ -58,12 +62,28 @@ public enum InputValidation {
         case .none, .some(.null): return [:]
         case .some(.object(let object)): return object
         case .some(.string(let text)):
-            guard let parsed = try? JSONValue.parse(text), case .object(let object) = parsed else {
+            guard let parsed = try? JSONValue.parse(text, maxDepth: JSONValue.inputParseDepth), case .object(let object) = parsed else {
                 throw InputError(.metadataNotObject, "metadata is a string that is not a JSON object; send metadata as an object")
             }
             return object
         case .some(let other):
             throw InputError(.metadataNotObject, "metadata must be a JSON object, got \(typeName(other)); send an object such as {\"language\":\"en\"}")
+        }
+    }
+
+    /// Checks message metadata: nested at most `maxDepth` levels (`{"a": 1}` is 1) and at most `maxBytes` bytes
+    /// as compact JSON. Both bounds keep every accepted message storable and readable back: the stored `user`
+    /// event holds the metadata twice (`metadata`, `parse_data.metadata`), two levels deeper.
+    public static func checkMetadata(_ metadata: JSONObject, maxDepth: Int, maxBytes: Int) throws(InputError) {
+        guard !metadata.isEmpty else { return }
+        let depth = JSONValue.object(metadata).nestingDepth
+        guard depth <= maxDepth else {
+            throw InputError(.metadataTooDeep, "metadata is nested \(depth) levels deep, the limit is \(maxDepth) (dispatcher.max_metadata_depth); send flatter metadata")
+        }
+        var bytes: [UInt8] = []
+        JSONValue.object(metadata).serialize(into: &bytes)
+        guard bytes.count <= maxBytes else {
+            throw InputError(.metadataTooLarge, "metadata is \(bytes.count) bytes of JSON, the limit is \(maxBytes) (dispatcher.max_metadata_bytes); send less metadata")
         }
     }
 

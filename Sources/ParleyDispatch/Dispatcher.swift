@@ -82,7 +82,8 @@ public final class Dispatcher: TurnHandler, Service {
     // MARK: - TurnHandler
 
     /// Runs one turn and returns its result once its events are stored (see ``TurnHandler/handle(_:)``).
-    /// - Throws: ``InputError`` (oversized text, bad conversation id) or ``DispatchError`` (`.mailboxFull`,
+    /// - Throws: ``InputError`` (oversized text, metadata too deep or too large, bad conversation id) or
+    ///   ``DispatchError`` (`.mailboxFull`,
     ///   `.shuttingDown`, `.notRunning`, `.storeFailed`). Agent failures give the fallback, not an error.
     public func handle(_ message: UserMessage) async throws -> TurnResult {
         try await withCheckedThrowingContinuation { continuation in
@@ -96,6 +97,7 @@ public final class Dispatcher: TurnHandler, Service {
         do {
             try InputValidation.checkSenderID(message.senderID)
             try InputValidation.checkSize(of: message.text, maxBytes: configuration.maxMessageBytes)
+            try InputValidation.checkMetadata(message.metadata, maxDepth: configuration.maxMetadataDepth, maxBytes: configuration.maxMetadataBytes)
         } catch {
             completion(.failure(error))
             return

@@ -12,6 +12,11 @@ public struct DispatcherConfiguration: Sendable {
     public var fallbackText: String
     /// Largest accepted message text in UTF-8 bytes; larger messages are refused with ``InputError``.
     public var maxMessageBytes: Int
+    /// Deepest accepted message metadata (an object holding a scalar is depth 1); deeper metadata is refused
+    /// with ``InputError``. Stored events wrap metadata two levels deeper; the store reads back 512 levels.
+    public var maxMetadataDepth: Int
+    /// Largest accepted message metadata as compact JSON, in bytes; larger metadata is refused with ``InputError``.
+    public var maxMetadataBytes: Int
     /// Rasa `session_expiration_time` in minutes: a user message after this much inactivity starts a new
     /// session (`action_session_start`, `session_started`). 0 = sessions never expire.
     public var sessionExpirationMinutes: Double
@@ -35,6 +40,8 @@ public struct DispatcherConfiguration: Sendable {
         turnDeadline: Duration = .seconds(10),
         fallbackText: String = "Sorry, something went wrong on my side. Please try again.",
         maxMessageBytes: Int = 64 * 1024,
+        maxMetadataDepth: Int = 32,
+        maxMetadataBytes: Int = 64 * 1024,
         sessionExpirationMinutes: Double = 60,
         carryOverSlotsToNewSession: Bool = true,
         idleEvictionSeconds: Double = 600,
@@ -47,6 +54,8 @@ public struct DispatcherConfiguration: Sendable {
         self.turnDeadline = turnDeadline
         self.fallbackText = fallbackText
         self.maxMessageBytes = maxMessageBytes
+        self.maxMetadataDepth = maxMetadataDepth
+        self.maxMetadataBytes = maxMetadataBytes
         self.sessionExpirationMinutes = sessionExpirationMinutes
         self.carryOverSlotsToNewSession = carryOverSlotsToNewSession
         self.idleEvictionSeconds = idleEvictionSeconds

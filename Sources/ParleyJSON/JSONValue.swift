@@ -196,3 +196,19 @@ extension JSONValue {
         }
     }
 }
+
+extension JSONValue {
+    /// Nesting depth: 0 for a scalar, 1 for an object or array of scalars, and so on.
+    public var nestingDepth: Int {
+        switch self {
+        case .object(let o): 1 + o.reduce(0) { max($0, $1.value.nestingDepth) }
+        case .array(let a): 1 + a.reduce(0) { max($0, $1.nestingDepth) }
+        default: 0
+        }
+    }
+
+    /// The nesting limit for JSON that comes from outside the process (request bodies, JSON held in strings,
+    /// plugin replies): deep enough for any real payload, far below the 512 levels the store reads back, so
+    /// everything accepted can be stored inside event wrappers and read again.
+    public static let inputParseDepth = 128
+}

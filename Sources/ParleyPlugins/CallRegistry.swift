@@ -201,7 +201,7 @@ final class CallRegistry: Sendable {
                         returned = PARLEY_OK
                     } else {
                         do {
-                            outcome = .success(try bytes.withUnsafeBufferPointer { try JSONValue.parse($0) })
+                            outcome = .success(try bytes.withUnsafeBufferPointer { try JSONValue.parse($0, maxDepth: JSONValue.inputParseDepth) })
                             returned = PARLEY_OK
                         } catch {
                             outcome = .failure(PluginCallError(code: .invalidJSON, plugin: name, reason: "reply is not valid JSON (\(error))"))
@@ -283,7 +283,7 @@ final class CallRegistry: Sendable {
 /// The message of `{"error": {"message": ...}}`, or the raw text, for an error completion.
 private func errorDetail(_ bytes: [UInt8]) -> String {
     guard !bytes.isEmpty else { return "" }
-    if let value = try? bytes.withUnsafeBufferPointer({ try JSONValue.parse($0) }) {
+    if let value = try? bytes.withUnsafeBufferPointer({ try JSONValue.parse($0, maxDepth: JSONValue.inputParseDepth) }) {
         if let error = value["error"] {
             let message = error["message"]?.stringValue ?? error.stringValue
             let code = error["code"]?.stringValue

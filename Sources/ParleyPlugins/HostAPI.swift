@@ -129,7 +129,7 @@ private let hostEmit: parley_emit_fn = { host, senderID, json in
     }
     let value: JSONValue
     do {
-        value = try bytes.withUnsafeBufferPointer { try JSONValue.parse($0) }
+        value = try bytes.withUnsafeBufferPointer { try JSONValue.parse($0, maxDepth: JSONValue.inputParseDepth) }
     } catch {
         ctx.logger.error("plugin \(ctx.name): emit refused, payload is not valid JSON (\(error))")
         return PARLEY_E_BAD_JSON

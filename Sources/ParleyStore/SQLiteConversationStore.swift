@@ -1,6 +1,7 @@
 import Dispatch
 import GRDB
 import GRDBSQLite
+public import Logging
 public import ServiceLifecycle
 import ParleyCore
 public import ParleyDispatch
@@ -126,6 +127,8 @@ public final class SQLiteConversationStore: CompletingConversationStore {
     private let pool: DatabasePool
     /// Checkpoints the WAL off the commit path.
     private let checkpointer: Checkpointer
+    /// Events that could not be read back: skipped by reads, logged once, recorded in `quarantined_events`.
+    private let quarantine: Quarantine
     private let writerQueue = DispatchQueue(label: "parley.store.writer")
     private let pending = Mutex(PendingWrites())
 
@@ -198,8 +201,9 @@ public final class SQLiteConversationStore: CompletingConversationStore {
 
     /// Opens (creating if needed) the database and brings its schema up to date.
     /// - Throws: ``StoreError`` naming the file: `.readOnly`, `.corrupt`, `.cannotOpen`, `.newerSchema`.
-    public init(configuration: SQLiteStoreConfiguration = .init()) throws {
+    public init(configuration: SQLiteStoreConfiguration = .init(), logger: Logger = Logger(label: "parley.store")) throws {
         self.configuration = configuration
+        self.quarantine = Quarantine(path: configuration.path, logger: logger)
         let path = configuration.path
         var config = Configuration()
         config.busyMode = .timeout(configuration.busyTimeoutSeconds)
@@ -321,7 +325,43 @@ public final class SQLiteConversationStore: CompletingConversationStore {
                     DROP INDEX events_session_starts;
                     """)
         }
+        // Events that could not be read back (for example JSON nested deeper than the reader accepts, written by
+        // an older version that did not limit input): reads skip them and the store records them here once; the
+        // event's bytes stay in `events` for an operator.
+        migrator.registerMigration("v3: quarantined events") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE quarantined_events (
+                        id INTEGER PRIMARY KEY,
+                        sender_id TEXT NOT NULL,
+                        reason TEXT NOT NULL,
+                        quarantined_at REAL NOT NULL
+                    );
+                    """)
+        }
         return migrator
+    }
+
+    /// The events reads have skipped because they could not be read: `(id, sender_id, reason)`, oldest first.
+    public func quarantinedEvents() throws -> [(id: Int64, senderID: String, reason: String)] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, sender_id, reason FROM quarantined_events ORDER BY id").map { ($0[0], $0[1], $0[2]) }
+        }
+    }
+
+    /// Records newly found unreadable events in `quarantined_events`, on the writer queue (off the read path).
+    private func recordQuarantine() {
+        let found = quarantine.takeUnrecorded()
+        guard !found.isEmpty else { return }
+        writerQueue.async { [pool] in
+            try? pool.write { db in
+                for f in found {
+                    try db.execute(
+                        sql: "INSERT OR IGNORE INTO quarantined_events (id, sender_id, reason, quarantined_at) VALUES (?, ?, ?, julianday('now'))",
+                        arguments: [f.id, f.senderID, f.reason])
+                }
+            }
+        }
     }
 
     /// The names of the applied schema migrations.
@@ -333,17 +373,19 @@ public final class SQLiteConversationStore: CompletingConversationStore {
 
     public func currentSession(of senderID: String) async throws -> [JSONValue]? {
         let (watermark, tailIDs) = tail.withLock { ($0.watermark, $0.ids[senderID] ?? []) }
+        let quarantine = self.quarantine
         return try await read { db in
             // The tail first: a session start there makes the indexed part irrelevant.
             let tail = try Self.tailEvents(db, ids: tailIDs, typeFilter: nil)
             if let start = tail.lastIndex(where: { $0.start }) {
-                return try tail[start...].map { try JSONValue.parse($0.data) }
+                return tail[start...].compactMap { quarantine.decode($0.data, id: $0.id, senderID: senderID) }
             }
             let latestStart = try db.cachedStatement(sql: "SELECT max(id) FROM session_starts WHERE sender_id = ?1 AND id <= ?2")
             let start = try Int.fetchOne(latestStart, arguments: [senderID, watermark]) ?? 0
-            var events = try Self.indexedEvents(db, senderID: senderID, from: start, through: watermark, typeFilter: nil)
-            for row in tail { events.append(try JSONValue.parse(row.data)) }
-            // A stored conversation has at least the event its session starts with.
+            var events = try Self.indexedEvents(db, senderID: senderID, from: start, through: watermark, typeFilter: nil, quarantine: quarantine)
+            for row in tail { if let event = quarantine.decode(row.data, id: row.id, senderID: senderID) { events.append(event) } }
+            // A stored conversation has at least the event its session starts with (unless it was quarantined).
+            if events.isEmpty && (start > 0 || !tail.isEmpty) { return [] }
             return events.isEmpty ? nil : events
         }
     }
@@ -368,9 +410,12 @@ public final class SQLiteConversationStore: CompletingConversationStore {
             return "(\(list.isEmpty ? "NULL" : list))"
         }
         let (watermark, tailIDs) = tail.withLock { ($0.watermark, $0.ids[senderID] ?? []) }
+        let quarantine = self.quarantine
         return try await read { db in
-            var events = try Self.indexedEvents(db, senderID: senderID, from: 0, through: watermark, typeFilter: typeFilter)
-            for row in try Self.tailEvents(db, ids: tailIDs, typeFilter: types) { events.append(try JSONValue.parse(row.data)) }
+            var events = try Self.indexedEvents(db, senderID: senderID, from: 0, through: watermark, typeFilter: typeFilter, quarantine: quarantine)
+            for row in try Self.tailEvents(db, ids: tailIDs, typeFilter: types) {
+                if let event = quarantine.decode(row.data, id: row.id, senderID: senderID) { events.append(event) }
+            }
             if events.isEmpty {
                 let indexed =
                     try Bool.fetchOne(
@@ -385,17 +430,17 @@ public final class SQLiteConversationStore: CompletingConversationStore {
 
     /// The unindexed events with the given ids (one conversation's, from the in-memory tail index), in order:
     /// whether each starts a session, and its JSON text; only types in `typeFilter` when given.
-    private static func tailEvents(_ db: Database, ids: [Int64], typeFilter: Set<String>?) throws -> [(start: Bool, data: String)] {
+    private static func tailEvents(_ db: Database, ids: [Int64], typeFilter: Set<String>?) throws -> [(id: Int64, start: Bool, data: String)] {
         guard !ids.isEmpty else { return [] }
         let statement = try db.cachedStatement(sql: "SELECT type, data FROM events WHERE id = ?")
-        var out: [(start: Bool, data: String)] = []
+        var out: [(id: Int64, start: Bool, data: String)] = []
         out.reserveCapacity(ids.count)
         for id in ids {
             guard let row = try Row.fetchOne(statement, arguments: [id]) else { continue }
             let type: String = row[0]
             if let typeFilter, !typeFilter.contains(type) { continue }
             let data: String = row[1]
-            out.append((type == "session_started" || type == "restart", data))
+            out.append((id, type == "session_started" || type == "restart", data))
         }
         return out
     }
@@ -406,17 +451,21 @@ public final class SQLiteConversationStore: CompletingConversationStore {
     }
 
     /// The indexed events of `senderID` from id `from` on, in order, only those whose type is in `typeFilter` (an SQL list).
-    private static func indexedEvents(_ db: Database, senderID: String, from: Int, through: Int, typeFilter: String?) throws -> [JSONValue] {
+    private static func indexedEvents(
+        _ db: Database, senderID: String, from: Int, through: Int, typeFilter: String?, quarantine: Quarantine
+    ) throws -> [JSONValue] {
         // CROSS JOIN keeps event_index as the outer loop: one index range, then a rowid lookup per event.
         // Cached: a conversation load (every new conversation) must not parse SQL each time.
         let statement = try db.cachedStatement(
             sql: """
-                SELECT e.data FROM event_index i CROSS JOIN events e ON e.id = i.id
+                SELECT e.id, e.data FROM event_index i CROSS JOIN events e ON e.id = i.id
                 WHERE i.sender_id = ?1 AND i.id >= ?2 AND i.id <= ?3 \(typeFilter.map { "AND e.type IN \($0)" } ?? "") ORDER BY i.id
                 """)
-        let rows = try String.fetchCursor(statement, arguments: [senderID, from, through])
+        let rows = try Row.fetchCursor(statement, arguments: [senderID, from, through])
         var events: [JSONValue] = []
-        while let text = try rows.next() { events.append(try JSONValue.parse(text)) }
+        while let row = try rows.next() {
+            if let event = quarantine.decode(row[1], id: row[0], senderID: senderID) { events.append(event) }
+        }
         return events
     }
 
@@ -426,6 +475,7 @@ public final class SQLiteConversationStore: CompletingConversationStore {
         do {
             // On a worker thread (a turn loading its conversation), read right here: a few indexed lookups cost
             // less than two thread hand-offs to GRDB's reader queue and back.
+            defer { recordQuarantine() }
             if let workers = WorkerPool.current {
                 return try workers.runBlocking { try pool.read(body) }
             }
@@ -869,5 +919,57 @@ enum FileManagerShim {
     static func size(_ path: String) -> Int {
         var info = stat()
         return stat(path, &info) == 0 ? Int(info.st_size) : 0
+    }
+}
+
+/// Events that cannot be read back. A conversation must never become unusable because one stored event cannot
+/// be parsed (JSON nested deeper than the reader's limit, bytes damaged on disk): reads skip such an event, the
+/// first time it is met it is logged (conversation, event id, reason) and queued for the `quarantined_events`
+/// table, and the conversation goes on with its readable events. Shared by reads on any thread (`Mutex`).
+final class Quarantine: Sendable {
+    struct Found: Sendable {
+        let id: Int64
+        let senderID: String
+        let reason: String
+    }
+
+    /// The JSON nesting the store reads back. Every writer into the store is limited well below it (input at the
+    /// edge, plugin replies), so only events written without those limits can exceed it.
+    static let readDepth = 512
+
+    private let path: String
+    private let logger: Logger
+    private let state = Mutex<(seen: Set<Int64>, unrecorded: [Found])>(([], []))
+
+    init(path: String, logger: Logger) {
+        self.path = path
+        self.logger = logger
+    }
+
+    /// The event stored as `text`, or nil (and reported once) when it cannot be parsed.
+    func decode(_ text: String, id: Int64, senderID: String) -> JSONValue? {
+        do {
+            return try JSONValue.parse(text, maxDepth: Self.readDepth)
+        } catch {
+            let first = state.withLock { s in
+                guard s.seen.insert(id).inserted else { return false }
+                s.unrecorded.append(Found(id: id, senderID: senderID, reason: "\(error)"))
+                return true
+            }
+            if first {
+                logger.error(
+                    "conversation store: an event cannot be read and is skipped (quarantined); the conversation goes on without it",
+                    metadata: ["store": "\(path)", "sender_id": "\(senderID)", "event_id": "\(id)", "error": "\(error)"])
+            }
+            return nil
+        }
+    }
+
+    /// The events found since the last call, to record.
+    func takeUnrecorded() -> [Found] {
+        state.withLock { s in
+            defer { s.unrecorded = [] }
+            return s.unrecorded
+        }
     }
 }

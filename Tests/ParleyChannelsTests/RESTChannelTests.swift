@@ -40,7 +40,8 @@ let mirror: @Sendable (UserMessage) throws -> [JSONValue] = { m in
     case "/metadata": return [["custom": ["metadata": .object(m.metadata)]]]
     case "/sender": return [["text": .string(m.senderID)]]
     case "/many": return (1...5).map { ["text": .string("\($0)")] }
-    case "/full": throw MailboxFull()
+    case "/full": throw DispatchError(.mailboxFull, senderID: "u", "mailbox full")
+    case "/store": throw MailboxFull()
     case let t where t.hasPrefix("/"): return []
     default: return [["text": .string(m.text)]]
     }
@@ -118,7 +119,10 @@ struct RESTChannelTests {
 
     @Test func refusedMessage() async throws {
         let channel = RESTChannel(turns: ScriptedTurns(mirror))
-        let (status, json) = await post(channel, #"{"sender":"u","message":"/full"}"#)
+        var (status, json) = await post(channel, #"{"sender":"u","message":"/full"}"#)
+        #expect(status == .tooManyRequests)
+        #expect(json["reason"] == "MailboxFull")
+        (status, json) = await post(channel, #"{"sender":"u","message":"/store"}"#)
         #expect(status == .serviceUnavailable)
         #expect(json["message"] == "the message was not handled: mailbox full")
     }

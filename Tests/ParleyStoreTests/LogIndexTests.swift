@@ -174,7 +174,7 @@ import Testing
             #expect(sqlite(path, script) != nil)
             do {
                 let store = try SQLiteConversationStore(configuration: .init(path: path, indexIdleSeconds: nil))
-                #expect(try store.appliedMigrations() == ["v1: events", "v2: batch-indexed log"])
+                #expect(try store.appliedMigrations() == ["v1: events", "v2: batch-indexed log", "v3: quarantined events"])
                 #expect(try store.indexState().watermark == rows.count)
                 #expect(try store.indexState().unindexed == 0)
                 #expect(try await store.currentSession(of: "a")?.map { $0["event"]?.stringValue ?? "" } == ["restart", "user"])

@@ -32,7 +32,7 @@ func event(_ kind: String, _ extra: JSONObject = [:], at t: Double = 1.5) -> JSO
             }
             let reopened = try SQLiteConversationStore(configuration: .init(path: path, durability: .normal))
             #expect(try await reopened.events(of: "a", types: nil)?.first?["text"] == "persist me")
-            #expect(try reopened.appliedMigrations() == ["v1: events", "v2: batch-indexed log"])
+            #expect(try reopened.appliedMigrations() == ["v1: events", "v2: batch-indexed log", "v3: quarantined events"])
             #expect(try reopened.eventCount() == 1)
         }
     }
