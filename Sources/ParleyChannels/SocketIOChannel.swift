@@ -19,7 +19,11 @@ public import SocketIO
 ///   a JSON string holding one. Replies go, one `bot_uttered` per message of
 ///   ``OutputMapping/socketIOMessages(for:)-(JSONValue)``, to the session room (persistence) or the socket.
 /// - Everything happens on the configured namespace: handlers, rooms and emits.
-/// - Invalid events are ignored as Rasa ignores them (no reply, the socket stays connected), with a log line.
+/// - Invalid or refused events get no reply, as in Rasa, and the socket stays connected; unlike Rasa the socket
+///   is told why: the ``SocketIOChannelConfiguration/errorEvent`` (`parley_error`) with a ``Refusal``
+///   (`{"code","message","event"}`), and a log line at most once per socket per 10 s.
+/// - Each socket may send `rate_limit.messages_per_second` messages on average, `rate_limit.burst` at once;
+///   more are refused with `rate_limited` without reaching the dispatcher.
 ///
 /// Also the ``ProactiveOutput`` for plugin `emit`s: they go to the conversation's room.
 public final class SocketIOChannel: ProactiveOutput, Sendable {
@@ -70,8 +74,19 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         }
         namespace.onConnection { [self] socket in
             logger.debug("socketio: connected", metadata: ["sid": "\(socket.id)", "engineio.sid": "\(socket.handshake.engineID)", "namespace": "\(namespace.name)"])
-            socket.on("session_request") { [self] socket, event in sessionRequest(socket, event) }
-            socket.on(configuration.userMessageEvent) { [self] socket, event in userUttered(socket, event) }
+            // Per socket, captured by its handlers (which run on the socket's event loop).
+            let refusals = RefusalLog()
+            let bucket = configuration.messagesPerSecond > 0 ? TokenBucket(rate: configuration.messagesPerSecond, burst: configuration.messageBurst) : nil
+            socket.on("session_request") { [self] socket, event in sessionRequest(socket, event, refusals: refusals) }
+            socket.on(configuration.userMessageEvent) { [self] socket, event in
+                if let bucket, !bucket.take() {
+                    refuse(
+                        socket, Refusal("rate_limited", "more than \(configuration.messageBurst) messages at once or \(configuration.messagesPerSecond) per second; slow down"),
+                        event: configuration.userMessageEvent, log: refusals)
+                    return
+                }
+                userUttered(socket, event, refusals: refusals)
+            }
             socket.onDisconnect { [self] socket, reason in
                 logger.debug("socketio: disconnected", metadata: ["sid": "\(socket.id)", "reason": "\(reason)"])
             }
@@ -88,14 +103,31 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         socket.data["jwt_session_id"]?.stringValue
     }
 
-    func sessionRequest(_ socket: SocketIOSocket, _ event: SocketIOEvent) {
+    /// Tells `socket` why its `event` was not handled (the error event, unless turned off) and logs it at most
+    /// once per interval for that socket.
+    func refuse(_ socket: SocketIOSocket, _ refusal: Refusal, event: String, log: RefusalLog) {
+        if !configuration.errorEvent.isEmpty {
+            socket.emit(configuration.errorEvent, arguments: [.json(refusal.payload(event: event))])
+        }
+        let (shouldLog, suppressed) = log.shouldLog()
+        if shouldLog {
+            logger.info(
+                "socketio: \(event) refused",
+                metadata: ["sid": "\(socket.id)", "code": "\(refusal.code)", "reason": "\(refusal.message)", "suppressed_since_last_line": "\(suppressed)"])
+        }
+    }
+
+    func sessionRequest(_ socket: SocketIOSocket, _ event: SocketIOEvent, refusals: RefusalLog) {
+        func refuse(_ message: String) {
+            self.refuse(socket, Refusal("invalid_input", message), event: "session_request", log: refusals)
+        }
         // Rasa: `async def session_request(sid, data)`: no argument → TypeError → no confirm.
         guard let first = event.arguments.first else {
-            logger.info("socketio: session_request without data ignored", metadata: ["sid": "\(socket.id)"])
+            refuse("session_request needs data: send {\"session_id\": null} for a new session or the id to resume")
             return
         }
         guard let json = first.jsonValue else {
-            logger.info("socketio: session_request with binary data ignored", metadata: ["sid": "\(socket.id)"])
+            refuse("session_request data is binary; send {\"session_id\": ...}")
             return
         }
         let data: JSONObject
@@ -103,7 +135,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         case .null: data = [:]
         case .object(let o): data = o
         default:
-            logger.info("socketio: session_request data is not an object; ignored", metadata: ["sid": "\(socket.id)"])
+            refuse("session_request data is not an object; send {\"session_id\": ...}")
             return
         }
         var sessionID: JSONValue
@@ -115,9 +147,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             sessionID = .string(Identifier.random32Hex())
         }
         if let bound = boundSession(socket), Self.roomName(sessionID) != bound {
-            logger.warning(
-                "socketio: session_request for a session other than the token's (jwt_session_claim); ignored",
-                metadata: ["sid": "\(socket.id)", "requested": "\(Self.roomName(sessionID))", "token_session": "\(bound)"])
+            self.refuse(socket, Refusal("forbidden", "this token may only use session \(JSONValue.string(bound).serialized)"), event: "session_request", log: refusals)
             return
         }
         if configuration.sessionPersistence {
@@ -127,9 +157,13 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         logger.debug("socketio: session confirmed", metadata: ["sid": "\(socket.id)", "session_id": "\(Self.roomName(sessionID))"])
     }
 
-    func userUttered(_ socket: SocketIOSocket, _ event: SocketIOEvent) {
+    func userUttered(_ socket: SocketIOSocket, _ event: SocketIOEvent, refusals: RefusalLog) {
+        let eventName = configuration.userMessageEvent
+        func refuse(_ code: String, _ message: String) {
+            self.refuse(socket, Refusal(code, message), event: eventName, log: refusals)
+        }
         guard case .object(let data)? = event.arguments.first?.jsonValue else {
-            logger.info("socketio: \(configuration.userMessageEvent) data is not an object; ignored", metadata: ["sid": "\(socket.id)"])
+            refuse("invalid_input", "\(eventName) data must be an object {\"message\": \"...\", \"session_id\": \"...\"}")
             return
         }
         let text: String
@@ -137,40 +171,45 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         case nil, .null?: text = ""
         case .string(let s)?: text = Paragraphs.pythonStrip(s)
         default:
-            logger.info("socketio: message is not a string; ignored", metadata: ["sid": "\(socket.id)"])
+            refuse("invalid_input", "message must be a string")
             return
         }
         var metadata = JSONObject()
-        switch data[configuration.metadataKey] {
+        let key = configuration.metadataKey
+        switch data[key] {
         case nil, .null?: break
         case .object(let o)?: metadata = o
         case .string(let s)?:
-            guard let parsed = try? JSONValue.parse(s, maxDepth: JSONValue.inputParseDepth) else {
-                logger.info("socketio: \(configuration.metadataKey) is a string but not JSON; ignored", metadata: ["sid": "\(socket.id)"])
+            let parsed: JSONValue
+            do {
+                parsed = try JSONValue.parse(s, maxDepth: JSONValue.inputParseDepth)
+            } catch let error as JSONParseError where error.reason.hasPrefix("nesting deeper") {
+                refuse("too_large", "\(key) is nested deeper than \(JSONValue.inputParseDepth) levels; send flatter metadata")
+                return
+            } catch {
+                refuse("invalid_input", "\(key) is a string but not JSON; send an object")
                 return
             }
             guard case .object(let o) = parsed else {
-                logger.info("socketio: \(configuration.metadataKey) JSON is not an object; ignored", metadata: ["sid": "\(socket.id)"])
+                refuse("invalid_input", "\(key) JSON is not an object; send an object")
                 return
             }
             metadata = o
         default:
-            logger.info("socketio: \(configuration.metadataKey) is not an object; ignored", metadata: ["sid": "\(socket.id)"])
+            refuse("invalid_input", "\(key) must be an object (or a JSON string holding one)")
             return
         }
         let senderID: String
         if configuration.sessionPersistence {
             guard let session = data["session_id"], !session.isFalsy else {
-                logger.warning(
-                    "socketio: A message without a valid session_id was received. This message will be ignored. Make sure to set a proper session id using the `session_request` socketIO event.",
-                    metadata: ["sid": "\(socket.id)"])
+                refuse(
+                    "invalid_input",
+                    "A message without a valid session_id was received. This message will be ignored. Make sure to set a proper session id using the `session_request` socketIO event.")
                 return
             }
             senderID = Self.roomName(session)
             if let bound = boundSession(socket), bound != senderID {
-                logger.warning(
-                    "socketio: message for a session other than the token's (jwt_session_claim); ignored",
-                    metadata: ["sid": "\(socket.id)", "session_id": "\(senderID)", "token_session": "\(bound)"])
+                refuse("forbidden", "this token may only send to session \(JSONValue.string(bound).serialized)")
                 return
             }
         } else {
@@ -185,7 +224,8 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
                 emit(turn.responses, room: room)
                 logger.debug("socketio: turn done", metadata: ["sender_id": "\(room)", "responses": "\(turn.responses.count)"])
             case .failure(let error):
-                logger.warning("socketio: message refused", metadata: ["sender_id": "\(room)", "error": "\(error)"])
+                // A completion may run on another thread: the emit hands the packet to the socket's loop.
+                self.refuse(socket, Refusal.from(error), event: eventName, log: refusals)
             }
         }
     }

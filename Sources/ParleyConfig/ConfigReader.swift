@@ -72,6 +72,18 @@ struct MapReader {
         return Int(i)
     }
 
+    /// A number in `range`.
+    mutating func number(_ key: String, expected: String, range: ClosedRange<Double>) throws(ConfigError) -> Double? {
+        guard let n = value(key) else { return nil }
+        guard case .scalar(let s) = n, let d = s.double ?? s.int.map(Double.init), d.isFinite else {
+            throw error(key, "expected \(expected), got \(n.shortDescription)")
+        }
+        guard range.contains(d) else {
+            throw error(key, "expected \(expected) between \(range.lowerBound) and \(range.upperBound), got \(s.text)")
+        }
+        return d
+    }
+
     /// A duration in seconds: a number (`25`, `2.5`) or a string with a unit (`"500ms"`, `"25s"`, `"2m"`).
     mutating func seconds(_ key: String, allowZero: Bool = false) throws(ConfigError) -> Double? {
         guard let n = value(key) else { return nil }

@@ -132,6 +132,14 @@ public struct SocketIOChannelConfiguration: Sendable, Hashable {
     /// WebSocket permessage-deflate (`per_message_deflate`): nil (the default, `false`) = never negotiated;
     /// set (`true` or a mapping) = offered to clients that ask for it.
     public var perMessageDeflate: PerMessageDeflateConfiguration?
+    /// The event a refused message gets back on its socket (`error_event`, default `parley_error`); empty = none
+    /// (refusals are then only logged, as in Rasa). Stock Rasa widgets ignore events they do not know.
+    public var errorEvent: String
+    /// Messages per second a socket may send on average (`rate_limit.messages_per_second`, default 20); 0 = no
+    /// limit. Messages over the limit are refused with `rate_limited`.
+    public var messagesPerSecond: Double
+    /// Messages a socket may send at once above the average (`rate_limit.burst`, default 40).
+    public var messageBurst: Int
 
     public init(
         userMessageEvent: String = "user_uttered",
@@ -145,7 +153,10 @@ public struct SocketIOChannelConfiguration: Sendable, Hashable {
         pingInterval: Double = 25,
         pingTimeout: Double = 20,
         maxPayload: Int = 1_000_000,
-        perMessageDeflate: PerMessageDeflateConfiguration? = nil
+        perMessageDeflate: PerMessageDeflateConfiguration? = nil,
+        errorEvent: String = "parley_error",
+        messagesPerSecond: Double = 20,
+        messageBurst: Int = 40
     ) {
         self.userMessageEvent = userMessageEvent
         self.botMessageEvent = botMessageEvent
@@ -159,6 +170,9 @@ public struct SocketIOChannelConfiguration: Sendable, Hashable {
         self.pingTimeout = pingTimeout
         self.maxPayload = maxPayload
         self.perMessageDeflate = perMessageDeflate
+        self.errorEvent = errorEvent
+        self.messagesPerSecond = messagesPerSecond
+        self.messageBurst = messageBurst
     }
 }
 

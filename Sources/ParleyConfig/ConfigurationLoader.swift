@@ -201,6 +201,13 @@ private struct Context {
         if let v = try r.nonEmptyString("metadata_key", expected: "a key name") { c.metadataKey = v }
 
         c.jwt = try jwt(&r, connections: "connections")
+        if let v = try r.string("error_event", expected: "an event name, or \"\" for none") { c.errorEvent = v }
+        if r.has("rate_limit") {
+            var limit = try reader(r.node("rate_limit"), r.childPath("rate_limit"))
+            if let v = try limit.number("messages_per_second", expected: "messages per second (0 = no limit)", range: 0...1_000_000) { c.messagesPerSecond = v }
+            if let v = try limit.int("burst", expected: "a number of messages", range: 1...1_000_000) { c.messageBurst = v }
+            try limit.finish()
+        }
 
         if let origins = try r.stringList("cors_origins", expected: "\"*\" or a list of origins such as https://example.com") {
             for (i, o) in origins.enumerated() where o != "*" && !(o.hasPrefix("http://") || o.hasPrefix("https://")) {

@@ -50,7 +50,7 @@ public enum InputValidation {
         guard size <= maxBytes else {
             throw InputError(
                 .messageTooLarge,
-                "message text is \(size) bytes, the limit is \(maxBytes) (dispatch.maxMessageBytes); send a shorter message"
+                "message text is \(size) bytes, the limit is \(maxBytes) (dispatcher.max_message_bytes); send a shorter message"
             )
         }
     }

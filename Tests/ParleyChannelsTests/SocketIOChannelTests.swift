@@ -85,13 +85,24 @@ struct SocketIOChannelTests {
         }
     }
 
-    @Test func invalidSessionRequestsAreIgnored() {
+    @Test func invalidSessionRequestsAreRefusedVisibly() {
         let h = Harness()
         let c = h.connect()
         _ = c.take()
         c.receive(#"2["session_request"]"#)
         c.receive(#"2["session_request","abc"]"#)
         c.receive(#"2["session_request",[1]]"#)
+        let sent = c.take()
+        #expect(sent.count == 3)
+        #expect(sent.allSatisfy { $0.hasPrefix(#"2["parley_error",{"code":"invalid_input","#) && $0.contains(#""event":"session_request""#) }, "\(sent)")
+    }
+
+    @Test func refusalsAreSilentWithoutAnErrorEvent() {
+        let h = Harness(SocketIOChannelConfiguration(sessionPersistence: true, errorEvent: ""))
+        let c = h.connect()
+        _ = c.take()
+        c.receive(#"2["session_request","abc"]"#)
+        c.receive(#"2["user_uttered",{"message":"x"}]"#)
         #expect(c.take() == [])
     }
 
@@ -121,7 +132,11 @@ struct SocketIOChannelTests {
         ] {
             c.receive(packet)
         }
-        #expect(c.take() == [])
+        // No reply; each invalid one is refused with an error event to this socket (the blank message is a turn
+        // whose mirror reply is empty).
+        let sent = c.take()
+        #expect(sent.count == 8, "\(sent)")
+        #expect(sent.allSatisfy { $0.hasPrefix(#"2["parley_error",{"code":"invalid_input","#) }, "\(sent)")
     }
 
     @Test func everyResponseShape() {

@@ -62,10 +62,12 @@ class Client:
 
     def __init__(self, url, namespace="/", transports=None, auth=None, bot_event="bot_uttered", socketio_path=None):
         self.events = queue.Queue()
+        self.errors = queue.Queue()   # parley_error payloads (refusals), kept apart from the replies
         self.namespace = namespace
         self.sio = socketio.Client(reconnection=False)
         for name in ("session_confirm", bot_event):
             self.sio.on(name, self._handler(name), namespace=namespace)
+        self.sio.on("parley_error", lambda *args: self.errors.put(args[0] if args else None), namespace=namespace)
         kwargs = {"namespaces": [namespace], "wait_timeout": WAIT}
         if transports:
             kwargs["transports"] = transports
@@ -89,6 +91,10 @@ class Client:
 
     def next(self, timeout=WAIT):
         return self.events.get(timeout=timeout)
+
+    def next_error(self, timeout=WAIT):
+        """The next refusal (`parley_error` payload) this socket got."""
+        return self.errors.get(timeout=timeout)
 
     def request_session(self, session_id=None, payload="default"):
         data = {"session_id": session_id} if payload == "default" else payload
