@@ -166,7 +166,10 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             value: .init(low: max(1, limit / 2), high: max(2, limit))
         )
         let operations = channel.pipeline.syncOperations
-        if let deflate = Self.negotiateDeflate(engine: engine, headers: head.headers) {
+        let deflate = Self.negotiateDeflate(engine: engine, headers: head.headers)
+        // RFC 6455 rules NIO's decoder leaves to the application (masking, RSV bits, opcodes, fragmentation).
+        try operations.addHandler(WebSocketStrictnessHandler(allowRSV1: deflate != nil), position: position)
+        if let deflate {
             // permessage-deflate: reassembles and decompresses (replaces the aggregator).
             try operations.addHandler(
                 PerMessageDeflateHandler(negotiated: deflate, maxPayload: engine.configuration.maxPayload),

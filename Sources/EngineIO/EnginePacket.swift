@@ -41,7 +41,10 @@ public enum EngineCodec {
         guard let first = bytes.first else { throw EngineDecodingError("empty packet") }
         let rest = bytes.dropFirst()
         switch first {
-        case UInt8(ascii: "4"): return .message(.text(String(decoding: rest, as: UTF8.self)))
+        case UInt8(ascii: "4"):
+            // Engine.IO text is UTF-8; a replacement character would silently change what the client sent.
+            guard let text = String(validating: rest, as: UTF8.self) else { throw EngineDecodingError("text packet is not valid UTF-8") }
+            return .message(.text(text))
         case UInt8(ascii: "3"): return .pong(String(decoding: rest, as: UTF8.self))
         case UInt8(ascii: "2"): return .ping(String(decoding: rest, as: UTF8.self))
         case UInt8(ascii: "1"):

@@ -89,6 +89,13 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
             if frame.length > server.configuration.maxPayload {
                 closeReason = .protocolViolation("payload too large (\(frame.length) bytes)")
                 result = .failure(EngineDecodingError("payload too large (\(frame.length) bytes)"))
+            } else if !frame.unmaskedData.withUnsafeReadableBytes({ Self.isValidUTF8($0) }) {
+                // RFC 6455 8.1: a text message that is not UTF-8 fails the connection with 1007 (checked on the
+                // whole message, after reassembly and permessage-deflate).
+                closeReason = .protocolViolation("invalid UTF-8 in a text message")
+                server.logger.info("Engine.IO session closed: invalid UTF-8 in a text message", metadata: ["engineio.sid": .string(session.id)])
+                close(code: .dataInconsistentWithMessage)
+                return
             } else {
                 let data = frame.unmaskedData
                 result = data.withUnsafeReadableBytes { bytes in
@@ -127,7 +134,14 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
             if !closeSent {
                 closeSent = true
                 var data = frame.unmaskedData
-                let code = data.readInteger(as: UInt16.self) ?? 1000
+                var code = data.readInteger(as: UInt16.self) ?? 1000
+                // RFC 6455 7.4: a code that must not be sent, or a reason that is not UTF-8, is a protocol error.
+                let sendable = (1000...1003).contains(code) || (1007...1014).contains(code) || (3000...4999).contains(code)
+                if !sendable {
+                    code = 1002
+                } else if !data.withUnsafeReadableBytes({ Self.isValidUTF8($0) }) {
+                    code = 1007
+                }
                 var buffer = context.channel.allocator.buffer(capacity: 2)
                 buffer.writeInteger(code)
                 let reply = WebSocketFrame(fin: true, opcode: .connectionClose, data: buffer)
@@ -155,7 +169,49 @@ final class EngineWebSocketHandler: ChannelInboundHandler, @unchecked Sendable {
         context.fireChannelWritabilityChanged()
     }
 
+    /// Whether `bytes` are valid UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). ASCII, the common
+    /// case for Engine.IO text, is checked eight bytes at a time.
+    static func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var i = 0
+        let n = bytes.count
+        while i < n {
+            if i + 8 <= n, bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 {
+                i += 8
+                continue
+            }
+            let b0 = bytes[i]
+            if b0 < 0x80 {
+                i += 1
+                continue
+            }
+            let length: Int
+            let lower: UInt8
+            let upper: UInt8
+            switch b0 {
+            case 0xC2...0xDF: (length, lower, upper) = (2, 0x80, 0xBF)
+            case 0xE0: (length, lower, upper) = (3, 0xA0, 0xBF)
+            case 0xE1...0xEC, 0xEE...0xEF: (length, lower, upper) = (3, 0x80, 0xBF)
+            case 0xED: (length, lower, upper) = (3, 0x80, 0x9F)
+            case 0xF0: (length, lower, upper) = (4, 0x90, 0xBF)
+            case 0xF1...0xF3: (length, lower, upper) = (4, 0x80, 0xBF)
+            case 0xF4: (length, lower, upper) = (4, 0x80, 0x8F)
+            default: return false
+            }
+            guard i + length <= n, (lower...upper).contains(bytes[i + 1]) else { return false }
+            for k in 2..<length where bytes[i + k] & 0xC0 != 0x80 { return false }
+            i += length
+        }
+        return true
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let violation = error as? WebSocketProtocolViolation {
+            // WebSocketStrictnessHandler sends the 1002 close frame and closes.
+            if closeReason == nil { closeReason = .protocolViolation(violation.reason) }
+            server.logger.info("Engine.IO session closed: \(violation.reason)", metadata: ["engineio.sid": .string(session?.id ?? requestedSID ?? "-")])
+            closeSent = true
+            return
+        }
         if let failure = error as? PerMessageDeflateFailure {
             // permessage-deflate rejected an inbound message (e.g. over maxPayload once decompressed).
             if closeReason == nil { closeReason = .protocolViolation(failure.reason) }
