@@ -36,15 +36,23 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     public let responder: HTTPChannelHandler.Responder
     let engines: [EngineIOServer]
     let configuration: HTTP1Channel.Configuration
+    let limits: HTTPConnectionLimits
+    let limiter: ConnectionLimiter
 
     /// Creates the channel setup.
     /// - Parameters:
     ///   - engines: the Engine.IO servers to serve, each on its own path.
     ///   - responder: the application's responder for every other request.
     ///   - configuration: HTTP/1.1 settings (idle timeout, decoder limits).
-    public init(engines: [EngineIOServer], responder: @escaping HTTPChannelHandler.Responder, configuration: HTTP1Channel.Configuration = .init()) {
+    ///   - limits: timeouts, request head limits and per-address connection limits.
+    public init(
+        engines: [EngineIOServer], responder: @escaping HTTPChannelHandler.Responder, configuration: HTTP1Channel.Configuration = .init(),
+        limits: HTTPConnectionLimits = .init()
+    ) {
         self.engines = engines
         self.configuration = configuration
+        self.limits = limits
+        self.limiter = ConnectionLimiter(limits: limits, logger: Logger(label: "parley.http"))
         self.responder = { request, writer, channel in
             if let engine = engines.first(where: { $0.matches(path: request.uri.path) }) {
                 let response = await engine.respond(to: request, channel: channel)
@@ -61,7 +69,17 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let engines = self.engines
         let configuration = self.configuration
+        let limits = self.limits
+        // Per-address limits first: a refused connection is closed before anything is read from it.
+        let address = channel.remoteAddress?.ipAddress
+        if let refusal = limiter.admit(address) {
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(HTTPConnectionRefused(reason: refusal))
+        }
+        let limiter = self.limiter
+        channel.closeFuture.whenComplete { _ in limiter.release(address) }
         return channel.eventLoop.makeCompletedFuture {
+            let timeouts = HTTPRequestTimeoutHandler(headerTimeout: limits.headerTimeout, idleTimeout: limits.idleTimeout)
             // Set when an upgrade request is refused: NIO then hands the connection to the HTTP side without
             // replaying the request, so the refusal is answered from here.
             let refusal = NIOLoopBoundBox<EngineHTTPResponse?>(nil, eventLoop: channel.eventLoop)
@@ -94,6 +112,8 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 },
                 upgradePipelineHandler: { channel, head in
                     channel.eventLoop.makeCompletedFuture {
+                        // A WebSocket has its own heartbeat: no HTTP timeouts from here on.
+                        channel.pipeline.syncOperations.removeHandler(timeouts, promise: nil)
                         try Self.installEngineWebSocket(engines: engines, channel: channel, head: head, position: .last)
                         return UpgradeResult.engineWebSocket
                     }
@@ -132,14 +152,17 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 upgradeConfiguration: upgradeConfiguration
             )
             pipelineConfiguration.enablePipelining = false  // NIOAsyncChannel serializes requests
-            pipelineConfiguration.enableErrorHandling = false  // Hummingbird answers parse errors
+            // An unparsable request (garbage, a bare LF, Content-Length with Transfer-Encoding, two different
+            // Content-Lengths, a TLS ClientHello on the plain port) gets `400` with `Connection: close`.
+            pipelineConfiguration.enableErrorHandling = true
             pipelineConfiguration.enableResponseHeaderValidation = false  // swift-http-types validates
-            pipelineConfiguration.decoderConfiguration.maxHeaderFieldSize = configuration.httpDecoder.maxHeaderFieldSize
-            pipelineConfiguration.decoderConfiguration.maxHeaderListSize = configuration.httpDecoder.maxHeaderListSize
-            pipelineConfiguration.decoderConfiguration.maxHeaderFieldCount = configuration.httpDecoder.maxHeaderFieldCount
+            pipelineConfiguration.decoderConfiguration.maxHeaderFieldSize = min(configuration.httpDecoder.maxHeaderFieldSize, limits.maxHeaderBytes)
+            pipelineConfiguration.decoderConfiguration.maxHeaderListSize = min(configuration.httpDecoder.maxHeaderListSize, limits.maxHeaderBytes)
+            pipelineConfiguration.decoderConfiguration.maxHeaderFieldCount = min(configuration.httpDecoder.maxHeaderFieldCount, limits.maxHeaderCount)
             let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
                 configuration: pipelineConfiguration
             )
+            try channel.pipeline.syncOperations.addHandler(timeouts)
             return Value(result: result, channel: channel)
         }
     }
@@ -225,6 +248,12 @@ public struct EngineIOHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     }
 }
 
+/// A connection closed at once by ``HTTPConnectionLimits`` (per-address limits).
+struct HTTPConnectionRefused: Error, CustomStringConvertible {
+    var reason: String
+    var description: String { "connection refused: \(reason)" }
+}
+
 extension HTTPServerBuilder {
     /// HTTP/1.1 with the given Engine.IO servers mounted in front of the application's router: each serves
     /// its ``EngineIOConfiguration/path`` (long-polling and WebSocket); every other path goes to the router.
@@ -235,9 +264,12 @@ extension HTTPServerBuilder {
     /// - Parameters:
     ///   - engines: the Engine.IO servers (distinct paths).
     ///   - configuration: HTTP/1.1 settings.
-    public static func engineIO(_ engines: [EngineIOServer], configuration: HTTP1Channel.Configuration = .init()) -> HTTPServerBuilder {
+    ///   - limits: timeouts, request head limits and per-address connection limits.
+    public static func engineIO(
+        _ engines: [EngineIOServer], configuration: HTTP1Channel.Configuration = .init(), limits: HTTPConnectionLimits = .init()
+    ) -> HTTPServerBuilder {
         .init { responder in
-            EngineIOHTTPChannel(engines: engines, responder: responder, configuration: configuration)
+            EngineIOHTTPChannel(engines: engines, responder: responder, configuration: configuration, limits: limits)
         }
     }
 }

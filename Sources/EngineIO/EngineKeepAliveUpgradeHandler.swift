@@ -125,11 +125,18 @@ final class EngineKeepAliveUpgradeHandler: ChannelDuplexHandler, RemovableChanne
             let operations = context.pipeline.syncOperations
             // The encoder goes first: the Engine.IO handler may write its open packet as soon as it is added.
             operations.removeHandler(context: try operations.context(handlerType: HTTPResponseEncoder.self), promise: nil)
+            // HTTP's protocol-error handler (400 for unparsable requests) only understands HTTP parts.
+            if let httpErrors = try? operations.context(handlerType: HTTPServerProtocolErrorHandler.self) {
+                operations.removeHandler(context: httpErrors, promise: nil)
+            }
             try operations.addHandler(WebSocketFrameEncoder(), position: .before(self))
             try operations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)), position: .before(self))
             try operations.addHandler(WebSocketProtocolErrorHandler(), position: .before(self))
             try EngineIOHTTPChannel.installEngineWebSocket(engines: engines, channel: context.channel, head: head, position: .before(self))
             // The idle timeout of the HTTP side would close the WebSocket.
+            if let timeouts = try? operations.context(handlerType: HTTPRequestTimeoutHandler.self) {
+                operations.removeHandler(context: timeouts, promise: nil)
+            }
             if let idle = try? operations.context(handlerType: HTTPConnectionStateHandler.self) {
                 operations.removeHandler(context: idle, promise: nil)
             }

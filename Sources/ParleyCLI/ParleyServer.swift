@@ -90,7 +90,13 @@ struct ParleyServer {
         let host = configuration.server.host
         let logger = self.logger
         // HTTP/1.1 + Engine.IO, wrapped in TLS (HTTPS and WSS on the same port) when `server.tls` is given.
-        let server = try tls.map { try $0.wrap(.engineIO(engines)) } ?? .engineIO(engines)
+        let l = configuration.server.limits
+        let limits = HTTPConnectionLimits(
+            headerTimeout: .milliseconds(Int64(l.headerTimeout * 1000)), idleTimeout: .milliseconds(Int64(l.idleTimeout * 1000)),
+            maxHeaderBytes: l.maxHeaderBytes, maxHeaderCount: l.maxHeaderCount, maxConnectionsPerAddress: l.maxConnectionsPerAddress,
+            connectionsPerSecondPerAddress: l.connectionsPerSecondPerAddress, connectionBurstPerAddress: l.connectionBurstPerAddress,
+            exemptAddresses: l.exemptAddresses)
+        let server = try tls.map { try $0.wrap(.engineIO(engines, limits: limits)) } ?? .engineIO(engines, limits: limits)
         let scheme = tls == nil ? "http" : "https"
         let app = Application(
             router: router,

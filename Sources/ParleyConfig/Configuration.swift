@@ -67,13 +67,41 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var tls: TLSConfiguration?
     /// How long a graceful shutdown waits for running turns before closing (`shutdown_timeout`, seconds, default 10).
     public var shutdownTimeout: Double
+    /// `limits:`: HTTP timeouts, request head limits and per-address connection limits.
+    public var limits: ServerLimitsConfiguration
 
-    public init(host: String = "127.0.0.1", port: Int = 5005, tls: TLSConfiguration? = nil, shutdownTimeout: Double = 10) {
+    public init(
+        host: String = "127.0.0.1", port: Int = 5005, tls: TLSConfiguration? = nil, shutdownTimeout: Double = 10,
+        limits: ServerLimitsConfiguration = .init()
+    ) {
         self.host = host
         self.port = port
         self.tls = tls
         self.shutdownTimeout = shutdownTimeout
+        self.limits = limits
     }
+}
+
+/// `server.limits:` (mapped onto EngineIO's `HTTPConnectionLimits`; the defaults are the same).
+public struct ServerLimitsConfiguration: Sendable, Hashable {
+    /// Seconds to receive a complete first request head (`header_timeout`, default 10).
+    public var headerTimeout: Double = 10
+    /// Seconds a keep-alive connection may stay without a request (`idle_timeout`, default 60).
+    public var idleTimeout: Double = 60
+    /// Largest request head in bytes (`max_header_bytes`, default 32768).
+    public var maxHeaderBytes: Int = 32 * 1024
+    /// Most header fields in a request (`max_header_count`, default 100).
+    public var maxHeaderCount: Int = 100
+    /// Most open connections from one address (`max_connections_per_address`, default 256; 0 = no limit).
+    public var maxConnectionsPerAddress: Int = 256
+    /// New connections per second from one address (`connections_per_second_per_address`, default 50; 0 = no limit).
+    public var connectionsPerSecondPerAddress: Double = 50
+    /// New connections at once from one address (`connection_burst_per_address`, default 100).
+    public var connectionBurstPerAddress: Int = 100
+    /// Addresses the per-address limits skip (`exempt_addresses`, default 127.0.0.0/8 and ::1).
+    public var exemptAddresses: [String] = ["127.0.0.0/8", "::1"]
+
+    public init() {}
 }
 
 /// `server.tls:`: PEM certificate chain and private key.

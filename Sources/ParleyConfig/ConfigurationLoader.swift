@@ -164,6 +164,26 @@ private struct Context {
             s.tls = TLSConfiguration(certificatePath: resolve(cert), keyPath: resolve(key))
         }
         if let t = try r.seconds("shutdown_timeout", allowZero: true) { s.shutdownTimeout = t }
+        if r.has("limits") {
+            var l = try reader(r.node("limits"), "server.limits")
+            if let v = try l.seconds("header_timeout") { s.limits.headerTimeout = v }
+            if let v = try l.seconds("idle_timeout") { s.limits.idleTimeout = v }
+            if let v = try l.int("max_header_bytes", expected: "a number of bytes", range: 1024...1_048_576) { s.limits.maxHeaderBytes = v }
+            if let v = try l.int("max_header_count", expected: "a number of header fields", range: 8...10_000) { s.limits.maxHeaderCount = v }
+            if let v = try l.int("max_connections_per_address", expected: "a number of connections (0 = no limit)", range: 0...10_000_000) {
+                s.limits.maxConnectionsPerAddress = v
+            }
+            if let v = try l.number("connections_per_second_per_address", expected: "connections per second (0 = no limit)", range: 0...10_000_000) {
+                s.limits.connectionsPerSecondPerAddress = v
+            }
+            if let v = try l.int("connection_burst_per_address", expected: "a number of connections", range: 1...10_000_000) {
+                s.limits.connectionBurstPerAddress = v
+            }
+            if let v = try l.stringList("exempt_addresses", expected: "a list of addresses or IPv4 CIDR blocks such as 10.0.0.0/8") {
+                s.limits.exemptAddresses = v
+            }
+            try l.finish()
+        }
         try r.finish()
         return s
     }
