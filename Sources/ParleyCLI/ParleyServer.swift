@@ -45,7 +45,11 @@ struct ParleyServer {
         var engines: [EngineIOServer] = []
         if let socketConfig = configuration.channels.socketIO {
             let jwt = try await Self.verifier(socketConfig.jwt, section: "channels.socketio")
-            let io = SocketIOServer(scheduler: EventLoopScheduler(group: eventLoops), logger: Logger(label: "parley.socketio"))
+            let io = SocketIOServer(
+                configuration: SocketIOConfiguration(
+                    maxAttachments: socketConfig.maxAttachments, maxAttachmentBytes: socketConfig.maxAttachmentBytes,
+                    pendingAttachmentBudget: socketConfig.pendingAttachmentBudget),
+                scheduler: EventLoopScheduler(group: eventLoops), logger: Logger(label: "parley.socketio"))
             let channel = SocketIOChannel(server: io, configuration: socketConfig, turns: runtime.dispatcher, jwt: jwt, logger: Logger(label: "parley.socketio"))
             runtime.setProactiveOutput(channel)
             let engineConfig = EngineIOConfiguration(

@@ -168,6 +168,12 @@ public struct SocketIOChannelConfiguration: Sendable, Hashable {
     public var messagesPerSecond: Double
     /// Messages a socket may send at once above the average (`rate_limit.burst`, default 40).
     public var messageBurst: Int
+    /// Binary attachments one Socket.IO packet may announce (`max_attachments`, default 16).
+    public var maxAttachments: Int = 16
+    /// Bytes of attachments one packet may carry (`max_attachment_bytes`, default 4 MiB).
+    public var maxAttachmentBytes: Int = 4 << 20
+    /// Bytes of incomplete binary packets all sessions may hold together (`pending_attachment_budget`, default 64 MiB).
+    public var pendingAttachmentBudget: Int = 64 << 20
 
     public init(
         userMessageEvent: String = "user_uttered",

@@ -222,6 +222,9 @@ private struct Context {
 
         c.jwt = try jwt(&r, connections: "connections")
         if let v = try r.string("error_event", expected: "an event name, or \"\" for none") { c.errorEvent = v }
+        if let v = try r.int("max_attachments", expected: "a number of binary attachments", range: 0...10_000) { c.maxAttachments = v }
+        if let v = try r.int("max_attachment_bytes", expected: "a number of bytes", range: 0...1_073_741_824) { c.maxAttachmentBytes = v }
+        if let v = try r.int("pending_attachment_budget", expected: "a number of bytes", range: 0...68_719_476_736) { c.pendingAttachmentBudget = v }
         if r.has("rate_limit") {
             var limit = try reader(r.node("rate_limit"), r.childPath("rate_limit"))
             if let v = try limit.number("messages_per_second", expected: "messages per second (0 = no limit)", range: 0...1_000_000) { c.messagesPerSecond = v }

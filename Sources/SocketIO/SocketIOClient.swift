@@ -20,6 +20,8 @@ final class SocketIOClient: EngineConnectionDelegate, Sendable {
         /// Messages held after a CONNECT reply (see ``SocketIOConfiguration/connectReplyDelay``); nil when
         /// not holding.
         var held: [EngineMessage]?
+        /// Bytes of incomplete-packet attachments this client holds from the server's pending-attachment budget.
+        var reservedAttachmentBytes = 0
     }
 
     /// The most messages held after a CONNECT reply before they are sent anyway.
@@ -34,7 +36,8 @@ final class SocketIOClient: EngineConnectionDelegate, Sendable {
         logger[metadataKey: "eio.sid"] = .string(connection.id)
         self.logger = logger
         let config = server.configuration
-        self.state = Mutex(State(decoder: SocketIOPacketDecoder(maxAttachments: config.maxAttachments, maxDepth: config.maxPayloadDepth)))
+        self.state = Mutex(
+            State(decoder: SocketIOPacketDecoder(maxAttachments: config.maxAttachments, maxDepth: config.maxPayloadDepth, maxAttachmentBytes: config.maxAttachmentBytes)))
     }
 
     func start() {
@@ -130,13 +133,28 @@ final class SocketIOClient: EngineConnectionDelegate, Sendable {
     // MARK: EngineConnectionDelegate
 
     func engineConnection(_ connection: any EngineConnection, didReceive message: EngineMessage) {
+        let budget = server.attachmentBudget
         let decoded: Result<SocketIOPacket?, SocketIOProtocolError>? = state.withLock { s in
             guard !s.closed, s.closeReason == nil else { return nil }
+            let result: Result<SocketIOPacket?, SocketIOProtocolError>
             do throws(SocketIOProtocolError) {
-                return .success(try s.decoder.decode(message))
+                result = .success(try s.decoder.decode(message))
             } catch {
-                return .failure(error)
+                result = .failure(error)
             }
+            // Attachments held for an incomplete packet count against the process-wide budget.
+            let held = s.decoder.heldAttachmentBytes
+            if held > s.reservedAttachmentBytes {
+                guard budget.reserve(held - s.reservedAttachmentBytes) else {
+                    return .failure(
+                        SocketIOProtocolError(
+                            "binary attachments refused: the server holds \(budget.limit) bytes of incomplete binary packets (pendingAttachmentBudget)"))
+                }
+            } else if held < s.reservedAttachmentBytes {
+                budget.release(s.reservedAttachmentBytes - held)
+            }
+            s.reservedAttachmentBytes = held
+            return result
         }
         switch decoded {
         case nil, .success(nil)?: return
@@ -146,8 +164,12 @@ final class SocketIOClient: EngineConnectionDelegate, Sendable {
     }
 
     func engineConnection(_ connection: any EngineConnection, didCloseWith reason: EngineCloseReason) {
+        let budget = server.attachmentBudget
         let (sockets, override, timer) = state.withLock { s in
             s.closed = true
+            budget.release(s.reservedAttachmentBytes)
+            s.reservedAttachmentBytes = 0
+            s.decoder = SocketIOPacketDecoder()  // drops any held attachments now, not when the client goes away
             let sockets = Array(s.sockets.values)
             s.sockets = [:]
             let timer = s.connectTimer

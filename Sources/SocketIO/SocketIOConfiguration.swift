@@ -13,8 +13,16 @@ public struct SocketIOConfiguration: Sendable {
     /// once with ``SocketIOAckError/tooManyPendingAcks`` (so a client that never answers cannot grow memory).
     /// Default 1024.
     public var maxPendingAcks: Int
-    /// The most binary attachments one packet may announce; more is a protocol violation. Default 64.
+    /// The most binary attachments one packet may announce; more is a protocol violation. Default 16.
     public var maxAttachments: Int
+    /// The most bytes of binary attachments one packet may carry, all attachments together; more is a protocol
+    /// violation that closes the session. Default 4 MiB.
+    public var maxAttachmentBytes: Int
+    /// The most bytes of binary attachments held by all sessions together while their packets are incomplete
+    /// (announced attachments not all received yet). A session whose attachment would go over it is closed
+    /// with a logged reason, before the process is at risk; the bytes of a closed session are released. Default
+    /// 64 MiB.
+    public var pendingAttachmentBudget: Int
     /// The JSON nesting limit of packet payloads; deeper is a protocol violation. Default 128.
     public var maxPayloadDepth: Int
     /// Whether a namespace created by a ``SocketIODynamicNamespace`` is dropped when its last socket leaves
@@ -34,7 +42,9 @@ public struct SocketIOConfiguration: Sendable {
         connectTimeout: Duration = .seconds(45),
         ackTimeout: Duration? = .seconds(30),
         maxPendingAcks: Int = 1024,
-        maxAttachments: Int = 64,
+        maxAttachments: Int = 16,
+        maxAttachmentBytes: Int = 4 << 20,
+        pendingAttachmentBudget: Int = 64 << 20,
         maxPayloadDepth: Int = 128,
         removeEmptyDynamicNamespaces: Bool = false,
         adapter: SocketIOAdapterFactory = .inMemory,
@@ -44,6 +54,8 @@ public struct SocketIOConfiguration: Sendable {
         self.ackTimeout = ackTimeout
         self.maxPendingAcks = maxPendingAcks
         self.maxAttachments = maxAttachments
+        self.maxAttachmentBytes = maxAttachmentBytes
+        self.pendingAttachmentBudget = pendingAttachmentBudget
         self.maxPayloadDepth = maxPayloadDepth
         self.removeEmptyDynamicNamespaces = removeEmptyDynamicNamespaces
         self.adapter = adapter

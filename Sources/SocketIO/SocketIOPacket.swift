@@ -244,18 +244,25 @@ public struct SocketIOPacketDecoder: Sendable {
     /// The nesting limit for payload JSON.
     public var maxDepth: Int
 
+    /// The most bytes of attachments one packet may carry, all together.
+    public var maxAttachmentBytes: Int
+
     private var pending: SocketIOPacket?
     private var pendingJSON: JSONValue = .null
     private var expected = 0
     private var attachments: [[UInt8]] = []
+    /// Bytes of the attachments held for the incomplete packet.
+    public private(set) var heldAttachmentBytes = 0
 
     /// Creates a decoder.
     /// - Parameters:
     ///   - maxAttachments: the most attachments one binary packet may announce (more is a protocol error).
     ///   - maxDepth: the JSON nesting limit.
-    public init(maxAttachments: Int = 64, maxDepth: Int = 128) {
+    ///   - maxAttachmentBytes: the most bytes of attachments one packet may carry (more is a protocol error).
+    public init(maxAttachments: Int = 16, maxDepth: Int = 128, maxAttachmentBytes: Int = 4 << 20) {
         self.maxAttachments = maxAttachments
         self.maxDepth = maxDepth
+        self.maxAttachmentBytes = maxAttachmentBytes
     }
 
     /// Whether a binary packet is waiting for more attachments.
@@ -268,6 +275,10 @@ public struct SocketIOPacketDecoder: Sendable {
         switch message {
         case .binary(let bytes):
             guard pending != nil else { throw SocketIOProtocolError("unexpected binary attachment (no binary packet announced one)") }
+            guard heldAttachmentBytes + bytes.count <= maxAttachmentBytes else {
+                throw SocketIOProtocolError("binary attachments over \(maxAttachmentBytes) bytes in one packet")
+            }
+            heldAttachmentBytes += bytes.count
             attachments.append(bytes)
             guard attachments.count == expected else { return nil }
             return try finishBinary()
@@ -306,6 +317,7 @@ public struct SocketIOPacketDecoder: Sendable {
         pendingJSON = .null
         attachments = []
         expected = 0
+        heldAttachmentBytes = 0
         let value = try Self.reconstruct(json, buffers)
         packet.data = value
         return packet

@@ -23,6 +23,8 @@ public final class SocketIOServer: EngineServerDelegate, Sendable {
     public let configuration: SocketIOConfiguration
     /// Runs connect and ack timeouts.
     public let scheduler: any SocketIOScheduler
+    /// Bytes of incomplete binary packets held by all clients (``SocketIOConfiguration/pendingAttachmentBudget``).
+    let attachmentBudget: ByteBudget
     let logger: Logger
 
     private struct State {
@@ -45,6 +47,7 @@ public final class SocketIOServer: EngineServerDelegate, Sendable {
         self.configuration = configuration
         self.scheduler = scheduler
         self.logger = logger
+        self.attachmentBudget = ByteBudget(limit: configuration.pendingAttachmentBudget)
         _ = of("/")
     }
 
@@ -170,3 +173,34 @@ public struct SocketIOHandshake: Sendable {
     }
 }
 
+
+/// A process-wide byte budget shared by every connection (an atomic counter: clients on every event loop
+/// reserve from it; no lock).
+final class ByteBudget: Sendable {
+    let limit: Int
+    private let used = Atomic<Int>(0)
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    /// Bytes reserved now.
+    var inUse: Int { used.load(ordering: .relaxed) }
+
+    /// Reserves `bytes`; false (nothing reserved) when that would go over the limit.
+    func reserve(_ bytes: Int) -> Bool {
+        var current = used.load(ordering: .relaxed)
+        while true {
+            guard current + bytes <= limit else { return false }
+            let (exchanged, original) = used.compareExchange(expected: current, desired: current + bytes, ordering: .relaxed)
+            if exchanged { return true }
+            current = original
+        }
+    }
+
+    /// Gives back `bytes` reserved earlier.
+    func release(_ bytes: Int) {
+        guard bytes > 0 else { return }
+        used.subtract(bytes, ordering: .relaxed)
+    }
+}
