@@ -8,7 +8,7 @@ CONFIG ?= parley.yml
 # Swift Testing runs suites in parallel; the machine has 2 cores.
 SWIFT_TEST_FLAGS ?= --parallel
 
-.PHONY: all deps build plugins run test test-swift test-python bench clean
+.PHONY: all deps build plugins run test test-swift test-python bench fuzz clean
 
 all: build plugins
 
@@ -52,5 +52,9 @@ bench: deps
 	@bash scripts/deps.sh bench
 	bash scripts/bench.sh
 
+## fuzz: libFuzzer on the Engine.IO, Socket.IO, JSON, permessage-deflate and configuration decoders (FUZZ_SECONDS per target, default 60; not part of make test)
+fuzz: deps
+	bash scripts/fuzz.sh
+
 clean:
-	rm -rf .build build $(VENV)
+	rm -rf .build .build-fuzz build $(VENV)

@@ -29,6 +29,8 @@ let package = Package(
         .library(name: "SocketIO", targets: ["SocketIO"]),
         // Test kit for embedders and store / plugin authors (like HummingbirdTesting).
         .library(name: "ParleyTesting", targets: ["ParleyTesting"]),
+        // What the fuzz targets in Fuzz/ (make fuzz) feed to which decoder; make test replays their inputs.
+        .library(name: "ParleyFuzzTargets", targets: ["ParleyFuzzTargets"]),
         // The example Swift agent plugin, loaded with dlopen like any other plugin.
         .library(name: "ParleyAssistant", type: .dynamic, targets: ["ParleyAssistant"]),
         /// Turns through the dispatcher with the SQLite store: the kill -9 test driver and the turn/store benchmark.
@@ -96,6 +98,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        /// The fuzz targets' entry points (Fuzz/ builds them with libFuzzer; ParleyFuzzTargetsTests replays the inputs).
+        .target(name: "ParleyFuzzTargets", dependencies: ["EngineIO", "SocketIO", "ParleyJSON", "ParleyConfig"], swiftSettings: swiftSettings),
         /// Test kit shipped for users: the ConversationStore conformance checks (framework-neutral).
         .target(name: "ParleyTesting", dependencies: ["ParleyDispatch", "ParleyJSON"], swiftSettings: swiftSettings),
         .target(
@@ -247,6 +251,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "ParleyFuzzTargetsTests", dependencies: ["ParleyFuzzTargets"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON", "ParleyTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyPluginsTests",
