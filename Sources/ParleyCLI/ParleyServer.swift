@@ -300,7 +300,8 @@ struct Runtime {
                 maxMetadataBytes: c.dispatcher.maxMetadataBytes,
                 sessionExpirationMinutes: c.session.expirationMinutes,
                 carryOverSlotsToNewSession: c.session.carryOverSlots,
-                idleEvictionSeconds: c.dispatcher.idleEviction
+                idleEvictionSeconds: c.dispatcher.idleEviction,
+                maxResidentConversations: c.dispatcher.maxResidentConversations
             ),
             executor: pool,
             logger: Logger(label: "parley.dispatch")

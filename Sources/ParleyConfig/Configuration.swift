@@ -403,8 +403,10 @@ public struct DispatcherConfiguration: Sendable, Hashable {
     public var maxMessageBytes: Int
     /// Deepest accepted message metadata (`max_metadata_depth`, default 32).
     public var maxMetadataDepth: Int
-    /// Largest accepted message metadata as JSON, in bytes (`max_metadata_bytes`, default 65536).
+    /// Largest accepted message metadata as JSON, in bytes (`max_metadata_bytes`, default 16384).
     public var maxMetadataBytes: Int
+    /// Most conversations held in memory (`max_resident_conversations`, default 20000).
+    public var maxResidentConversations: Int = 20_000
 
     public init(
         mailboxSize: Int = 64,
@@ -414,7 +416,7 @@ public struct DispatcherConfiguration: Sendable, Hashable {
         workers: Int = 4,
         maxMessageBytes: Int = 65_536,
         maxMetadataDepth: Int = 32,
-        maxMetadataBytes: Int = 65_536
+        maxMetadataBytes: Int = 16_384
     ) {
         self.mailboxSize = mailboxSize
         self.turnDeadline = turnDeadline

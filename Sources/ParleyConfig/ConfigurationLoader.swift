@@ -473,6 +473,7 @@ private struct Context {
         // The store reads back 512 levels; stored events wrap metadata two levels deeper, input is parsed to 128.
         if let v = try r.int("max_metadata_depth", expected: "a nesting depth", range: 1...100) { d.maxMetadataDepth = v }
         if let v = try r.int("max_metadata_bytes", expected: "a number of bytes", range: 2...16_777_216) { d.maxMetadataBytes = v }
+        if let v = try r.int("max_resident_conversations", expected: "a number of conversations", range: 1...100_000_000) { d.maxResidentConversations = v }
         try r.finish()
         return d
     }

@@ -142,12 +142,17 @@ public final class Dispatcher: TurnHandler, Service {
             return
         }
         while true {
+            var overCapacity = false
             let conversation = conversations.withLock { map in
                 if let c = map[senderID] { return c }
                 let c = Conversation(id: senderID)
                 map[senderID] = c
+                overCapacity = map.count > configuration.maxResidentConversations
                 return c
             }
+            // Many new conversations (a flood of fresh session ids) must not grow memory until the idle eviction:
+            // past the cap, the least recently active idle ones leave memory now (they reload from the store).
+            if overCapacity { evictLeastRecentlyActive(keeping: configuration.maxResidentConversations * 9 / 10) }
             let outcome: EnqueueOutcome = conversation.state.withLock { s in
                 if s.evicted { return .retry }
                 if s.queue.count >= configuration.mailboxCapacity { return .full }
@@ -704,6 +709,33 @@ public final class Dispatcher: TurnHandler, Service {
             }
             for id in evicted { map.removeValue(forKey: id) }
             return evicted.count
+        }
+    }
+
+    /// Drops the least recently active idle conversations until at most `keeping` are held in memory.
+    /// Conversations with work queued, running or committing stay. Returns how many were evicted.
+    @discardableResult
+    func evictLeastRecentlyActive(keeping: Int) -> Int {
+        conversations.withLock { map in
+            guard map.count > keeping else { return 0 }
+            let byActivity = map.map { ($0.key, $0.value, $0.value.state.withLock { $0.lastActive }) }.sorted { $0.2 < $1.2 }
+            var evicted = 0
+            for (id, c, _) in byActivity {
+                guard map.count > keeping else { break }
+                let idle = c.state.withLock { s in
+                    guard !s.running, s.queue.isEmpty, s.appendsInFlight == 0, s.inFlight == nil else { return false }
+                    s.evicted = true
+                    return true
+                }
+                if idle {
+                    map.removeValue(forKey: id)
+                    evicted += 1
+                }
+            }
+            if evicted > 0 {
+                logger.info("conversations evicted from memory: over dispatcher.max_resident_conversations", metadata: ["evicted": "\(evicted)", "resident": "\(map.count)"])
+            }
+            return evicted
         }
     }
 

@@ -27,6 +27,9 @@ public struct DispatcherConfiguration: Sendable {
     public var idleEvictionSeconds: Double
     /// How often idle conversations are looked for.
     public var evictionInterval: Duration
+    /// Most conversations held in memory; past it, the least recently active idle ones are evicted at once
+    /// (down to 90 %), so a flood of new conversations cannot grow memory until the idle eviction.
+    public var maxResidentConversations: Int
     /// How often running turns are checked against their deadline (the granularity of the deadline).
     public var deadlineCheckInterval: Duration
     /// Most recent events of the current session put into the tracker an agent receives.
@@ -41,11 +44,12 @@ public struct DispatcherConfiguration: Sendable {
         fallbackText: String = "Sorry, something went wrong on my side. Please try again.",
         maxMessageBytes: Int = 64 * 1024,
         maxMetadataDepth: Int = 32,
-        maxMetadataBytes: Int = 64 * 1024,
+        maxMetadataBytes: Int = 16 * 1024,
         sessionExpirationMinutes: Double = 60,
         carryOverSlotsToNewSession: Bool = true,
         idleEvictionSeconds: Double = 600,
         evictionInterval: Duration = .seconds(30),
+        maxResidentConversations: Int = 20_000,
         deadlineCheckInterval: Duration = .milliseconds(20),
         agentTrackerEventLimit: Int = 50,
         clock: @escaping @Sendable () -> Double = { Clock.unixNow() }
@@ -60,6 +64,7 @@ public struct DispatcherConfiguration: Sendable {
         self.carryOverSlotsToNewSession = carryOverSlotsToNewSession
         self.idleEvictionSeconds = idleEvictionSeconds
         self.evictionInterval = evictionInterval
+        self.maxResidentConversations = max(1, maxResidentConversations)
         self.deadlineCheckInterval = deadlineCheckInterval
         self.agentTrackerEventLimit = agentTrackerEventLimit
         self.clock = clock

@@ -363,3 +363,22 @@ extension Result {
         return nil
     }
 }
+
+@Suite struct DispatcherMemoryTests {
+    /// A flood of new conversations does not grow memory until the idle eviction: past the cap the least recently
+    /// active idle conversations leave memory at once, and come back from the store with their history.
+    @Test func residentConversationsAreCapped() async throws {
+        let store = InMemoryConversationStore()
+        let dispatcher = Dispatcher(agent: EchoAgent(), store: store, configuration: DispatcherConfiguration(maxResidentConversations: 10))
+        try await withRunning(dispatcher) { () async throws -> Void in
+            for i in 0..<50 {
+                _ = try await dispatcher.handle(message("hi \(i)", to: "user\(i)"))
+                #expect(dispatcher.residentConversationCount <= 11)
+            }
+            // An evicted conversation reloads from the store and goes on.
+            let again = try await dispatcher.handle(message("back", to: "user0"))
+            #expect(again.responses == [["text": "echo: back"]])
+            #expect(try await store.events(of: "user0", types: ["user"])?.count == 2)
+        }
+    }
+}

@@ -39,7 +39,7 @@ def test_the_511_deep_metadata_attack_is_refused_and_the_conversation_stays_usab
     assert "nested" in r.json()["message"]
     r = rest(server, "victim@example.com", "x", nested(33))
     assert r.status_code == 400 and "max_metadata_depth" in r.json()["message"]
-    r = rest(server, "victim@example.com", "x", {"blob": "x" * 70_000})
+    r = rest(server, "victim@example.com", "x", {"blob": "x" * 17_000})
     assert r.status_code == 413 and "max_metadata_bytes" in r.json()["message"]
     assert history(server, "victim@example.com").status_code == 200
     # The same attack over Socket.IO, metadata as a JSON string: refused, the session goes on.
@@ -58,7 +58,7 @@ def test_the_largest_and_deepest_accepted_input_reads_back_after_a_restart(serve
     config = mirror_config()
     server = server_factory(config)
     deep = nested(32)                                  # the deepest accepted metadata
-    big = {"blob": "é" * 30_000}                       # ~60 KB of JSON, under the 64 KiB limit
+    big = {"blob": "é" * 8_000}                        # ~16 KB of JSON, under the 16 KiB limit
     text = "ü" * 32_000                                # 64,000 bytes of UTF-8, under the 64 KiB limit
     assert rest(server, "rest-user", text, deep).status_code == 200
     assert rest(server, "rest-user", "big", big).status_code == 200
