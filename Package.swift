@@ -50,6 +50,9 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
         // Already in the graph through hummingbird (HummingbirdTLS); named here for the PEM loading in `parley serve`.
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        // Metrics: the libraries record through swift-metrics; the executable exports them with swift-prometheus.
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // MARK: C
@@ -65,6 +68,7 @@ let package = Package(
         .target(
             name: "EngineIO",
             dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 "CZlib",
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -80,6 +84,7 @@ let package = Package(
         .target(
             name: "SocketIO",
             dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 "EngineIO", "ParleyJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -91,6 +96,7 @@ let package = Package(
         .target(
             name: "ParleyDispatch",
             dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 "ParleyCore", "ParleyJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -105,6 +111,7 @@ let package = Package(
         .target(
             name: "ParleyStore",
             dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 "ParleyDispatch", "ParleyCore", "ParleyJSON",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 // The SQLite C API GRDB builds on: the commit binds event bytes without a copy, and the
@@ -118,6 +125,7 @@ let package = Package(
         .target(
             name: "ParleyPlugins",
             dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 "CParley", "ParleyDispatch", "ParleyCore", "ParleyJSON",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -135,6 +143,7 @@ let package = Package(
         .target(
             name: "ParleyChannels",
             dependencies: [
+                .product(name: "CoreMetrics", package: "swift-metrics"),
                 "SocketIO", "EngineIO", "ParleyDispatch", "ParleyCore", "ParleyJSON", "ParleyConfig",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -172,6 +181,8 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings
         ),

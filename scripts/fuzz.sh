@@ -25,7 +25,7 @@ for t in $TARGETS; do
     status=1
   fi
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$OUT/logs/$t.log" | grep -o '[0-9]*$' || echo "?")
-  cov=$(grep -E '^#[0-9]+ *(DONE|pulse|NEW|REDUCE|INITED)' "$OUT/logs/$t.log" | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+' || echo "cov: ?")
+  cov=$(grep -E '^#[0-9]+[[:space:]]+(DONE|pulse|NEW|REDUCE|INITED)' "$OUT/logs/$t.log" | tail -1 | grep -oE 'cov: [0-9]+ ft: [0-9]+' || echo "cov: ?")
   echo "   $t: $runs executions, $cov, corpus $(ls "$OUT/corpus/$t" | wc -l) inputs"
 done
 exit $status

@@ -98,6 +98,7 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
     // MARK: EngineConnection
 
     func send(_ messages: [EngineMessage]) {
+        EngineMetrics.sent(messages.count)
         if eventLoop.inEventLoop {
             sendOnLoop(messages)
         } else {
@@ -120,11 +121,18 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
     func start(delegateFactory: any EngineServerDelegate) {
         eventLoop.preconditionInEventLoop()
         scheduleHeartbeat(after: configuration.pingInterval)
+        EngineMetrics.sessionOpened(webSocket: usesWebSocket)
         delegate = delegateFactory.engineServer(didOpen: self)
     }
 
     var isOpen: Bool {
         if case .open = phase { return true }
+        return false
+    }
+
+    /// The session's transport is a WebSocket (it opened on one, or was upgraded). Loop only.
+    var usesWebSocket: Bool {
+        if case .websocket = transport { return true }
         return false
     }
 
@@ -318,6 +326,7 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
             guard isOpen else { break }
             switch packet {
             case .message(let message):
+                EngineMetrics.received()
                 delegate?.engineConnection(self, didReceive: message)
             case .pong:
                 receivedPong()
@@ -394,6 +403,7 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
                 timer?.cancel()
                 upgrade = .none
                 transport = .websocket(link)
+                EngineMetrics.sessionUpgraded()
                 heldPollTimer?.cancel()
                 heldPollTimer = nil
                 if let poll = pendingPoll {
@@ -413,6 +423,7 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
         guard case .websocket(let current) = transport, current === link else { return }
         switch result {
         case .success(.message(let message)):
+            EngineMetrics.received()
             delegate?.engineConnection(self, didReceive: message)
         case .success(.pong):
             receivedPong()
@@ -479,6 +490,8 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
     /// ``Phase/draining(_:)``) and tells the delegate. Loop only.
     func closeSession(_ reason: EngineCloseReason) {
         guard isOpen else { return }
+        EngineMetrics.sessionClosed(webSocket: usesWebSocket)
+        if case .protocolViolation = reason { EngineMetrics.protocolError() }
         phase = .closed
         heartbeatCallback?.cancel()
         heartbeatCallback = nil

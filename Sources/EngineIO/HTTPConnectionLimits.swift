@@ -132,7 +132,10 @@ final class ConnectionLimiter: Sendable {
             all[address] = e
             return nil
         }
-        if let refusal { logRefusal(address, refusal) }
+        if let refusal {
+            EngineMetrics.connectionRefused()
+            logRefusal(address, refusal)
+        }
         return refusal
     }
 

@@ -1,5 +1,6 @@
 import EngineIO
 import Hummingbird
+import Prometheus
 import Logging
 import NIOCore
 import NIOPosix
@@ -41,6 +42,10 @@ struct ParleyServer {
         }
         router.get("/") { _, _ in "Hello from Parley: \(parleyVersion)" }
         HealthRoute.add(to: router, store: runtime.store)
+        if configuration.metrics.enabled {
+            router.add(middleware: MetricsMiddleware())
+            MetricsRoute.add(to: router, registry: metricsRegistry, token: configuration.metrics.token)
+        }
 
         var engines: [EngineIOServer] = []
         if let socketConfig = configuration.channels.socketIO {
@@ -151,6 +156,26 @@ extension ParleyServer {
             return try await JWTVerifier(method: j.method, key: j.key, sessionClaim: j.sessionClaim)
         } catch {
             throw StartupError("\(section): the JWT key from \(j.keySource) does not fit jwt_method \(j.method): \(error.description)")
+        }
+    }
+}
+
+/// The Prometheus registry behind `GET /metrics` (the swift-metrics backend bootstrapped by `parley serve`).
+let metricsRegistry = PrometheusCollectorRegistry()
+
+/// `GET /metrics`: every metric in Prometheus' text format (exposition format 0.0.4).
+enum MetricsRoute {
+    static func add<Context: RequestContext>(to router: Router<Context>, registry: PrometheusCollectorRegistry, token: String?) {
+        let expected = token.map { "Bearer " + $0 }
+        router.get("/metrics") { request, _ in
+            if let expected, !ConversationAPI.constantTimeEqual(request.headers[.authorization] ?? "", expected) {
+                return Response(status: .unauthorized, headers: [.wwwAuthenticate: "Bearer"])
+            }
+            var buffer: [UInt8] = []
+            registry.emit(into: &buffer)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
         }
     }
 }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import Metrics
+import Prometheus
 import Foundation
 import Logging
 import ParleyConfig
@@ -73,6 +75,8 @@ struct ServeCommand: AsyncParsableCommand {
             throw ExitCode(78)
         }
         LoggingBootstrap.bootstrap(configuration.logging)
+        // Before anything creates a metric: swift-metrics objects bind to the backend bootstrapped when they are made.
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
         let logger = Logger(label: "parley")
         for warning in configuration.warnings { logger.warning("\(warning)") }
         do {

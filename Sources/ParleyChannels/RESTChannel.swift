@@ -103,10 +103,12 @@ public struct RESTChannel: Sendable {
             let result = try await turns.handle(message)
             return Reply(status: .ok, body: .array(OutputMapping.restMessages(for: result.responses, recipientID: message.senderID)))
         } catch let error as InputError {
+            ChannelMetrics.refused(code: Refusal.from(error).code)
             logger.info("rest: message refused", metadata: ["sender_id": "\(message.senderID)", "error": "\(error)"])
             let status: HTTPResponse.Status = error.code == .messageTooLarge || error.code == .metadataTooLarge ? .contentTooLarge : .badRequest
             return Reply(status: status, body: HTTPJSON.errorBody(status, reason: "InvalidInput", message: error.description))
         } catch let error as DispatchError where error.code == .mailboxFull {
+            ChannelMetrics.refused(code: "mailbox_full")
             logger.info("rest: message refused", metadata: ["sender_id": "\(message.senderID)", "error": "\(error)"])
             return Reply(status: .tooManyRequests, body: HTTPJSON.errorBody(.tooManyRequests, reason: "MailboxFull", message: "\(error); wait for the answers to the earlier messages"))
         } catch {

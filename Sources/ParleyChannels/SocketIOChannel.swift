@@ -74,6 +74,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         }
         namespace.onConnection { [self] socket in
             logger.debug("socketio: connected", metadata: ["sid": "\(socket.id)", "engineio.sid": "\(socket.handshake.engineID)", "namespace": "\(namespace.name)"])
+            ChannelMetrics.socketConnected()
             // Per socket, captured by its handlers (which run on the socket's event loop).
             let refusals = RefusalLog()
             let bucket = configuration.messagesPerSecond > 0 ? TokenBucket(rate: configuration.messagesPerSecond, burst: configuration.messageBurst) : nil
@@ -88,6 +89,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
                 userUttered(socket, event, refusals: refusals)
             }
             socket.onDisconnect { [self] socket, reason in
+                ChannelMetrics.socketDisconnected()
                 logger.debug("socketio: disconnected", metadata: ["sid": "\(socket.id)", "reason": "\(reason)"])
             }
         }
@@ -106,6 +108,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
     /// Tells `socket` why its `event` was not handled (the error event, unless turned off) and logs it at most
     /// once per interval for that socket.
     func refuse(_ socket: SocketIOSocket, _ refusal: Refusal, event: String, log: RefusalLog) {
+        ChannelMetrics.refused(code: refusal.code)
         if !configuration.errorEvent.isEmpty {
             socket.emit(configuration.errorEvent, arguments: [.json(refusal.payload(event: event))])
         }
@@ -216,6 +219,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             senderID = socket.id
         }
         let message = UserMessage(text: text, senderID: senderID, inputChannel: Self.name, metadata: metadata)
+        ChannelMetrics.userMessage()
         logger.debug("socketio: turn", metadata: ["sid": "\(socket.id)", "sender_id": "\(senderID)", "message_id": "\(message.messageID)"])
         let room = senderID
         turns.submit(message) { [self] result in

@@ -24,6 +24,8 @@ public struct ParleyConfiguration: Sendable {
     public var dispatcher: DispatcherConfiguration
     /// The conversation HTTP API.
     public var api: APIConfiguration
+    /// `GET /metrics` for Prometheus.
+    public var metrics: MetricsConfiguration = .init()
     /// Log level and format.
     public var logging: LoggingConfiguration
     /// Things the loader accepted but wants the user to know (ignored Rasa channels, Pro-only keys…),
@@ -461,6 +463,20 @@ public struct APIConfiguration: Sendable, Hashable {
         if h == "localhost" || h == "::1" || h == "0:0:0:0:0:0:0:1" { return true }
         let parts = h.split(separator: ".", omittingEmptySubsequences: false)
         return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+    }
+}
+
+/// `metrics:`: `GET /metrics` in Prometheus' text format (docs/operations.md lists every metric). Metrics hold
+/// counts and durations only: no conversation id, sender or text.
+public struct MetricsConfiguration: Sendable, Hashable {
+    /// Whether `/metrics` is served (`enabled`, default true).
+    public var enabled: Bool = true
+    /// When set (`token`), scrapes must send `Authorization: Bearer <token>`.
+    public var token: String?
+
+    public init(enabled: Bool = true, token: String? = nil) {
+        self.enabled = enabled
+        self.token = token
     }
 }
 

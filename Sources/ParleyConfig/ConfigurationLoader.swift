@@ -15,7 +15,7 @@ public struct ConfigurationLoader: Sendable {
     }
 
     /// The top-level sections of `parley.yml`.
-    public static let sections = ["server", "channels", "agents", "formatters", "actions", "store", "session", "dispatcher", "api", "logging"]
+    public static let sections = ["server", "channels", "agents", "formatters", "actions", "store", "session", "dispatcher", "api", "metrics", "logging"]
 
     /// Rasa's built-in channel names other than the two Parley serves; they are reported as ignored.
     static let rasaChannels = ["rasa", "callback", "facebook", "slack", "telegram", "twilio", "twilio_voice", "mattermost", "rocketchat",
@@ -99,6 +99,7 @@ public struct ConfigurationLoader: Sendable {
         config.session = try ctx.session(top.node("session"))
         config.dispatcher = try ctx.dispatcher(top.node("dispatcher"))
         config.api = try ctx.api(top.node("api"))
+        config.metrics = try ctx.metrics(top.node("metrics"))
         config.logging = try ctx.logging(top.node("logging"))
         try top.finish()
         config.warnings = ctx.warnings
@@ -486,6 +487,15 @@ private struct Context {
         if let v = try r.bool("session_token") { a.sessionToken = v }
         try r.finish()
         return a
+    }
+
+    mutating func metrics(_ node: ConfigNode?) throws(ConfigError) -> MetricsConfiguration {
+        var r = try reader(node, "metrics")
+        var m = MetricsConfiguration()
+        if let v = try r.bool("enabled") { m.enabled = v }
+        if let t = try r.string("token", expected: "the token Prometheus sends"), !t.isEmpty { m.token = t }
+        try r.finish()
+        return m
     }
 
     mutating func logging(_ node: ConfigNode?) throws(ConfigError) -> LoggingConfiguration {

@@ -143,7 +143,7 @@ public struct ConversationAPI: Sendable {
         ConversationAPIError(status: 404, reason: "NotFound", message: "no conversation with id \(id); ids are the sender_id / session_id the channel used")
     }
 
-    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+    public static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
         let x = Array(a.utf8), y = Array(b.utf8)
         var diff = UInt8(x.count == y.count ? 0 : 1)
         for i in 0..<max(x.count, y.count) {

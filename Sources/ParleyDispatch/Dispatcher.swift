@@ -165,7 +165,10 @@ public final class Dispatcher: TurnHandler, Service {
             switch outcome {
             case .retry: continue
             case .full:
-                logger.warning("mailbox full", metadata: ["parley.sender_id": "\(senderID)"])
+                // The channel tells the client and logs at most once per client per interval; a line per refused
+                // message here would let a flood fill the disk.
+                logger.debug("mailbox full", metadata: ["parley.sender_id": "\(senderID)"])
+                DispatchMetrics.mailboxRejected()
                 item.complete(.failure(DispatchError(
                     .mailboxFull, senderID: senderID,
                     "conversation \(senderID) has \(configuration.mailboxCapacity) messages waiting (dispatch.mailboxCapacity); wait for replies before sending more")))
@@ -452,6 +455,11 @@ public final class Dispatcher: TurnHandler, Service {
 
     /// Runs one user turn on `tracker`; returns the result and the events to store.
     private func runTurn(_ message: UserMessage, tracker: inout Tracker, fallbackOnly: Bool) async -> (TurnResult, [JSONValue], [[UInt8]])? {
+        let started = ContinuousClock.now
+        defer {
+            let elapsed = (ContinuousClock.now - started).components
+            DispatchMetrics.turnFinished(nanoseconds: elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+        }
         let now = configuration.clock()
         var events: [JSONValue] = []
         events.reserveCapacity(8)
@@ -476,6 +484,7 @@ public final class Dispatcher: TurnHandler, Service {
         record(TrackerEvent.user(message, timestamp: now))
         var responses: [JSONValue] = []
         if fallbackOnly {
+            DispatchMetrics.fallback(.deadline)
             responses = [fallbackResponse]
         } else if !tracker.paused {
             let agent = route(message)
@@ -504,6 +513,7 @@ public final class Dispatcher: TurnHandler, Service {
                 responses = try await format(reply.responses + actionResponses, channel: message.inputChannel, senderID: message.senderID)
             } catch {
                 logger.error("agent failed; sending the fallback", metadata: ["parley.agent": "\(agent.name)", "parley.sender_id": "\(message.senderID)", "error": "\(error)"])
+                DispatchMetrics.fallback(.agentError)
                 responses = [fallbackResponse]
             }
         }
@@ -525,6 +535,7 @@ public final class Dispatcher: TurnHandler, Service {
         } catch {
             logger.error("action failed; sending the fallback", metadata: ["parley.action": "\(name)", "parley.sender_id": "\(message.senderID)", "error": "\(error)"])
             record(TrackerEvent.actionExecutionRejected(name, timestamp: now))
+            DispatchMetrics.fallback(.actionError)
             return [fallbackResponse]
         }
     }
@@ -708,6 +719,7 @@ public final class Dispatcher: TurnHandler, Service {
                 if idle { evicted.append(id) }
             }
             for id in evicted { map.removeValue(forKey: id) }
+            DispatchMetrics.resident(map.count)
             return evicted.count
         }
     }

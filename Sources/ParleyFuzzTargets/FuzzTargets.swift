@@ -1,6 +1,6 @@
 @_spi(Fuzzing) import EngineIO
 import ParleyConfig
-public import ParleyJSON
+import ParleyJSON
 import SocketIO
 
 /// The fuzz targets: what bytes go to which decoder. The libFuzzer executables in `Fuzz/` (`make fuzz`) call

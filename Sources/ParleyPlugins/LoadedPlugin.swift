@@ -48,6 +48,7 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     private let conversationGate: SerialGate
     private let pluginGate: SerialGate?
     private let stats = Mutex(PluginStatistics())
+    private let metrics: PluginMetrics
     private let closed = Atomic<Bool>(false)
 
     init(
@@ -56,6 +57,7 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     ) {
         let raw = definition.raw
         self.name = name
+        self.metrics = PluginMetrics(plugin: name)
         self.pluginName = raw.name.map { String(cString: $0) } ?? name
         self.version = raw.version.map { String(cString: $0) } ?? "unknown"
         self.path = path
@@ -97,6 +99,18 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     /// ``call(_:senderID:)`` with the request's JSON text written by `encode` (for callers that have it faster
     /// than serialising a ``JSONValue``, see ``AgentRequest/encodedPayload``).
     public func call(senderID: String, encode: (inout [UInt8]) -> Void) async throws -> JSONValue {
+        let started = ContinuousClock.now
+        do {
+            let reply = try await callUnmeasured(senderID: senderID, encode: encode)
+            metrics.finished(after: ContinuousClock.now - started, error: nil)
+            return reply
+        } catch {
+            metrics.finished(after: ContinuousClock.now - started, error: error)
+            throw error
+        }
+    }
+
+    private func callUnmeasured(senderID: String, encode: (inout [UInt8]) -> Void) async throws -> JSONValue {
         if closed.load(ordering: .acquiring) {
             throw PluginCallError(code: .closed, plugin: name, reason: "the plugin host is shut down")
         }

@@ -595,7 +595,11 @@ public final class SQLiteConversationStore: CompletingConversationStore {
             checkpointer.recordBatch(batch.count)
             var committedRows = 0
             do {
+                let started = ContinuousClock.now
                 try commit(batch)
+                StoreMetrics.committed(
+                    appends: batch.count, bytes: batch.reduce(0) { $0 + $1.rows.reduce(0) { $0 + $1.data.count } },
+                    after: ContinuousClock.now - started)
                 pending.withLock {
                     $0.commits += 1
                     $0.committedAppends += batch.count
@@ -613,12 +617,14 @@ public final class SQLiteConversationStore: CompletingConversationStore {
                         committedRows += w.rows.count
                     } catch {
                         let failure = Self.writeError(error, path: configuration.path)
+                        StoreMetrics.commitFailed()
                         pending.withLock { $0.lastWriteFailure = failure.description }
                         w.done(.failure(failure))
                     }
                 }
             } catch {
                 let failure = Self.writeError(error, path: configuration.path)
+                StoreMetrics.commitFailed()
                 pending.withLock { $0.lastWriteFailure = failure.description }
                 batch[0].done(.failure(failure))
             }
@@ -957,6 +963,7 @@ final class Quarantine: Sendable {
                 return true
             }
             if first {
+                StoreMetrics.eventQuarantined()
                 logger.error(
                     "conversation store: an event cannot be read and is skipped (quarantined); the conversation goes on without it",
                     metadata: ["store": "\(path)", "sender_id": "\(senderID)", "event_id": "\(id)", "error": "\(error)"])

@@ -127,6 +127,7 @@ final class SocketIOClient: EngineConnectionDelegate, Sendable {
 
     private func violation(_ reason: String) {
         logger.notice("Socket.IO: invalid packet, closing the session: \(reason)")
+        SocketIOMetrics.protocolError()
         close(reason: .protocolViolation(reason))
     }
 

@@ -1,0 +1,28 @@
+import CoreMetrics
+
+/// The dispatcher's metrics (swift-metrics), created on first use.
+enum DispatchMetrics {
+    private static let turns = Counter(label: "parley_turns_total")
+    private static let turnDuration = Timer(label: "parley_turn_duration_seconds", preferredDisplayUnit: .seconds)
+    private static let deadlineFallbacks = Counter(label: "parley_fallbacks_total", dimensions: [("cause", "deadline")])
+    private static let agentFallbacks = Counter(label: "parley_fallbacks_total", dimensions: [("cause", "agent_error")])
+    private static let actionFallbacks = Counter(label: "parley_fallbacks_total", dimensions: [("cause", "action_error")])
+    private static let mailboxRejections = Counter(label: "parley_mailbox_rejections_total")
+    private static let residentConversations = Gauge(label: "parley_resident_conversations")
+
+    enum FallbackCause { case deadline, agentError, actionError }
+
+    static func turnFinished(nanoseconds: Int64) {
+        turns.increment()
+        turnDuration.recordNanoseconds(nanoseconds)
+    }
+    static func fallback(_ cause: FallbackCause) {
+        switch cause {
+        case .deadline: deadlineFallbacks.increment()
+        case .agentError: agentFallbacks.increment()
+        case .actionError: actionFallbacks.increment()
+        }
+    }
+    static func mailboxRejected() { mailboxRejections.increment() }
+    static func resident(_ count: Int) { residentConversations.record(count) }
+}
