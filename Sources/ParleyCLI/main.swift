@@ -16,6 +16,7 @@ struct Parley: AsyncParsableCommand {
             FFICallCommand.self,      // `parley ffi-call`       (Sources/ParleyCLI/FFICallCommand.swift, branch actions)
             LoadTestCommand.self,     // `parley loadtest`       (Sources/ParleyCLI/LoadTestCommand.swift, branch bench)
             BackupCommand.self,       // `parley backup`         (Sources/ParleyCLI/BackupCommand.swift)
+            ShellCommand.self,        // `parley shell`          (Sources/ParleyCLI/ShellCommand.swift)
             // ── end of subcommands from other parts ──
         ],
         defaultSubcommand: nil
