@@ -42,6 +42,9 @@ struct ParleyServer {
         }
         router.get("/") { _, _ in "Hello from Parley: \(parleyVersion)" }
         HealthRoute.add(to: router, store: runtime.store)
+        if configuration.server.chatPage {
+            ChatPage.add(to: router, socketIOPath: configuration.channels.socketIO?.socketIOPath ?? "/socket.io")
+        }
         if configuration.metrics.enabled {
             router.add(middleware: MetricsMiddleware())
             MetricsRoute.add(to: router, registry: metricsRegistry, token: configuration.metrics.token)

@@ -71,6 +71,8 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var shutdownTimeout: Double
     /// `limits:`: HTTP timeouts, request head limits and per-address connection limits.
     public var limits: ServerLimitsConfiguration
+    /// `chat_page`: serve the chat page at `GET /chat` (default false; `make run`'s parley.yml turns it on).
+    public var chatPage: Bool = false
 
     public init(
         host: String = "127.0.0.1", port: Int = 5005, tls: TLSConfiguration? = nil, shutdownTimeout: Double = 10,

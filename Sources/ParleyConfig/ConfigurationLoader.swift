@@ -165,6 +165,7 @@ private struct Context {
             s.tls = TLSConfiguration(certificatePath: resolve(cert), keyPath: resolve(key))
         }
         if let t = try r.seconds("shutdown_timeout", allowZero: true) { s.shutdownTimeout = t }
+        if let v = try r.bool("chat_page") { s.chatPage = v }
         if r.has("limits") {
             var l = try reader(r.node("limits"), "server.limits")
             if let v = try l.seconds("header_timeout") { s.limits.headerTimeout = v }
