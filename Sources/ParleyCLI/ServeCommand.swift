@@ -76,7 +76,10 @@ struct ServeCommand: AsyncParsableCommand {
         }
         LoggingBootstrap.bootstrap(configuration.logging)
         // Before anything creates a metric: swift-metrics objects bind to the backend bootstrapped when they are made.
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
+        // With metrics off nothing is bootstrapped and every metric is swift-metrics' no-op.
+        if configuration.metrics.enabled {
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
+        }
         let logger = Logger(label: "parley")
         for warning in configuration.warnings { logger.warning("\(warning)") }
         do {
