@@ -147,3 +147,13 @@ def mirror_server():
     s = start(mirror_config(persistence=True))
     yield s
     s.stop()
+
+
+@pytest.fixture
+def small_disk():
+    """A 2 MiB tmpfs for the store, which a test fills to make commits fail (needs root, as CI runs)."""
+    path = tempfile.mkdtemp(prefix="parley-disk-")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", path], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield path
+    subprocess.run(["umount", "-l", path])

@@ -92,16 +92,6 @@ def test_no_cors_headers_without_cors_origins(server_factory):
     assert "Access-Control-Allow-Origin" not in r.headers
 
 
-@pytest.fixture
-def small_disk():
-    """A 2 MiB tmpfs: the store's disk, which the test fills."""
-    path = tempfile.mkdtemp(prefix="parley-disk-")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", path], capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield path
-    subprocess.run(["umount", "-l", path])
-
-
 def test_health_is_503_while_the_disk_is_full_and_recovers(server_factory, small_disk):
     config = mirror_config().replace("path: parley.db", f"path: {small_disk}/parley.db")
     server = server_factory(config)

@@ -137,15 +137,6 @@ def test_mailbox_full_is_visible(server_factory):
         c.close()
 
 
-@pytest.fixture
-def small_disk():
-    path = tempfile.mkdtemp(prefix="parley-disk-")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", path], capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield path
-    subprocess.run(["umount", "-l", path])
-
-
 def test_store_failure_is_visible(server_factory, small_disk):
     server = server_factory(mirror_config().replace("path: parley.db", f"path: {small_disk}/parley.db"))
     c = Client(server.url)
