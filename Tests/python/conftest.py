@@ -101,7 +101,7 @@ def start(config_text=None, args=(), env=None, wait=True, workdir=None, files=No
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     server = Server(proc, port, workdir, log_path)
     if wait:
-        deadline = time.time() + 30
+        deadline = time.monotonic() + 30
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"parley exited with {proc.returncode}:\n{server.logs()}")
@@ -109,7 +109,7 @@ def start(config_text=None, args=(), env=None, wait=True, workdir=None, files=No
                 requests.get(server.url + "/", timeout=0.5)
                 break
             except requests.RequestException:
-                if time.time() > deadline:
+                if time.monotonic() > deadline:
                     server.stop(signal.SIGKILL)
                     raise AssertionError(f"parley did not start:\n{server.logs()}")
                 time.sleep(0.1)

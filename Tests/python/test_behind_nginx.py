@@ -72,14 +72,14 @@ http {{
     with open(f"{d}/nginx.conf", "w") as f:
         f.write(conf)
     proc = subprocess.Popen([NGINX, "-c", f"{d}/nginx.conf", "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 15
+    deadline = time.monotonic() + 15
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
             assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.time() < deadline, "nginx did not start"
+            assert time.monotonic() < deadline, "nginx did not start"
             time.sleep(0.1)
     yield f"https://127.0.0.1:{port}", server
     proc.terminate()
@@ -103,12 +103,12 @@ def test_socketio_through_nginx_with_tls(nginx_front, transports, monkeypatch):
     sio.connect(url, transports=transports, wait_timeout=10)
     try:
         sio.emit("session_request", {"session_id": "through-nginx-" + "-".join(transports)})
-        deadline = time.time() + 10
-        while not confirmed and time.time() < deadline:
+        deadline = time.monotonic() + 10
+        while not confirmed and time.monotonic() < deadline:
             time.sleep(0.05)
         assert confirmed
         sio.emit("user_uttered", {"message": "hello via nginx", "session_id": confirmed[0]})
-        while not replies and time.time() < deadline:
+        while not replies and time.monotonic() < deadline:
             time.sleep(0.05)
         assert replies == [{"text": "hello via nginx"}]
         assert sio.transport() == transports[-1]

@@ -76,7 +76,7 @@ def start_tls(config_text, files):
     """Starts `parley serve` with TLS; waits until the root route answers over HTTPS. Returns (server, https url)."""
     server = start(config_text, files=files, wait=False)
     url = f"https://127.0.0.1:{server.port}"
-    deadline = time.time() + 30
+    deadline = time.monotonic() + 30
     while True:
         if server.proc.poll() is not None:
             raise AssertionError(f"parley exited with {server.proc.returncode}:\n{server.logs()}")
@@ -84,7 +84,7 @@ def start_tls(config_text, files):
             requests.get(url + "/", verify=False, timeout=0.5)
             return server, url
         except requests.RequestException:
-            if time.time() > deadline:
+            if time.monotonic() > deadline:
                 server.stop(signal.SIGKILL)
                 raise AssertionError(f"parley did not start:\n{server.logs()}")
             time.sleep(0.1)
@@ -122,8 +122,8 @@ class TLSClient(Client):
 
 def wait_for(condition, bound=WAIT):
     """Waits (bounded) until `condition()` is true; returns its last value."""
-    deadline = time.time() + bound
-    while not condition() and time.time() < deadline:
+    deadline = time.monotonic() + bound
+    while not condition() and time.monotonic() < deadline:
         time.sleep(0.05)
     return condition()
 

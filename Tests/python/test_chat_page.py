@@ -25,9 +25,9 @@ class Browser:
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", f"--user-data-dir={self.profile}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = os.path.join(self.profile, "DevToolsActivePort")
-        deadline = time.time() + 30
+        deadline = time.monotonic() + 30
         while not (os.path.exists(port_file) and open(port_file).read().strip()):
-            assert time.time() < deadline, "chromium did not start"
+            assert time.monotonic() < deadline, "chromium did not start"
             time.sleep(0.1)
         port = int(open(port_file).read().split()[0])
         pages = [t for t in requests.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json() if t["type"] == "page"]
@@ -48,8 +48,8 @@ class Browser:
         return result.get("result", {}).get("value")
 
     def wait_for(self, expression, timeout=15):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             if self.js(expression):
                 return
             time.sleep(0.1)
@@ -99,12 +99,12 @@ def test_chat_in_a_browser(server_factory, browser):
     browser.js("Array.from(document.querySelectorAll('.buttons button')).find(b => b.textContent === 'Yes').click(); true")
     browser.wait_for(f"{bubbles('user')}.includes('Yes')")
     session = browser.js("localStorage.getItem('parley_session')")
-    deadline = time.time() + 10
+    deadline = time.monotonic() + 10
     while True:
         texts = [m.get("text") for m in requests.get(f"{server.url}/conversations/{session}/messages", timeout=10).json()["messages"]]
         if "/yes" in texts:
             break
-        assert time.time() < deadline, texts
+        assert time.monotonic() < deadline, texts
         time.sleep(0.2)
     # Reload: the same session continues and the history is shown.
     browser.call("Page.reload")

@@ -18,9 +18,9 @@ class Terminal:
         self.screen = ""
 
     def expect(self, text, timeout=15):
-        deadline = time.time() + timeout
+        deadline = time.monotonic() + timeout
         while text not in self.screen:
-            remaining = deadline - time.time()
+            remaining = deadline - time.monotonic()
             assert remaining > 0, f"{text!r} not shown; the screen:\n{self.screen}"
             ready, _, _ = select.select([self.master], [], [], remaining)
             if ready:
