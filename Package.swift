@@ -52,6 +52,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         // Metrics: the libraries record through swift-metrics; the executable exports them with swift-prometheus.
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        // Base64 for Engine.IO binary packets over long-polling and the load generator's WebSocket key.
+        .package(url: "https://github.com/swift-extras/swift-extras-base64.git", from: "1.2.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
@@ -68,7 +70,8 @@ let package = Package(
         .target(
             name: "EngineIO",
             dependencies: [
-                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "ExtrasBase64", package: "swift-extras-base64"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 "CZlib",
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -84,7 +87,7 @@ let package = Package(
         .target(
             name: "SocketIO",
             dependencies: [
-                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 "EngineIO", "ParleyJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -96,7 +99,7 @@ let package = Package(
         .target(
             name: "ParleyDispatch",
             dependencies: [
-                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 "ParleyCore", "ParleyJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -111,7 +114,7 @@ let package = Package(
         .target(
             name: "ParleyStore",
             dependencies: [
-                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 "ParleyDispatch", "ParleyCore", "ParleyJSON",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 // The SQLite C API GRDB builds on: the commit binds event bytes without a copy, and the
@@ -125,7 +128,7 @@ let package = Package(
         .target(
             name: "ParleyPlugins",
             dependencies: [
-                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 "CParley", "ParleyDispatch", "ParleyCore", "ParleyJSON",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -143,7 +146,7 @@ let package = Package(
         .target(
             name: "ParleyChannels",
             dependencies: [
-                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 "SocketIO", "EngineIO", "ParleyDispatch", "ParleyCore", "ParleyJSON", "ParleyConfig",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -159,6 +162,7 @@ let package = Package(
         .target(
             name: "LoadTest",
             dependencies: [
+                .product(name: "ExtrasBase64", package: "swift-extras-base64"),
                 "ParleyJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

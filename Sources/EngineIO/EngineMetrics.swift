@@ -1,4 +1,5 @@
 import CoreMetrics
+import Metrics
 
 /// Engine.IO's metrics (swift-metrics; exported at `GET /metrics` when the executable bootstraps a backend).
 /// The metric objects are created on first use, after the backend is bootstrapped; a call is one atomic update.

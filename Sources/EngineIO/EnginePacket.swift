@@ -1,3 +1,4 @@
+import ExtrasBase64
 // Engine.IO v4 packet codec: pure functions over bytes, no I/O (tested without sockets).
 
 /// An Engine.IO v4 packet as it travels on the wire.
@@ -73,7 +74,7 @@ public enum EngineCodec {
             let end = body[start...].firstIndex(of: recordSeparator) ?? body.endIndex
             let record = body[start..<end]
             if record.first == UInt8(ascii: "b") {
-                guard let bytes = Base64.decode(record.dropFirst()) else {
+                guard let bytes = EngineBase64.decode(record.dropFirst()) else {
                     throw EngineDecodingError("invalid base64 in binary packet")
                 }
                 packets.append(.message(.binary(bytes)))
@@ -105,7 +106,7 @@ public enum EngineCodec {
             buffer.append(contentsOf: text.utf8)
         case .message(.binary(let bytes)):
             buffer.append(UInt8(ascii: "b"))
-            Base64.encode(bytes, into: &buffer)
+            EngineBase64.encode(bytes, into: &buffer)
         case .upgrade: buffer.append(UInt8(ascii: "5"))
         case .noop: buffer.append(UInt8(ascii: "6"))
         }
@@ -142,77 +143,23 @@ public enum EngineCodec {
     }
 }
 
-/// Standard base64 (RFC 4648, with padding), as Engine.IO uses for binary packets over long-polling.
-public enum Base64 {
-    private static let alphabet: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-    private static let reverse: [UInt8] = {
-        var table = [UInt8](repeating: 0xFF, count: 256)
-        for (index, char) in alphabet.enumerated() { table[Int(char)] = UInt8(index) }
-        return table
-    }()
-
-    /// Appends the base64 form of `bytes` to `out`.
-    public static func encode(_ bytes: [UInt8], into out: inout [UInt8]) {
-        out.reserveCapacity(out.count + (bytes.count + 2) / 3 * 4)
-        var index = 0
-        let count = bytes.count
-        while index + 3 <= count {
-            let value = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
-            out.append(alphabet[Int(value >> 18 & 63)])
-            out.append(alphabet[Int(value >> 12 & 63)])
-            out.append(alphabet[Int(value >> 6 & 63)])
-            out.append(alphabet[Int(value & 63)])
-            index += 3
-        }
-        let remaining = count - index
-        if remaining == 1 {
-            let value = UInt32(bytes[index]) << 16
-            out.append(alphabet[Int(value >> 18 & 63)])
-            out.append(alphabet[Int(value >> 12 & 63)])
-            out.append(UInt8(ascii: "="))
-            out.append(UInt8(ascii: "="))
-        } else if remaining == 2 {
-            let value = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8
-            out.append(alphabet[Int(value >> 18 & 63)])
-            out.append(alphabet[Int(value >> 12 & 63)])
-            out.append(alphabet[Int(value >> 6 & 63)])
-            out.append(UInt8(ascii: "="))
-        }
+/// Base64 as Engine.IO uses it for binary packets over long-polling (RFC 4648 with padding; missing padding is
+/// accepted on input, as the reference servers accept it), through swift-extras-base64.
+enum EngineBase64 {
+    static func encode(_ bytes: [UInt8], into out: inout [UInt8]) {
+        out.append(contentsOf: Base64.encodeToBytes(bytes: bytes))
     }
 
-    /// The base64 text of `bytes`.
-    public static func encode(_ bytes: [UInt8]) -> String {
-        var out: [UInt8] = []
-        encode(bytes, into: &out)
-        return String(decoding: out, as: UTF8.self)
-    }
-
-    /// Decodes base64 text (padding optional). Returns nil on any character outside the alphabet or a
-    /// length that cannot be base64.
-    public static func decode<Bytes: Collection<UInt8>>(_ text: Bytes) -> [UInt8]? {
-        var out: [UInt8] = []
-        out.reserveCapacity(text.count / 4 * 3)
-        var accumulator: UInt32 = 0
-        var bits = 0
+    /// The decoded bytes, or nil for text that is not base64.
+    static func decode<Bytes: Collection<UInt8>>(_ text: Bytes) -> [UInt8]? {
+        var body = Array(text)
         var padding = 0
-        for char in text {
-            if char == UInt8(ascii: "=") {
-                padding += 1
-                continue
-            }
-            // Data after padding is malformed.
-            if padding > 0 { return nil }
-            let value = reverse[Int(char)]
-            if value == 0xFF { return nil }
-            accumulator = accumulator << 6 | UInt32(value)
-            bits += 6
-            if bits >= 8 {
-                bits -= 8
-                out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
-            }
+        while body.last == UInt8(ascii: "=") {
+            body.removeLast()
+            padding += 1
         }
-        // 6 leftover bits can never come from a valid encoding; more than two "=" neither.
-        if bits >= 6 || padding > 2 { return nil }
-        return out
+        // At most two "=", and only where they complete the last group.
+        guard padding <= 2, padding == 0 || (body.count + padding) % 4 == 0, !body.contains(UInt8(ascii: "=")) else { return nil }
+        return try? Base64.decode(bytes: body, options: .omitPaddingCharacter)
     }
 }

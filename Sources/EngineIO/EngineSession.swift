@@ -551,10 +551,3 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
         delegate?.engineConnection(self, didCloseWith: reason)
     }
 }
-
-extension TimeAmount {
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
-}

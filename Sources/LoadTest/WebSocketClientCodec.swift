@@ -1,3 +1,4 @@
+import ExtrasBase64
 import NIOCore
 
 /// A WebSocket protocol violation seen by the load generator (RFC 6455 framing or handshake).
@@ -164,12 +165,12 @@ public enum WebSocketHandshake {
             let r = random.next()
             for s in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8((r >> UInt64(s)) & 0xFF)) }
         }
-        return Base64.encode(bytes)
+        return Base64.encodeToString(bytes: bytes)
     }
 
     /// The `Sec-WebSocket-Accept` value a server must answer for `key`.
     public static func acceptValue(forKey key: String) -> String {
-        Base64.encode(SHA1.hash(Array((key + guid).utf8)))
+        Base64.encodeToString(bytes: SHA1.hash(Array((key + guid).utf8)))
     }
 
     /// Outcome of looking at the bytes received so far.
@@ -234,33 +235,6 @@ public struct SplitMix64: Sendable {
     }
 }
 
-/// Standard base64 (RFC 4648) encoding, with padding.
-public enum Base64 {
-    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-    /// Encodes `bytes`.
-    public static func encode(_ bytes: [UInt8]) -> String {
-        var out = [UInt8]()
-        out.reserveCapacity((bytes.count + 2) / 3 * 4)
-        var i = 0
-        while i + 3 <= bytes.count {
-            let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
-            out.append(alphabet[Int(v >> 18 & 63)]); out.append(alphabet[Int(v >> 12 & 63)])
-            out.append(alphabet[Int(v >> 6 & 63)]); out.append(alphabet[Int(v & 63)])
-            i += 3
-        }
-        let rest = bytes.count - i
-        if rest == 1 {
-            let v = UInt32(bytes[i]) << 16
-            out.append(alphabet[Int(v >> 18 & 63)]); out.append(alphabet[Int(v >> 12 & 63)])
-            out.append(61); out.append(61)
-        } else if rest == 2 {
-            let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8
-            out.append(alphabet[Int(v >> 18 & 63)]); out.append(alphabet[Int(v >> 12 & 63)])
-            out.append(alphabet[Int(v >> 6 & 63)]); out.append(61)
-        }
-        return String(decoding: out, as: UTF8.self)
-    }
-}
 
 /// SHA-1 (FIPS 180-4), only for the WebSocket accept value.
 public enum SHA1 {

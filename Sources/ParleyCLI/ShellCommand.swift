@@ -81,7 +81,7 @@ struct ShellCommand: AsyncParsableCommand {
                     print("(disconnected)")
                 }
                 group.addTask {
-                    while let line = readLine(strippingNewline: true) {
+                    for await line in Self.standardInputLines() {
                         let text = line.trimmingCharacters(in: .whitespaces)
                         if text == "/exit" || text == "/quit" { break }
                         guard !text.isEmpty else { continue }
@@ -102,6 +102,18 @@ struct ShellCommand: AsyncParsableCommand {
                 group.cancelAll()
             }
         }
+    }
+
+    /// The terminal's lines. `readLine` blocks, so it runs on a thread of its own (never on a Swift concurrency
+    /// thread, whose pool is as small as the CPU count); the thread ends at end of input or with the process.
+    static func standardInputLines() -> AsyncStream<String> {
+        let (lines, continuation) = AsyncStream.makeStream(of: String.self)
+        let reader = Thread {
+            while let line = readLine(strippingNewline: true) { continuation.yield(line) }
+            continuation.finish()
+        }
+        reader.start()
+        return lines
     }
 
     /// One Socket.IO packet (the Engine.IO `4` stripped).
@@ -127,8 +139,10 @@ struct ShellCommand: AsyncParsableCommand {
             state.value.withLock { $0.sessionID = id }
             print("Your session: \(id). Type a message (/restart, /exit).")
         case "bot_uttered":
-            let buttons = Self.render(argument)
+            // Remember the buttons before showing them: a person may type a number as soon as it appears.
+            let buttons = Self.choices(of: argument).map(\.payload)
             if !buttons.isEmpty { state.value.withLock { $0.buttons = buttons } }
+            Self.render(argument)
         case "parley_error":
             print("(refused: \(argument["message"]?.stringValue ?? argument.serialized))")
         default:
@@ -136,24 +150,29 @@ struct ShellCommand: AsyncParsableCommand {
         }
     }
 
-    /// Prints a bot message; returns the payloads of its buttons or quick replies, numbered from 1 as printed.
-    static func render(_ message: JSONValue) -> [String] {
+    /// The buttons or quick replies of a bot message, in the order they are numbered (from 1).
+    static func choices(of message: JSONValue) -> [(title: String, payload: String)] {
+        var out: [(title: String, payload: String)] = []
+        for key in ["quick_replies", "buttons"] {
+            guard case .array(let buttons)? = message[key] else { continue }
+            for button in buttons {
+                let title = button["title"]?.stringValue ?? "?"
+                out.append((title, button["payload"]?.stringValue ?? title))
+            }
+        }
+        return out
+    }
+
+    /// Prints a bot message, its buttons or quick replies numbered from 1.
+    static func render(_ message: JSONValue) {
         if let text = message["text"]?.stringValue { print("Bot: \(text)") }
         if let image = message["attachment"]?["payload"]?["src"]?.stringValue ?? message["image"]?.stringValue { print("Bot: [image] \(image)") }
         if message["text"] == nil, message["quick_replies"] == nil, message["attachment"] == nil, !message.isNull {
             print("Bot: \(message.serialized)")
         }
-        var payloads: [String] = []
-        for key in ["quick_replies", "buttons"] {
-            guard case .array(let buttons)? = message[key] else { continue }
-            for button in buttons {
-                let title = button["title"]?.stringValue ?? "?"
-                let payload = button["payload"]?.stringValue ?? title
-                payloads.append(payload)
-                print("  \(payloads.count): \(title)")
-            }
+        for (number, choice) in choices(of: message).enumerated() {
+            print("  \(number + 1): \(choice.title)")
         }
-        return payloads
     }
 
     /// Prints the stored messages of `session` (best effort: a server without the API says why).

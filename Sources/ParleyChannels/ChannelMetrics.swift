@@ -1,4 +1,5 @@
 import CoreMetrics
+import Metrics
 import Synchronization
 
 /// The channels' metrics (swift-metrics), created on first use.

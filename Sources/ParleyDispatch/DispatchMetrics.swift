@@ -1,4 +1,5 @@
 import CoreMetrics
+import Metrics
 
 /// The dispatcher's metrics (swift-metrics), created on first use.
 enum DispatchMetrics {
@@ -12,9 +13,9 @@ enum DispatchMetrics {
 
     enum FallbackCause { case deadline, agentError, actionError }
 
-    static func turnFinished(nanoseconds: Int64) {
+    static func turnFinished(after elapsed: Duration) {
         turns.increment()
-        turnDuration.recordNanoseconds(nanoseconds)
+        turnDuration.record(duration: elapsed)
     }
     static func fallback(_ cause: FallbackCause) {
         switch cause {

@@ -456,10 +456,7 @@ public final class Dispatcher: TurnHandler, Service {
     /// Runs one user turn on `tracker`; returns the result and the events to store.
     private func runTurn(_ message: UserMessage, tracker: inout Tracker, fallbackOnly: Bool) async -> (TurnResult, [JSONValue], [[UInt8]])? {
         let started = ContinuousClock.now
-        defer {
-            let elapsed = (ContinuousClock.now - started).components
-            DispatchMetrics.turnFinished(nanoseconds: elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
-        }
+        defer { DispatchMetrics.turnFinished(after: ContinuousClock.now - started) }
         let now = configuration.clock()
         var events: [JSONValue] = []
         events.reserveCapacity(8)

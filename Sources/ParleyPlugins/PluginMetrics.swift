@@ -1,4 +1,5 @@
 import CoreMetrics
+import Metrics
 
 /// One plugin's metrics (swift-metrics), labelled with the plugin's configured name; made once per plugin when it
 /// is loaded (after the backend is bootstrapped).
@@ -18,8 +19,7 @@ struct PluginMetrics: Sendable {
     /// Records one finished call: its duration and, when it failed, why.
     func finished(after elapsed: Duration, error: (any Error)?) {
         calls.increment()
-        let c = elapsed.components
-        duration.recordNanoseconds(c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
+        duration.record(duration: elapsed)
         guard let error else { return }
         if let e = error as? PluginCallError, e.code == .deadlineExceeded {
             deadlineExpiries.increment()

@@ -1,4 +1,5 @@
 import CoreMetrics
+import Metrics
 
 /// The SQLite store's metrics (swift-metrics), created on first use.
 enum StoreMetrics {
@@ -14,8 +15,7 @@ enum StoreMetrics {
         commits.increment()
         batch.record(appends)
         bytes.increment(by: Int64(count))
-        let c = elapsed.components
-        duration.recordNanoseconds(c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000)
+        duration.record(duration: elapsed)
     }
     static func commitFailed() { failures.increment() }
     static func eventQuarantined() { quarantined.increment() }

@@ -1,4 +1,5 @@
 import CoreMetrics
+import Metrics
 
 /// Socket.IO's metrics (swift-metrics), created on first use.
 enum SocketIOMetrics {
