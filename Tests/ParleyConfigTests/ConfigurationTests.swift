@@ -435,3 +435,71 @@ struct APIExposureTests {
         #expect(failure("api:\n  session_token: maybe")?.contains("api.session_token") == true)
     }
 }
+
+@Suite("Keys for limits, metrics and the chat page")
+struct SecurityAndOperationsKeysTests {
+    @Test func defaults() throws {
+        let c = try parse("")
+        #expect(c.server.chatPage == false)
+        #expect(c.server.limits.headerTimeout == 10 && c.server.limits.idleTimeout == 60)
+        #expect(c.server.limits.maxConnectionsPerAddress == 256 && c.server.limits.exemptAddresses == ["127.0.0.0/8", "::1"])
+        let s = try #require(c.channels.socketIO)
+        #expect(s.errorEvent == "parley_error" && s.messagesPerSecond == 20 && s.messageBurst == 40)
+        #expect(s.maxAttachments == 16 && s.maxAttachmentBytes == 4 << 20 && s.pendingAttachmentBudget == 64 << 20)
+        #expect(c.dispatcher.maxMessageBytes == 65_536 && c.dispatcher.maxMetadataDepth == 32 && c.dispatcher.maxMetadataBytes == 16_384)
+        #expect(c.dispatcher.maxResidentConversations == 20_000)
+        #expect(c.metrics.enabled && c.metrics.token == nil)
+    }
+
+    @Test func values() throws {
+        let c = try parse("""
+            server:
+              chat_page: true
+              limits:
+                header_timeout: 2.5
+                idle_timeout: "90s"
+                max_header_bytes: 8192
+                max_header_count: 50
+                max_connections_per_address: 0
+                connections_per_second_per_address: 5.5
+                connection_burst_per_address: 7
+                exempt_addresses: [10.0.0.0/8]
+            channels:
+              socketio:
+                error_event: ""
+                rate_limit: {messages_per_second: 0, burst: 3}
+                max_attachments: 2
+                max_attachment_bytes: 1000
+                pending_attachment_budget: 2000
+            dispatcher:
+              max_message_bytes: 100
+              max_metadata_depth: 4
+              max_metadata_bytes: 200
+              max_resident_conversations: 50
+            metrics:
+              enabled: false
+              token: scrape
+            """)
+        #expect(c.server.chatPage)
+        #expect(c.server.limits.headerTimeout == 2.5 && c.server.limits.idleTimeout == 90)
+        #expect(c.server.limits.maxHeaderBytes == 8192 && c.server.limits.maxHeaderCount == 50)
+        #expect(c.server.limits.maxConnectionsPerAddress == 0 && c.server.limits.connectionsPerSecondPerAddress == 5.5)
+        #expect(c.server.limits.connectionBurstPerAddress == 7 && c.server.limits.exemptAddresses == ["10.0.0.0/8"])
+        let s = try #require(c.channels.socketIO)
+        #expect(s.errorEvent == "" && s.messagesPerSecond == 0 && s.messageBurst == 3)
+        #expect(s.maxAttachments == 2 && s.maxAttachmentBytes == 1000 && s.pendingAttachmentBudget == 2000)
+        #expect(c.dispatcher.maxMessageBytes == 100 && c.dispatcher.maxMetadataDepth == 4 && c.dispatcher.maxMetadataBytes == 200)
+        #expect(c.dispatcher.maxResidentConversations == 50)
+        #expect(!c.metrics.enabled && c.metrics.token == "scrape")
+    }
+
+    @Test func mistakesNameTheKey() {
+        #expect(failure("server:\n  limits:\n    header_timeout: soon")?.contains("server.limits.header_timeout") == true)
+        #expect(failure("server:\n  limits:\n    max_header_bytes: 10")?.contains("server.limits.max_header_bytes") == true)
+        #expect(failure("channels:\n  socketio:\n    rate_limit:\n      messages_per_second: -1")?.contains("rate_limit.messages_per_second") == true)
+        #expect(failure("channels:\n  socketio:\n    rate_limit:\n      burts: 3")?.contains("did you mean") == true)
+        #expect(failure("dispatcher:\n  max_metadata_depth: 1000")?.contains("dispatcher.max_metadata_depth") == true)
+        #expect(failure("metrics:\n  enabled: maybe")?.contains("metrics.enabled") == true)
+        #expect(failure("server:\n  chat_page: sure")?.contains("server.chat_page") == true)
+    }
+}
