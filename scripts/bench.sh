@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# scripts/bench.sh (`make bench`): Parley vs the python-socketio anchor vs a raw SwiftNIO WebSocket echo,
-# all driven by the same load generator (`parley loadtest`), side by side in one run.
+# scripts/bench.sh (`make bench`): Parley vs the reference Node.js socket.io server vs the python-socketio anchor
+# vs a raw SwiftNIO WebSocket echo, all driven by the same load generator (`parley loadtest`), side by side in one run.
 #
 #   make bench                    # 3 repetitions of S1-S4 for each server (about 15 minutes)
 #   BENCH_QUICK=1 make bench      # smoke run: 1 repetition, short durations, smaller S3/S4
 #
 # Environment (all optional):
 #   REPS=3                   repetitions per scenario and server (a fresh server process for each run)
-#   SERVERS="parley anchor echo parley-mem"   which servers to measure (parley-mem: Parley with
-#                            store: memory, S1 and S2 only, to show what the durable store costs)
+#   SERVERS="parley parley-mem node anchor echo"   which servers to measure (parley-mem: Parley with
+#                            store: memory, S1 and S2 only, to show what the durable store costs; node: the
+#                            unmodified upstream socket.io 4.8.3 built by ../shared/bench/anchors/node-sio/setup.sh
+#                            from local git copies of socketio/socket.io and websockets/ws, skipped with a note
+#                            when those copies or node are missing)
 #   SCENARIOS="S1 S2 S3 S4"  which scenarios
-#   PARLEY_PORT=17005 ANCHOR_PORT=17007 ECHO_PORT=17902
+#   PARLEY_PORT=17005 ANCHOR_PORT=17007 ECHO_PORT=17902 NODE_PORT=17009
+#   NODE_SIO_ANCHOR=../shared/bench/anchors/node-sio   the Node anchor's (read-only) folder
+#   MIRROR_DIR=/work/.mirror  where setup.sh finds the git copies (default: ../.mirror beside shared/)
 #   PARLEY_CONFIG=examples/mirror.yml
 #   PARLEY_SERVE_ARGS="serve --config examples/mirror.yml --port 17005"   the parley server command line
 #   PIN_SERVER=0 PIN_GEN=1   CPUs for server and generator (taskset); pinning is skipped on 1 CPU
@@ -34,9 +39,11 @@ else
   REPS=${REPS:-3}; DUR=${DUR:-10}; WARM=${WARM:-2}; S3_N=${S3_N:-2000}; S4_N=${S4_N:-5000}; HOLD=${HOLD:-10}
 fi
 S2_C=${S2_C:-100} S3_K=${S3_K:-100} S4_K=${S4_K:-100}
-SERVERS=${SERVERS:-"parley anchor echo parley-mem"}
+SERVERS=${SERVERS:-"parley parley-mem node anchor echo"}
 SCENARIOS=${SCENARIOS:-"S1 S2 S3 S4"}
-PARLEY_PORT=${PARLEY_PORT:-17005} ANCHOR_PORT=${ANCHOR_PORT:-17007} ECHO_PORT=${ECHO_PORT:-17902}
+PARLEY_PORT=${PARLEY_PORT:-17005} ANCHOR_PORT=${ANCHOR_PORT:-17007} ECHO_PORT=${ECHO_PORT:-17902} NODE_PORT=${NODE_PORT:-17009}
+NODE_SIO_ANCHOR=${NODE_SIO_ANCHOR:-../shared/bench/anchors/node-sio}
+NODE_SIO_DIR=bench/.node-sio
 PARLEY_CONFIG=${PARLEY_CONFIG:-examples/mirror.yml}
 PARLEY_SERVE_ARGS=${PARLEY_SERVE_ARGS:-"serve --config $PARLEY_CONFIG --port $PARLEY_PORT"}
 PIN_SERVER=${PIN_SERVER:-0} PIN_GEN=${PIN_GEN:-1}
@@ -85,6 +92,20 @@ case " $SERVERS " in *" anchor "*)
   setup_venv >"$OUTDIR/logs/venv.log" 2>&1 || note "could not create $VENV with bench/requirements-anchor.txt (see $OUTDIR/logs/venv.log)";;
 esac
 
+# ---- Node socket.io anchor (built from local git copies, no npm) ------------------------------------
+case " $SERVERS " in *" node "*)
+  if ! command -v node >/dev/null; then
+    note "node: skipped, Node.js is missing (apt-get install nodejs)"; SERVERS=${SERVERS/node/}
+  elif [ ! -f "$NODE_SIO_ANCHOR/setup.sh" ]; then
+    note "node: skipped, $NODE_SIO_ANCHOR/setup.sh is missing (set NODE_SIO_ANCHOR)"; SERVERS=${SERVERS/node/}
+  elif ! NODE_SIO_DIR="$NODE_SIO_DIR" bash "$NODE_SIO_ANCHOR/setup.sh" >"$OUTDIR/logs/node-setup.log" 2>&1; then
+    note "node: skipped, the anchor could not be built: $(tail -1 "$OUTDIR/logs/node-setup.log") (fetch github:socketio/socket.io and github:websockets/ws into the mirror folder, or set MIRROR_DIR; log: $OUTDIR/logs/node-setup.log)"
+    SERVERS=${SERVERS/node/}
+  else
+    say "node anchor: $(grep -m1 '^socket.io ' "$OUTDIR/logs/node-setup.log" || echo built)"
+  fi;;
+esac
+
 # ---- machine -------------------------------------------------------------------------------------
 NCPU=$(nproc 2>/dev/null || echo 1)
 TASKSET_S=() TASKSET_G=()
@@ -97,13 +118,14 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge $((S4_N + 200)) ] 2>/dev/null || note "ulimit -n is $(ulimit -n): S4 with $S4_N sessions may fail (raise the hard limit)"
 
 # ---- servers -------------------------------------------------------------------------------------
-server_port() { case $1 in parley|parley-mem) echo "$PARLEY_PORT";; anchor) echo "$ANCHOR_PORT";; echo) echo "$ECHO_PORT";; esac; }
+server_port() { case $1 in parley|parley-mem) echo "$PARLEY_PORT";; anchor) echo "$ANCHOR_PORT";; echo) echo "$ECHO_PORT";; node) echo "$NODE_PORT";; esac; }
 server_cmd() {
   case $1 in
     parley) echo "$REL/parley $PARLEY_SERVE_ARGS";;
     parley-mem) echo "$REL/parley serve --config examples/mirror-memory.yml --port $PARLEY_PORT";;
     anchor) echo "$VENV/bin/python bench/anchor_rasa_like.py --port $ANCHOR_PORT";;
     echo) echo "$REL/NIOEchoBench $ECHO_PORT 127.0.0.1 1";;
+    node) echo "node $NODE_SIO_DIR/server.mjs --port $NODE_PORT";;
   esac
 }
 proto_of() { [ "$1" = echo ] && echo raw || echo sio; }
@@ -175,6 +197,7 @@ done
 
 MACHINE="$(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 SWIFTV=$(swift --version 2>/dev/null | head -1)
+NODEV=$(grep -m1 '^socket.io ' "$OUTDIR/logs/node-setup.log" 2>/dev/null | cut -d, -f1,2,6,11 || true)
 PYV=$("$VENV/bin/python" -c 'import sys, importlib.metadata as m; print("CPython %d.%d.%d, python-socketio %s, aiohttp %s, uvloop %s" % (sys.version_info[:3] + (m.version("python-socketio"), m.version("aiohttp"), m.version("uvloop"))))' 2>/dev/null || echo "anchor venv unavailable")
 # One write + fdatasync on the disk the store uses (what every S1 turn waits for), median of 300.
 FSYNC_US=$(python3 - "$OUTDIR" <<'PY' 2>/dev/null || echo ""
@@ -188,7 +211,7 @@ os.close(fd); os.unlink(path)
 print(f"{statistics.median(samples) * 1e6:.1f}")
 PY
 )
-python3 scripts/bench_table.py "$JSONL" ${FSYNC_US:+--fsync-us "$FSYNC_US"} --machine "$MACHINE" --swift "$SWIFTV" --python "$PYV" \
+python3 scripts/bench_table.py "$JSONL" ${FSYNC_US:+--fsync-us "$FSYNC_US"} --machine "$MACHINE" --swift "$SWIFTV" --python "$PYV" --node "${NODEV:-not measured}" \
   --reps "$REPS" --quick "$QUICK" --notes "$OUTDIR/notes-$STAMP.txt" \
   --sizes "S1 rtt -c 1 -d $DUR -w $WARM; S2 rtt -c $S2_C -d $DUR -w $WARM; S3 connect -n $S3_N -k $S3_K; S4 idle -n $S4_N -k $S4_K -d $HOLD" \
   >bench/results.md
