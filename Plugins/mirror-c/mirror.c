@@ -6,6 +6,7 @@
 **   /sender                     {"text": <sender id>}
 **   /many                       five responses "1".."5"
 **   /slow                       completes from another thread after 1 s: {"text": "slow done"}
+**   /block                      blocks inside handle() for 3 s, then {"text": "block done"} (a hung plugin)
 **   any other /...              no response
 ** Thread-safe (PARLEY_FLAG_THREAD_SAFE): the only shared state is the list of pending /slow jobs.
 */
@@ -169,6 +170,11 @@ static parley_status mirror_handle(void *state, parley_call *call, parley_str re
         free(text);
         free(out.p);
         return start_slow(m, call);
+    } else if (strcmp(text, "/block") == 0) {
+        struct timespec pause = {3, 0};
+        while (nanosleep(&pause, &pause) != 0) {
+        }
+        pj_puts(&out, "{\"text\":\"block done\"}");
     } else if (strcmp(text, "/sender") == 0) {
         pj_puts(&out, "{\"text\":");
         if (pj_get(root, "sender_id", &sender) && pj_is_string(sender)) pj_put_span(&out, sender);

@@ -68,8 +68,10 @@ public struct AgentReply: Sendable, Hashable {
 /// in-process Swift agents (tests, embedding).
 ///
 /// The dispatcher calls ``respond(to:)`` for at most one turn of a given conversation at a time,
-/// and enforces a deadline around it: an agent that throws or does not return in time yields the
-/// configured fallback response.
+/// and enforces the turn's one deadline around it: an agent that throws or does not return in time yields the
+/// configured fallback response. The deadline is the dispatcher's, never the agent's: an agent that blocks its
+/// thread past it still gets the fallback sent on time (the dispatcher answers from another task; what the
+/// blocked call returns later is dropped).
 public protocol Agent: Sendable {
     /// The configured name, used in logs and routing rules.
     var name: String { get }
@@ -79,11 +81,16 @@ public protocol Agent: Sendable {
     /// dispatcher's ``DispatcherConfiguration/agentTrackerEventLimit``. An agent that reads only the message
     /// returns 0, which saves copying the history into every request.
     var trackerEventLimit: Int? { get }
+    /// The longest a turn answered by this agent may take; the dispatcher sends the fallback at the earlier of
+    /// this and ``DispatcherConfiguration/turnDeadline``. nil = the turn deadline alone.
+    var deadline: Duration? { get }
 }
 
 extension Agent {
     /// nil: the dispatcher's limit.
     public var trackerEventLimit: Int? { nil }
+    /// nil: the dispatcher's turn deadline.
+    public var deadline: Duration? { nil }
 }
 
 /// Transforms outgoing responses for a channel (Markdown to HTML, truncation, …).

@@ -326,7 +326,7 @@ public final class Dispatcher: TurnHandler, Service {
                 return (item, s.generation)
             }
             guard let (item, generation) = next else { return }
-            if item.needsDeadline { registerDeadline(conversation, generation: generation) }
+            if item.needsDeadline { registerDeadline(conversation, generation: generation, after: deadline(of: item)) }
             let outcome = await process(item, in: conversation, generation: generation, tracker: &tracker)
             if case .abandoned = outcome {
                 abandoned = true
@@ -352,7 +352,7 @@ public final class Dispatcher: TurnHandler, Service {
             }
         }
         guard var current = tracker.take() else { return .done }
-        let result: Result<(TurnResult, [JSONValue], [[UInt8]])?, any Error>
+        let result: Result<ComputedTurn?, any Error>
         switch item {
         case .turn(let message, _):
             result = .success(await runTurn(message, tracker: &current, fallbackOnly: false))
@@ -378,7 +378,10 @@ public final class Dispatcher: TurnHandler, Service {
         case .success(nil):
             tracker = current
             item.complete(.success(TurnResult()))
-        case .success(.some(let (turn, deliver, encoded))):
+        case .success(.some(let computed)):
+            let (turn, deliver, encoded) = (computed.result, computed.deliver, computed.encoded)
+            // Counted only by the turn that answers (a turn taken over at its deadline counts nothing).
+            for cause in computed.fallbacks { DispatchMetrics.fallback(cause) }
             if !item.isEmit, let completing = store as? any CompletingConversationStore, encoded.count == turn.events.count,
                 conversation.state.withLock({ $0.queue.isEmpty })
             {
@@ -454,7 +457,7 @@ public final class Dispatcher: TurnHandler, Service {
     // MARK: - A turn
 
     /// Runs one user turn on `tracker`; returns the result and the events to store.
-    private func runTurn(_ message: UserMessage, tracker: inout Tracker, fallbackOnly: Bool) async -> (TurnResult, [JSONValue], [[UInt8]])? {
+    private func runTurn(_ message: UserMessage, tracker: inout Tracker, fallbackOnly: Bool) async -> ComputedTurn? {
         let started = ContinuousClock.now
         defer { DispatchMetrics.turnFinished(after: ContinuousClock.now - started) }
         let now = configuration.clock()
@@ -480,8 +483,9 @@ public final class Dispatcher: TurnHandler, Service {
         }
         record(TrackerEvent.user(message, timestamp: now))
         var responses: [JSONValue] = []
+        var fallbacks: [DispatchMetrics.FallbackCause] = []
         if fallbackOnly {
-            DispatchMetrics.fallback(.deadline)
+            fallbacks.append(.deadline)
             responses = [fallbackResponse]
         } else if !tracker.paused {
             let agent = route(message)
@@ -504,23 +508,24 @@ public final class Dispatcher: TurnHandler, Service {
                         let runner = actionRunner, runner.hasAction(named: name)
                     {
                         let invocation = ActionInvocation(senderID: message.senderID, slots: tracker.slots, latestMessage: tracker.latestMessage)
-                        actionResponses += await runAction(name, runner: runner, invocation: invocation, message: message, record: record, now: now)
+                        actionResponses += await runAction(name, runner: runner, invocation: invocation, message: message, record: record, now: now, fallbacks: &fallbacks)
                     }
                 }
                 responses = try await format(reply.responses + actionResponses, channel: message.inputChannel, senderID: message.senderID)
             } catch {
                 logger.error("agent failed; sending the fallback", metadata: ["parley.agent": "\(agent.name)", "parley.sender_id": "\(message.senderID)", "error": "\(error)"])
-                DispatchMetrics.fallback(.agentError)
+                fallbacks.append(.agentError)
                 responses = [fallbackResponse]
             }
         }
         for response in responses { record(TrackerEvent.bot(response: response, timestamp: now)) }
         if !tracker.paused { record(TrackerEvent.action(TrackerEvent.listenActionName, timestamp: now)) }
-        return (TurnResult(responses: responses, events: events), responses, encoded)
+        return ComputedTurn(result: TurnResult(responses: responses, events: events), deliver: responses, encoded: encoded, fallbacks: fallbacks)
     }
 
     private func runAction(
-        _ name: String, runner: any ActionRunner, invocation: ActionInvocation, message: UserMessage, record: (JSONValue) -> Void, now: Double
+        _ name: String, runner: any ActionRunner, invocation: ActionInvocation, message: UserMessage, record: (JSONValue) -> Void, now: Double,
+        fallbacks: inout [DispatchMetrics.FallbackCause]
     ) async -> [JSONValue] {
         do {
             let reply = try await runner.runAction(named: name, invocation: invocation)
@@ -532,12 +537,12 @@ public final class Dispatcher: TurnHandler, Service {
         } catch {
             logger.error("action failed; sending the fallback", metadata: ["parley.action": "\(name)", "parley.sender_id": "\(message.senderID)", "error": "\(error)"])
             record(TrackerEvent.actionExecutionRejected(name, timestamp: now))
-            DispatchMetrics.fallback(.actionError)
+            fallbacks.append(.actionError)
             return [fallbackResponse]
         }
     }
 
-    private func runEmit(_ responses: [JSONValue], channel: String?, tracker: inout Tracker) async -> (TurnResult, [JSONValue], [[UInt8]])? {
+    private func runEmit(_ responses: [JSONValue], channel: String?, tracker: inout Tracker) async -> ComputedTurn? {
         let now = configuration.clock()
         let channelName = channel ?? tracker.latestInputChannel ?? ""
         let formatted = (try? await format(responses, channel: channelName, senderID: tracker.senderID)) ?? responses
@@ -557,7 +562,7 @@ public final class Dispatcher: TurnHandler, Service {
             events.append(event)
             tracker.apply(event)
         }
-        return (TurnResult(responses: formatted, events: events), formatted, [])
+        return ComputedTurn(result: TurnResult(responses: formatted, events: events), deliver: formatted, encoded: [], fallbacks: [])
     }
 
     /// The agent for `message`: the first matching route's, else the default.
@@ -622,8 +627,14 @@ public final class Dispatcher: TurnHandler, Service {
 
     // MARK: - Deadlines
 
-    private func registerDeadline(_ conversation: Conversation, generation: UInt64) {
-        let deadline = ContinuousClock.now.advanced(by: configuration.turnDeadline)
+    /// The one deadline of `item`: the turn deadline, or the routed agent's deadline when that is earlier.
+    private func deadline(of item: WorkItem) -> Duration {
+        guard case .turn(let message, _) = item, let agentDeadline = route(message).deadline else { return configuration.turnDeadline }
+        return min(agentDeadline, configuration.turnDeadline)
+    }
+
+    private func registerDeadline(_ conversation: Conversation, generation: UInt64, after duration: Duration) {
+        let deadline = ContinuousClock.now.advanced(by: duration)
         let parked = watchdog.withLock { w in
             w.entries[ObjectIdentifier(conversation)] = WatchdogEntry(conversation: conversation, generation: generation, deadline: deadline)
             return w.waiter.take()
@@ -679,7 +690,9 @@ public final class Dispatcher: TurnHandler, Service {
                 return true
             }
             guard tookOver else { continue }
-            logger.error("turn missed its deadline; sending the fallback", metadata: ["parley.sender_id": "\(conversation.id)"])
+            logger.error(
+                "turn missed its deadline (the routed agent's deadline or dispatcher.turn_deadline, the earlier); sending the fallback",
+                metadata: ["parley.sender_id": "\(conversation.id)"])
             let waiter = scheduler.withLock { s in
                 s.ready.append(conversation)
                 // The abandoned drain task no longer counts: shutdown must not wait for a hung agent.
@@ -810,6 +823,15 @@ struct SchedulerState: Sendable {
     var finished = false
     var stopping = false
     var cancelled = false
+}
+
+/// What computing one item produced, before it is stored: the turn, the responses to deliver, the events'
+/// bytes (one per event, or none when the store encodes them) and the fallbacks it sent, counted once it commits.
+struct ComputedTurn {
+    var result: TurnResult
+    var deliver: [JSONValue]
+    var encoded: [[UInt8]]
+    var fallbacks: [DispatchMetrics.FallbackCause]
 }
 
 struct WatchdogEntry: Sendable {

@@ -15,6 +15,9 @@ final class CallDeadlines: Sendable {
     }
 
     private struct Lane {
+        /// How long after scheduling the calls of this lane expire.
+        let after: Duration
+        /// The deadline named in their error (an agent call expires after its deadline; see LoadedPlugin).
         let deadline: Duration
         var entries: [Entry] = []
         var head = 0
@@ -32,15 +35,15 @@ final class CallDeadlines: Sendable {
 
     private let state = Mutex(State())
 
-    /// Expires call `id` with `deadline` (its duration, for the error text) once `deadline` has passed.
-    func schedule(_ id: UInt, deadline: Duration) {
-        let nanos = deadline.components.seconds * 1_000_000_000 + deadline.components.attoseconds / 1_000_000_000
+    /// Expires call `id` once `after` has passed, with `deadline` (for the error text).
+    func schedule(_ id: UInt, after: Duration, deadline: Duration) {
+        let nanos = after.components.seconds * 1_000_000_000 + after.components.attoseconds / 1_000_000_000
         let at = DispatchTime.now().uptimeNanoseconds &+ UInt64(max(0, nanos))
         let arm: (UInt64, UInt64)? = state.withLock { s in
-            if let i = s.lanes.firstIndex(where: { $0.deadline == deadline }) {
+            if let i = s.lanes.firstIndex(where: { $0.after == after && $0.deadline == deadline }) {
                 s.lanes[i].entries.append(Entry(at: at, id: id))
             } else {
-                s.lanes.append(Lane(deadline: deadline, entries: [Entry(at: at, id: id)]))
+                s.lanes.append(Lane(after: after, deadline: deadline, entries: [Entry(at: at, id: id)]))
             }
             if let armed = s.armedAt, armed <= at &+ Self.slackNanos { return nil }
             s.generation &+= 1

@@ -18,6 +18,10 @@ struct PluginDefinition: @unchecked Sendable {
 /// and — unless the plugin sets `PARLEY_FLAG_THREAD_SAFE` — at most one `handle` of this plugin at a time.
 /// Each call has a deadline; on expiry the caller gets ``PluginCallError/Code/deadlineExceeded``, the
 /// plugin's cancel hook runs, and the plugin's late `complete` returns `PARLEY_E_EXPIRED`.
+///
+/// An agent's deadline belongs to the dispatcher (``Agent/deadline``): it sends the fallback at that instant,
+/// whatever thread the call holds. The plugin layer does not race it: an agent call expires here
+/// ``agentReleaseMargin`` later, which only releases the waiting task, runs the cancel hook and counts the expiry.
 public final class LoadedPlugin: Sendable, CustomStringConvertible {
     /// The name used in logs and routing (configured name, or the plugin's own).
     public let name: String
@@ -39,6 +43,8 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     public let wantsTrackerEvents: Bool
     /// Per-call deadline.
     public let deadline: Duration
+    /// How long after its deadline an agent call is expired here (the dispatcher has sent the fallback by then).
+    public static let agentReleaseMargin: Duration = .milliseconds(250)
     /// Logger with `parley.plugin` metadata.
     public let logger: Logger
 
@@ -120,13 +126,14 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         let payload = bytes
         let key = senderID
         let deadline = self.deadline
+        let expiry = kind == .agent ? deadline + Self.agentReleaseMargin : deadline
         stats.withLock { $0.calls += 1 }
         let id = callRegistry.register(owner: self) { [conversationGate] in conversationGate.release(key) }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
                 callRegistry.attach(id, continuation)
                 // One shared timer for every call's deadline, not a GCD timer per call.
-                callDeadlines.schedule(id, deadline: deadline)
+                callDeadlines.schedule(id, after: expiry, deadline: deadline)
                 conversationGate.enqueue(key) { [self] in
                     if let pluginGate, !callRegistry.isFinished(id) {
                         pluginGate.enqueue("") { self.start(id, payload: payload, releasing: pluginGate) }

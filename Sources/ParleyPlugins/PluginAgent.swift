@@ -24,6 +24,9 @@ public struct PluginAgent: Agent {
     /// The plugin's configured name.
     public var name: String { plugin.name }
 
+    /// The plugin's configured deadline: the dispatcher sends the fallback when a turn takes longer.
+    public var deadline: Duration? { plugin.deadline }
+
     /// Runs one turn on the plugin. Throws ``PluginCallError`` (deadline, invalid reply, plugin failure).
     public func respond(to request: AgentRequest) async throws -> AgentReply {
         let reply: JSONValue

@@ -1,3 +1,4 @@
+import Dispatch
 import ParleyCore
 import ParleyDispatch
 import ParleyJSON
@@ -89,6 +90,27 @@ import Testing
         }
         let events = try #require(try await store.events(of: "alice", types: ["user", "bot"]))
         #expect(events.map { $0["text"]?.stringValue ?? "" } == ["/hang", "fallback!", "after", "echo: after", "again", "echo: again"])
+    }
+
+    /// One deadline per turn, the dispatcher's: an agent that blocks its thread past its own (shorter) deadline
+    /// gets the fallback at that deadline, while the thread is still blocked (not when it comes back, and not at
+    /// the 30 s turn deadline).
+    @Test func agentDeadlineBoundsTheTurnEvenWhenTheAgentBlocksItsThread() async throws {
+        let results = Results()
+        let pool = WorkerPool(threads: 1)
+        let release = DispatchSemaphore(value: 0)
+        let dispatcher = Dispatcher(
+            agent: EchoAgent(),
+            routes: [AgentRoute(.prefix("/block"), to: ThreadBlockingAgent(release: release, deadline: .milliseconds(100)))],
+            configuration: DispatcherConfiguration(turnDeadline: .seconds(30), fallbackText: "fallback!", deadlineCheckInterval: .milliseconds(10)),
+            executor: pool)
+        try await withRunning(dispatcher) { () async throws -> Void in
+            dispatcher.submit(message("/block"), completion: results.completion("block"))
+            // The agent's thread stays blocked until the fallback has arrived.
+            #expect(try await results.texts("block") == ["fallback!"])
+            release.signal()
+        }
+        try await pool.shutdown()
     }
 
     @Test func throwingAgentSendsFallback() async throws {

@@ -1,3 +1,4 @@
+import Dispatch
 import ParleyCore
 import ParleyDispatch
 import ParleyJSON
@@ -109,6 +110,20 @@ struct HangingAgent: Agent {
     func respond(to request: AgentRequest) async throws -> AgentReply {
         try await Task.sleep(for: .seconds(3600))
         return AgentReply()
+    }
+}
+
+/// Blocks its worker thread (not the task: a C plugin stuck in `handle`) until `release` is signalled (10 s at
+/// most), marked as a foreign call as the plugin host marks it; declares `deadline`. Run the dispatcher on a
+/// ``WorkerPool``.
+struct ThreadBlockingAgent: Agent {
+    let name = "blocking"
+    let release: DispatchSemaphore
+    let deadline: Duration?
+    func respond(to request: AgentRequest) async throws -> AgentReply {
+        let block = { _ = release.wait(timeout: .now() + .seconds(10)) }
+        if let pool = WorkerPool.current { pool.runBlocking(long: true, block) } else { block() }
+        return AgentReply(responses: [["text": "woke up"]])
     }
 }
 

@@ -83,9 +83,16 @@ def test_a_fallback_is_counted_by_cause(server_factory):
     # The mirror agent answers "/slow" after a while (Plugins/mirror-c); past the deadline the fallback goes out.
     r = requests.post(server.url + "/webhooks/rest/webhook", json={"sender": "slow", "message": "/slow"}, timeout=10)
     assert r.status_code == 200
-    samples = scrape(server)
-    # The plugin call hits its deadline (the agent deadline is the turn deadline) and the turn sends the fallback.
+    # The dispatcher sends the fallback at the turn's deadline; the plugin layer then expires the call it still
+    # holds (LoadedPlugin.agentReleaseMargin later), which releases it and counts the expiry.
+    deadline = time.monotonic() + 10
+    while True:
+        samples = scrape(server)
+        if value(samples, "parley_plugin_deadline_expiries_total", plugin="mirror") == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert value(samples, "parley_plugin_deadline_expiries_total", plugin="mirror") == 1
+    assert value(samples, "parley_fallbacks_total", cause="deadline") == 1
     assert value(samples, "parley_fallbacks_total") == 1
 
 
