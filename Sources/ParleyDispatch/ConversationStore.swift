@@ -2,8 +2,47 @@ import ParleyCore
 public import ParleyJSON
 import Synchronization
 
-/// Where conversations' events live: the dispatcher appends every turn's events here before replying, and
-/// reloads a conversation from here after it was evicted from memory or the process restarted.
+/// One turn's output for the store: the conversation, its new events in order, and each event's compact JSON
+/// text (`encoded[i]` is `events[i]`'s bytes, serialised once by the dispatcher, so a store that keeps JSON
+/// text never serialises an event again).
+public struct TurnRecord: Sendable {
+    /// The conversation (Rasa's `sender_id`).
+    public let senderID: String
+    /// Rasa event dicts (each with `"event"` and `"timestamp"`), in order.
+    public let events: [JSONValue]
+    /// `encoded[i]` is the compact JSON text of `events[i]`.
+    public let encoded: [[UInt8]]
+
+    /// A record whose texts are serialised here.
+    public init(senderID: String, events: [JSONValue]) {
+        self.senderID = senderID
+        self.events = events
+        self.encoded = events.map { event in
+            var text: [UInt8] = []
+            text.reserveCapacity(256)
+            event.serialize(into: &text)
+            return text
+        }
+    }
+
+    /// A record with the texts the caller already has; `encoded.count` must equal `events.count`.
+    public init(senderID: String, events: [JSONValue], encoded: [[UInt8]]) {
+        precondition(events.count == encoded.count, "TurnRecord: \(events.count) events with \(encoded.count) encoded texts")
+        self.senderID = senderID
+        self.events = events
+        self.encoded = encoded
+    }
+
+    /// Whether the record holds no event (appending it stores nothing).
+    public var isEmpty: Bool { events.isEmpty }
+}
+
+/// Where conversations' events live: the dispatcher appends every turn's ``TurnRecord`` here before replying,
+/// and reloads a conversation from here after it was evicted from memory or the process restarted.
+///
+/// A store implements four things: two reads, one append and a health check. Batching (group commit),
+/// checkpoints and threads are the store's own business behind ``append(_:completion:)``. The checks in
+/// `ParleyTesting.ConversationStoreConformance` state the whole contract as tests; a new store runs them.
 ///
 /// Implementations: ``InMemoryConversationStore`` (tests, embedding) and `SQLiteConversationStore` in
 /// `ParleyStore` (the embedded default).
@@ -16,15 +55,15 @@ public protocol ConversationStore: Sendable {
     /// Nil when the store has no event for `senderID`.
     func events(of senderID: String, types: Set<String>?) async throws -> [JSONValue]?
 
-    /// Appends `events` (Rasa event dicts with `"event"` and `"timestamp"`) to the conversation, durably:
-    /// when this returns every event is stored and survives a crash; when it throws, none of them is stored.
-    /// Appending no events stores nothing (an unknown conversation stays unknown). The checks in
-    /// `ParleyTesting.ConversationStoreConformance` state the whole contract as tests.
-    func append(_ events: [JSONValue], to senderID: String) async throws
-
-    /// ``append(_:to:)`` with each event's compact JSON text (`encoded[i]` is `events[i].serialized`'s bytes), so
-    /// a store that keeps JSON text does not serialise the events again. The default ignores the text.
-    func append(_ events: [JSONValue], encoded: [[UInt8]], to senderID: String) async throws
+    /// Appends the record's events to its conversation, durably and atomically, then calls `completion`
+    /// exactly once, on any thread (possibly before returning): `.success` only once every event is stored and
+    /// survives a crash; `.failure` when none of them is. Appends to one conversation are stored in the order
+    /// of the calls. An empty record stores nothing (an unknown conversation stays unknown).
+    ///
+    /// A callback rather than `async`: the dispatcher's drain task hands the record over and goes on, and the
+    /// commit answers the user (resuming a suspended task per turn cost about as much as the rest of a turn's
+    /// dispatch). ``append(_:)`` is the `async` form.
+    func append(_ record: TurnRecord, completion: @escaping @Sendable (Result<Void, any Error>) -> Void)
 
     /// Returns when the store can serve reads and appends now; throws an error naming what is wrong otherwise
     /// (`GET /health` answers 503 with it, so a load balancer takes the node out). The default is always healthy.
@@ -34,23 +73,17 @@ public protocol ConversationStore: Sendable {
 extension ConversationStore {
     public func checkHealth() async throws {}
 
-    public func append(_ events: [JSONValue], encoded: [[UInt8]], to senderID: String) async throws {
-        try await append(events, to: senderID)
+    /// ``append(_:completion:)``, returning once the record is durable (throwing when nothing of it was stored).
+    public func append(_ record: TurnRecord) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            append(record) { continuation.resume(with: $0) }
+        }
     }
-}
 
-/// A store that can report an append's outcome through a callback instead of resuming a suspended task.
-///
-/// The dispatcher uses it when nothing else waits in the conversation's mailbox: the turn's reply is then sent
-/// by `completion`, right after the commit, and the drain task ends without waiting (resuming a task per turn
-/// through the executor cost about as much as the rest of a turn's dispatch). Same durability as
-/// ``ConversationStore/append(_:to:)``: `completion(.success(()))` only once every event is durably stored;
-/// `.failure` when none is.
-public protocol CompletingConversationStore: ConversationStore {
-    /// Appends durably and then calls `completion` exactly once, on any thread (possibly before returning).
-    func append(
-        _ events: [JSONValue], encoded: [[UInt8]], to senderID: String,
-        completion: @escaping @Sendable (Result<Void, any Error>) -> Void)
+    /// Appends `events` to `senderID` (a ``TurnRecord`` serialised here): for tests and tools.
+    public func append(_ events: [JSONValue], to senderID: String) async throws {
+        try await append(TurnRecord(senderID: senderID, events: events))
+    }
 }
 
 /// A ``ConversationStore`` in process memory: fast, lost on exit. For tests and embedding.
@@ -79,12 +112,14 @@ public final class InMemoryConversationStore: ConversationStore {
         }
     }
 
-    public func append(_ events: [JSONValue], to senderID: String) async throws {
-        guard !events.isEmpty else { return }  // an empty append stores nothing, as in every store
-        conversations.withLock { all in
-            // Mutated in place: one lookup, no copy of the event list.
-            Self.append(events, to: &all[senderID, default: Conversation()])
+    public func append(_ record: TurnRecord, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        if !record.isEmpty {  // an empty record stores nothing, as in every store
+            conversations.withLock { all in
+                // Mutated in place: one lookup, no copy of the event list.
+                Self.append(record.events, to: &all[record.senderID, default: Conversation()])
+            }
         }
+        completion(.success(()))
     }
 
     private static func append(_ events: [JSONValue], to conversation: inout Conversation) {

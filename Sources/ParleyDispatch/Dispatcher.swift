@@ -379,22 +379,16 @@ public final class Dispatcher: TurnHandler, Service {
             tracker = current
             item.complete(.success(TurnResult()))
         case .success(.some(let computed)):
-            let (turn, deliver, encoded) = (computed.result, computed.deliver, computed.encoded)
+            let (turn, deliver) = (computed.result, computed.deliver)
             // Counted only by the turn that answers (a turn taken over at its deadline counts nothing).
             for cause in computed.fallbacks { DispatchMetrics.fallback(cause) }
-            if !item.isEmit, let completing = store as? any CompletingConversationStore, encoded.count == turn.events.count,
-                conversation.state.withLock({ $0.queue.isEmpty })
-            {
+            if !item.isEmit, conversation.state.withLock({ $0.queue.isEmpty }) {
                 tracker = current
-                detachAppend(turn, encoded: encoded, of: item, in: conversation, to: completing)
+                detachAppend(computed.record, turn: turn, of: item, in: conversation)
                 return .done
             }
             do {
-                if encoded.count == turn.events.count {
-                    try await store.append(turn.events, encoded: encoded, to: conversation.id)
-                } else {
-                    try await store.append(turn.events, to: conversation.id)
-                }
+                try await store.append(computed.record)
                 tracker = current
             } catch {
                 // Nothing of the turn is stored; drop the in-memory state so the next item reloads it.
@@ -415,12 +409,10 @@ public final class Dispatcher: TurnHandler, Service {
     /// the commit (or with `.storeFailed`, invalidating the tracker). Used only when nothing else waits in the
     /// mailbox, so no later turn of the conversation is computed before the outcome is known (the next drain
     /// waits for it). Counted as a running drain, so a graceful shutdown waits for the commit.
-    private func detachAppend(
-        _ turn: TurnResult, encoded: [[UInt8]], of item: WorkItem, in conversation: Conversation, to store: any CompletingConversationStore
-    ) {
+    private func detachAppend(_ record: TurnRecord, turn: TurnResult, of item: WorkItem, in conversation: Conversation) {
         conversation.state.withLock { $0.appendsInFlight += 1 }
         scheduler.withLock { $0.activeDrains += 1 }
-        store.append(turn.events, encoded: encoded, to: conversation.id) { [self] result in
+        store.append(record) { [self] result in
             switch result {
             case .success:
                 item.complete(.success(turn))
@@ -520,7 +512,9 @@ public final class Dispatcher: TurnHandler, Service {
         }
         for response in responses { record(TrackerEvent.bot(response: response, timestamp: now)) }
         if !tracker.paused { record(TrackerEvent.action(TrackerEvent.listenActionName, timestamp: now)) }
-        return ComputedTurn(result: TurnResult(responses: responses, events: events), deliver: responses, encoded: encoded, fallbacks: fallbacks)
+        return ComputedTurn(
+            result: TurnResult(responses: responses, events: events), deliver: responses,
+            record: TurnRecord(senderID: message.senderID, events: events, encoded: encoded), fallbacks: fallbacks)
     }
 
     private func runAction(
@@ -562,7 +556,9 @@ public final class Dispatcher: TurnHandler, Service {
             events.append(event)
             tracker.apply(event)
         }
-        return ComputedTurn(result: TurnResult(responses: formatted, events: events), deliver: formatted, encoded: [], fallbacks: [])
+        return ComputedTurn(
+            result: TurnResult(responses: formatted, events: events), deliver: formatted,
+            record: TurnRecord(senderID: tracker.senderID, events: events), fallbacks: [])
     }
 
     /// The agent for `message`: the first matching route's, else the default.
@@ -825,12 +821,12 @@ struct SchedulerState: Sendable {
     var cancelled = false
 }
 
-/// What computing one item produced, before it is stored: the turn, the responses to deliver, the events'
-/// bytes (one per event, or none when the store encodes them) and the fallbacks it sent, counted once it commits.
+/// What computing one item produced, before it is stored: the turn, the responses to deliver, the record for
+/// the store and the fallbacks it sent (counted once it commits).
 struct ComputedTurn {
     var result: TurnResult
     var deliver: [JSONValue]
-    var encoded: [[UInt8]]
+    var record: TurnRecord
     var fallbacks: [DispatchMetrics.FallbackCause]
 }
 

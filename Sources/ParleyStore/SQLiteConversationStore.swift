@@ -105,7 +105,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
 /// The embedded conversation store: SQLite through GRDB, in WAL mode.
 ///
 /// Events are rows `(id, sender_id, type, timestamp, data)` with `data` the event's JSON; `id` orders them.
-/// ``append(_:to:)`` returns only after the transaction holding the events has committed (with
+/// ``append(_:completion:)`` answers only after the transaction holding the events has committed (with
 /// ``SQLiteStoreConfiguration/Durability/full``, after the fsync). Appends arriving while a commit is under way
 /// wait and are committed together in the next transaction (group commit), so concurrent conversations
 /// share fsyncs without weakening durability; if that combined transaction fails, each append is retried in
@@ -121,7 +121,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
 /// the same conversations lands on the same index pages, instead of every commit rewriting one index page
 /// per conversation. Reads combine the indexed part with a scan of the tail (`id > watermark`), in one read
 /// transaction; after a crash the tail is just still unindexed, so nothing is lost and reads stay right.
-public final class SQLiteConversationStore: CompletingConversationStore {
+public final class SQLiteConversationStore: ConversationStore {
     /// The settings it was opened with.
     public let configuration: SQLiteStoreConfiguration
     private let pool: DatabasePool
@@ -492,50 +492,16 @@ public final class SQLiteConversationStore: CompletingConversationStore {
 
     // MARK: - Group-committed writes
 
-    public func append(_ events: [JSONValue], to senderID: String) async throws {
-        guard !events.isEmpty else { return }
-        let rows = events.map { event in
-            var buffer: [UInt8] = []
-            buffer.reserveCapacity(256)
-            event.serialize(into: &buffer)
-            return EncodedEvent(type: TrackerEvent.kind(of: event) ?? "", timestamp: event["timestamp"]?.doubleValue ?? 0, data: buffer)
-        }
-        try await enqueue(rows, to: senderID)
-    }
-
-    /// ``append(_:to:)`` writing the events' JSON text the caller already has (`encoded[i]` = `events[i]`'s bytes).
-    public func append(_ events: [JSONValue], encoded: [[UInt8]], to senderID: String) async throws {
-        guard !events.isEmpty else { return }
-        guard encoded.count == events.count else { return try await append(events, to: senderID) }
-        try await enqueue(Self.rows(events, encoded: encoded), to: senderID)
-    }
-
-    /// ``append(_:encoded:to:)`` reporting through `completion` (see ``CompletingConversationStore``).
-    public func append(
-        _ events: [JSONValue], encoded: [[UInt8]], to senderID: String,
-        completion: @escaping @Sendable (Result<Void, any Error>) -> Void
-    ) {
-        guard !events.isEmpty, encoded.count == events.count else {
-            completion(events.isEmpty ? .success(()) : .failure(StoreError(code: .other, path: configuration.path, description: "conversation store \(configuration.path): \(events.count) events with \(encoded.count) encoded texts")))
-            return
-        }
-        enqueue(Self.rows(events, encoded: encoded), to: senderID, done: completion)
-    }
-
-    private static func rows(_ events: [JSONValue], encoded: [[UInt8]]) -> [EncodedEvent] {
+    /// Queues the record for the group-committing writer; `completion` runs once its transaction has ended
+    /// (see ``ConversationStore/append(_:completion:)``).
+    public func append(_ record: TurnRecord, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        guard !record.isEmpty else { return completion(.success(())) }
         var rows: [EncodedEvent] = []
-        rows.reserveCapacity(events.count)
-        for (event, text) in zip(events, encoded) {
+        rows.reserveCapacity(record.events.count)
+        for (event, text) in zip(record.events, record.encoded) {
             rows.append(EncodedEvent(type: TrackerEvent.kind(of: event) ?? "", timestamp: event["timestamp"]?.doubleValue ?? 0, data: text))
         }
-        return rows
-    }
-
-    /// Queues `rows` for the group-committing writer and returns once their transaction has committed.
-    private func enqueue(_ rows: [EncodedEvent], to senderID: String) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            enqueue(rows, to: senderID) { continuation.resume(with: $0) }
-        }
+        enqueue(rows, to: record.senderID, done: completion)
     }
 
     /// Queues `rows` for the group-committing writer; `done` gets the outcome once their transaction ends.
@@ -571,7 +537,7 @@ public final class SQLiteConversationStore: CompletingConversationStore {
     }
 
     /// Commits pending appends, a batch per transaction, until none is left. Runs on `writerQueue` (or, for
-    /// one batch, on the thread that started the writer; see ``enqueue(_:to:)``), one writer at a time.
+    /// one batch, on the thread that started the writer; see `enqueue(_:to:done:)`), one writer at a time.
     private func writeLoop() {
         while writeOneBatch() {}
         afterWrites()

@@ -114,7 +114,7 @@ public enum ConversationStoreConformance {
         Check(name: "an append with the events' encoded text reads back as the events") { subject in
             let store = try await subject.makeEmptyStore().store
             let events: [JSONValue] = [event("user", ["text": "encoded"]), event("bot", ["text": "too"])]
-            try await store.append(events, encoded: events.map(serialized), to: "e")
+            try await store.append(TurnRecord(senderID: "e", events: events, encoded: events.map(serialized)))
             try expect(same(try await store.events(of: "e", types: nil), events), "events appended with their text differ")
             try expect(same(try await store.events(of: "e", types: ["bot"]), [events[1]]), "the type filter misses events appended with their text")
         },
@@ -151,18 +151,38 @@ public enum ConversationStoreConformance {
                 try expect(numbers == (0..<16).map(Int64.init), "conversation w\(w) reads \(numbers)")
             }
         },
-        Check(name: "a completing append calls its completion once, after the events are readable") { subject in
+        Check(name: "an append calls its completion once, after the events are readable") { subject in
             let store = try await subject.makeEmptyStore().store
-            guard let completing = store as? any CompletingConversationStore else { return }
             let events: [JSONValue] = [event("user", ["text": "c"]), event("bot", ["text": "d"])]
+            let counter = CallCounter()
             let calls = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int, any Error>) in
-                let counter = CallCounter()
-                completing.append(events, encoded: events.map(serialized), to: "c") { result in
+                store.append(TurnRecord(senderID: "c", events: events)) { result in
                     if counter.increment() == 1 { continuation.resume(with: result.map { 1 }) }
                 }
             }
-            try expect(calls == 1, "completion not called once")
+            try expect(calls == 1, "completion not called")
             try expect(same(try await store.events(of: "c", types: nil), events), "events not readable after the completion")
+            try await Task.sleep(for: .milliseconds(50))
+            try expect(counter.increment() == 2, "completion called more than once")
+        },
+        Check(name: "appends to one conversation made without waiting are stored in the order of the calls") { subject in
+            let store = try await subject.makeEmptyStore().store
+            let count = 64
+            let counter = CallCounter()
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let failed = Mutex(false)
+                for i in 0..<count {
+                    store.append(TurnRecord(senderID: "o", events: [event("user", ["n": .int(Int64(i))])])) { result in
+                        if case .failure(let error) = result, failed.withLock({ f in defer { f = true }; return !f }) {
+                            continuation.resume(throwing: error)
+                        } else if counter.increment() == count, !failed.withLock({ $0 }) {
+                            continuation.resume()
+                        }
+                    }
+                }
+            }
+            let numbers = (try await store.events(of: "o", types: nil) ?? []).map { $0["n"]?.int64Value ?? -1 }
+            try expect(numbers == (0..<Int64(count)).map { $0 }, "conversation o reads \(numbers)")
         },
         Check(name: "a healthy store says so") { subject in
             let store = try await subject.makeEmptyStore().store
