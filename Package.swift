@@ -5,6 +5,7 @@
 //   ParleyJSON                          JSON value type, parser and serializer (no Foundation on the hot path)
 //   EngineIO  <- SocketIO               Engine.IO v4 transports, Socket.IO v5 packets/namespaces/rooms/adapter
 //   ParleyCore                          messages, events, responses (no I/O)
+//   ParleyWorkers                       the worker pool for blocking foreign calls (a TaskExecutor), injected
 //   ParleyDispatch -> ParleyCore        mailboxes, routing, formatter chain, output mapping; owns the
 //                                       Agent / MessageFormatter / ConversationStore protocols
 //   ParleyStore, ParleyPlugins,         implementations of the Dispatch protocols (GRDB/SQLite, dlopen C ABI,
@@ -96,6 +97,9 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "ParleyCore", dependencies: ["ParleyJSON"], swiftSettings: swiftSettings),
+        /// Threads for foreign calls that may block (plugins, libffi actions, the store's inline commit); also the
+        /// `TaskExecutor` turns run on. Given to the libraries that use it (`BlockingExecutor`), never discovered.
+        .target(name: "ParleyWorkers", dependencies: [.product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .target(
             name: "ParleyDispatch",
             dependencies: [
@@ -115,7 +119,7 @@ let package = Package(
             name: "ParleyStore",
             dependencies: [
                 .product(name: "Metrics", package: "swift-metrics"),
-                "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 // The SQLite C API GRDB builds on: the commit binds event bytes without a copy, and the
                 // checkpointer runs on a connection of its own.
@@ -129,7 +133,7 @@ let package = Package(
             name: "ParleyPlugins",
             dependencies: [
                 .product(name: "Metrics", package: "swift-metrics"),
-                "CParley", "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                "CParley", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -137,7 +141,7 @@ let package = Package(
         .target(
             name: "ParleyActions",
             dependencies: [
-                "CFFI", "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                "CFFI", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON",
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -175,7 +179,7 @@ let package = Package(
         .executableTarget(
             name: "ParleyCLI",
             dependencies: [
-                "ParleyChannels", "ParleyDispatch", "ParleyStore", "ParleyPlugins", "ParleyActions",
+                "ParleyChannels", "ParleyDispatch", "ParleyWorkers", "ParleyStore", "ParleyPlugins", "ParleyActions",
                 "ParleyConfig", "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO", "LoadTest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -227,7 +231,7 @@ let package = Package(
         /// Plugin round-trip benchmark: `swift run -c release PluginBench build/plugins/libmirror.so`.
         .executableTarget(
             name: "PluginBench",
-            dependencies: ["ParleyPlugins", "ParleyDispatch", "ParleyCore", "ParleyJSON"],
+            dependencies: ["ParleyPlugins", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON"],
             path: "Benchmarks/PluginBench",
             swiftSettings: swiftSettings
         ),
@@ -262,23 +266,24 @@ let package = Package(
         .testTarget(
             name: "ParleyDispatchTests",
             dependencies: [
-                "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
+        .testTarget(name: "ParleyWorkersTests", dependencies: ["ParleyWorkers"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyFuzzTargetsTests", dependencies: ["ParleyFuzzTargets"], swiftSettings: swiftSettings),
-        .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyCore", "ParleyJSON", "ParleyTesting"], swiftSettings: swiftSettings),
+        .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON", "ParleyTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyPluginsTests",
-            dependencies: ["ParleyPlugins", "CParley", "ParleyDispatch", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ParleyPlugins", "CParley", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "ParleyActionsTests",
-            dependencies: ["ParleyActions", "ParleyDispatch", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ParleyActions", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),

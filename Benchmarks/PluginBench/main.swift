@@ -6,6 +6,7 @@
 import Dispatch
 import ParleyCore
 import ParleyDispatch
+import ParleyWorkers
 import ParleyJSON
 import ParleyPlugins
 

@@ -1,5 +1,6 @@
 public import Logging
 public import ParleyDispatch
+public import ParleyWorkers
 import ParleyJSON
 
 /// Runs manifest-bound native actions for the dispatcher.

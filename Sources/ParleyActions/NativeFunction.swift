@@ -50,7 +50,7 @@ private typealias ReturnSlot = UInt64
 
 /// A C function bound to a parsed ``FFISignature``, with its `ffi_cif` prepared once and reused by every call.
 ///
-/// ``call(_:conversation:)`` blocks in foreign code: run it on a ``ParleyDispatch/WorkerPool``, never on an
+/// ``call(_:conversation:)`` blocks in foreign code: run it on a ``ParleyWorkers/WorkerPool``, never on an
 /// event loop. Calls may run concurrently (the cif is read-only after preparation); whether the C function
 /// itself is thread-safe is the library's business.
 ///

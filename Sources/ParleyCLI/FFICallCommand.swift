@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import ParleyActions
 import ParleyDispatch
+import ParleyWorkers
 import ParleyJSON
 
 /// `parley ffi-call LIB SYMBOL SIGNATURE ARGS...`: calls any exported C function with a signature string, using

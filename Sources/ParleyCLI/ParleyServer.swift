@@ -9,6 +9,7 @@ import ParleyChannels
 import ParleyConfig
 import ParleyCore
 import ParleyDispatch
+import ParleyWorkers
 import ParleyJSON
 import ParleyPlugins
 import ParleyStore
@@ -243,7 +244,7 @@ struct Runtime {
             store = InMemoryConversationStore()
         case .sqlite:
             do {
-                store = try SQLiteConversationStore(configuration: .init(path: c.store.path))
+                store = try SQLiteConversationStore(configuration: .init(path: c.store.path), workers: pool)
             } catch {
                 throw StartupError("store \(c.store.path): \(error)")
             }

@@ -2,6 +2,7 @@ import CParley
 import Dispatch
 public import Logging
 import ParleyDispatch
+import ParleyWorkers
 public import ParleyJSON
 import Synchronization
 

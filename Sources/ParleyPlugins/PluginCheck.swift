@@ -1,5 +1,6 @@
 public import Logging
 public import ParleyDispatch
+public import ParleyWorkers
 
 /// The result of checking one plugin file (``checkPlugins(paths:pool:logger:)``).
 public struct PluginCheckReport: Sendable, CustomStringConvertible {

@@ -1,6 +1,7 @@
 import CParley
 public import Logging
 public import ParleyDispatch
+public import ParleyWorkers
 import ParleyJSON
 import Synchronization
 

@@ -1,4 +1,5 @@
 import ParleyDispatch
+import ParleyWorkers
 import Synchronization
 
 /// FIFO mutual exclusion per key without blocking threads: `enqueue` runs `start` at once when the key is

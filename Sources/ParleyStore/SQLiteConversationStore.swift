@@ -6,6 +6,7 @@ public import ServiceLifecycle
 import ParleyCore
 public import ParleyDispatch
 public import ParleyJSON
+public import ParleyWorkers
 import Synchronization
 
 #if canImport(Glibc)
@@ -124,6 +125,7 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
 public final class SQLiteConversationStore: ConversationStore {
     /// The settings it was opened with.
     public let configuration: SQLiteStoreConfiguration
+    private let workers: (any BlockingExecutor)?
     private let pool: DatabasePool
     /// Checkpoints the WAL off the commit path.
     private let checkpointer: Checkpointer
@@ -200,9 +202,18 @@ public final class SQLiteConversationStore: ConversationStore {
     static let sessionStartTypes = "('session_started', 'restart')"
 
     /// Opens (creating if needed) the database and brings its schema up to date.
+    ///
+    /// - Parameters:
+    ///   - workers: the executor turns run on (the dispatcher's). Called from one of its threads, a read runs
+    ///     right there and, when nothing else waits, a commit too (instead of two thread hand-offs); nil = reads
+    ///     on GRDB's reader queue and every commit on the writer queue.
     /// - Throws: ``StoreError`` naming the file: `.readOnly`, `.corrupt`, `.cannotOpen`, `.newerSchema`.
-    public init(configuration: SQLiteStoreConfiguration = .init(), logger: Logger = Logger(label: "parley.store")) throws {
+    public init(
+        configuration: SQLiteStoreConfiguration = .init(), workers: (any BlockingExecutor)? = nil,
+        logger: Logger = Logger(label: "parley.store")
+    ) throws {
         self.configuration = configuration
+        self.workers = workers
         self.quarantine = Quarantine(path: configuration.path, logger: logger)
         let path = configuration.path
         var config = Configuration()
@@ -476,8 +487,8 @@ public final class SQLiteConversationStore: ConversationStore {
             // On a worker thread (a turn loading its conversation), read right here: a few indexed lookups cost
             // less than two thread hand-offs to GRDB's reader queue and back.
             defer { recordQuarantine() }
-            if let workers = WorkerPool.current {
-                return try workers.runBlocking { try pool.read(body) }
+            if let workers, workers.isCurrentThreadWorker {
+                return try workers.runBlocking(long: false) { try pool.read(body) }
             }
             return try await pool.read(body)
         } catch {
@@ -518,7 +529,7 @@ public final class SQLiteConversationStore: ConversationStore {
             return
         }
         guard startWriter else { return }
-        if let workers = WorkerPool.current, !workers.hasQueuedWork {
+        if let workers, workers.isCurrentThreadWorker, !workers.hasQueuedWork {
             // Called from a turn on the dispatcher's worker pool with nothing else waiting: this thread commits
             // the batch itself instead of waking a writer thread and being woken again (a latency win when
             // turns come one at a time). Under load the writer queue commits, so that appends arriving

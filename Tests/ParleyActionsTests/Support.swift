@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ParleyActions
 import ParleyDispatch
+import ParleyWorkers
 import ParleyJSON
 import Testing
 

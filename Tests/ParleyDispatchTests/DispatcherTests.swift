@@ -1,6 +1,7 @@
 import Dispatch
 import ParleyCore
 import ParleyDispatch
+import ParleyWorkers
 import ParleyJSON
 import Synchronization
 import Testing
@@ -101,7 +102,7 @@ import Testing
         let release = DispatchSemaphore(value: 0)
         let dispatcher = Dispatcher(
             agent: EchoAgent(),
-            routes: [AgentRoute(.prefix("/block"), to: ThreadBlockingAgent(release: release, deadline: .milliseconds(100)))],
+            routes: [AgentRoute(.prefix("/block"), to: ThreadBlockingAgent(pool: pool, release: release, deadline: .milliseconds(100)))],
             configuration: DispatcherConfiguration(turnDeadline: .seconds(30), fallbackText: "fallback!", deadlineCheckInterval: .milliseconds(10)),
             executor: pool)
         try await withRunning(dispatcher) { () async throws -> Void in

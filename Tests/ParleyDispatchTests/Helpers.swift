@@ -1,6 +1,7 @@
 import Dispatch
 import ParleyCore
 import ParleyDispatch
+import ParleyWorkers
 import ParleyJSON
 import Synchronization
 
@@ -114,15 +115,15 @@ struct HangingAgent: Agent {
 }
 
 /// Blocks its worker thread (not the task: a C plugin stuck in `handle`) until `release` is signalled (10 s at
-/// most), marked as a foreign call as the plugin host marks it; declares `deadline`. Run the dispatcher on a
-/// ``WorkerPool``.
+/// most), marked as a foreign call as the plugin host marks it; declares `deadline`. Run the dispatcher on `pool`.
 struct ThreadBlockingAgent: Agent {
     let name = "blocking"
+    let pool: WorkerPool
     let release: DispatchSemaphore
     let deadline: Duration?
     func respond(to request: AgentRequest) async throws -> AgentReply {
         let block = { _ = release.wait(timeout: .now() + .seconds(10)) }
-        if let pool = WorkerPool.current { pool.runBlocking(long: true, block) } else { block() }
+        if pool.isCurrentThreadWorker { pool.runBlocking(long: true, block) } else { block() }
         return AgentReply(responses: [["text": "woke up"]])
     }
 }

@@ -1,5 +1,6 @@
 import CParley
 import ParleyDispatch
+import ParleyWorkers
 import ParleyJSON
 import ParleyPlugins
 import Testing

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ParleyCore
 import ParleyDispatch
+import ParleyWorkers
 import ParleyJSON
 import ParleyPlugins
 import Synchronization

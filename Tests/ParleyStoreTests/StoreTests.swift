@@ -1,6 +1,7 @@
 import Foundation
 import ParleyCore
 import ParleyDispatch
+import ParleyWorkers
 import ParleyJSON
 import ParleyStore
 import Synchronization

@@ -8,6 +8,19 @@ import Glibc
 import Darwin
 #endif
 
+/// What a library that may block is given (the store's inline commit and reads, the plugin host): a
+/// `TaskExecutor` whose threads may block in foreign calls, marked with ``runBlocking(long:_:)``.
+/// ``WorkerPool`` is the implementation; the application creates one and passes it to each library.
+public protocol BlockingExecutor: TaskExecutor {
+    /// Whether the calling thread is one of this executor's threads (only then may it call ``runBlocking(long:_:)``).
+    var isCurrentThreadWorker: Bool { get }
+    /// Whether work waits for a thread (a hint of load: callers that could do blocking work inline do it only
+    /// when nothing waits).
+    var hasQueuedWork: Bool { get }
+    /// Runs `body`, a call that may block, on the calling worker thread, letting other threads take the queue.
+    func runBlocking<T>(long: Bool, _ body: () throws -> T) rethrows -> T
+}
+
 /// A pool of threads for foreign code that may block or hang (plugin calls, libffi actions), which is also a
 /// `TaskExecutor`: the dispatcher runs its turns here so that a turn can call a plugin on the thread it is
 /// already on, without a hand-off and a thread wake-up per call.
@@ -27,7 +40,7 @@ import Darwin
 /// (nothing can safely stop a native call in process); its late result is dropped.
 ///
 /// Written by hand: NIOThreadPool wakes a thread per submitted item and is not a `TaskExecutor`.
-public final class WorkerPool: TaskExecutor, @unchecked Sendable {
+public final class WorkerPool: BlockingExecutor, @unchecked Sendable {
     // @unchecked: every mutable field below is guarded by `mutex` (a pthread mutex, because the parked
     // threads wait on the condition variable `wake`, which Synchronization.Mutex cannot pair with).
 
@@ -176,13 +189,6 @@ public final class WorkerPool: TaskExecutor, @unchecked Sendable {
         if again { monitorArmed = true }
         unlock()
         if again { scheduleHandOffCheck() }
-    }
-
-    /// The pool whose thread is calling, if any (for code that runs blocking work inline when it is already on a
-    /// worker thread, such as the store's commit).
-    public static var current: WorkerPool? {
-        guard let raw = pthread_getspecific(currentPoolKey) else { return nil }
-        return Unmanaged<WorkerPool>.fromOpaque(raw).takeUnretainedValue()
     }
 
     /// Whether work is waiting in the queue (a hint of load: callers that could do blocking work inline do it

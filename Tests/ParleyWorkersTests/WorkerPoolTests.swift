@@ -1,5 +1,5 @@
 import NIOCore
-import ParleyDispatch
+import ParleyWorkers
 import Synchronization
 import Testing
 
