@@ -59,8 +59,9 @@ struct ParleyServer {
                     maxAttachments: socketConfig.maxAttachments, maxAttachmentBytes: socketConfig.maxAttachmentBytes,
                     pendingAttachmentBudget: socketConfig.pendingAttachmentBudget),
                 scheduler: EventLoopScheduler(group: eventLoops), logger: Logger(label: "parley.socketio"))
-            let channel = SocketIOChannel(server: io, configuration: socketConfig, turns: runtime.dispatcher, jwt: jwt, logger: Logger(label: "parley.socketio"))
-            runtime.setProactiveOutput(channel)
+            _ = SocketIOChannel(
+                server: io, configuration: socketConfig, turns: runtime.dispatcher, jwt: jwt, outputs: runtime.dispatcher.outputs,
+                logger: Logger(label: "parley.socketio"))
             let engineConfig = EngineIOConfiguration(
                 path: socketConfig.socketIOPath + "/",
                 pingInterval: .milliseconds(Int64(socketConfig.pingInterval * 1000)),
@@ -128,7 +129,7 @@ struct ParleyServer {
         // The store comes first so that it stops last: after the last turn it checkpoints its WAL into the file.
         let storeService: [any Service] = (runtime.store as? any Service).map { [$0] } ?? []
         let services: [any Service] =
-            storeService + [PluginHostService(host: runtime.plugins), app] + engines
+            storeService + [PluginHostService(host: runtime.plugins, dispatcher: runtime.dispatcher), app] + engines
             + [runtime.dispatcher, ShutdownAnnouncer(timeout: configuration.server.shutdownTimeout, logger: logger)]
         var groupConfiguration = ServiceGroupConfiguration(
             services: services,
@@ -204,13 +205,23 @@ struct ShutdownAnnouncer: Service {
     }
 }
 
-/// Runs the plugin host's emit delivery and shuts the plugins down after the dispatcher has drained.
+/// Hands plugin `emit`s to the dispatcher (recorded, formatted and ordered with the conversation's turns, then
+/// delivered by the channel) and shuts the plugins down after the dispatcher has drained.
 struct PluginHostService: Service {
     let host: PluginHost
+    let dispatcher: Dispatcher
 
     func run() async throws {
         await withDiscardingTaskGroup { group in
-            group.addTask { await host.run() }
+            group.addTask { [dispatcher] in
+                await host.run { emitted in
+                    do {
+                        _ = try await dispatcher.emit(emitted.responses, to: emitted.senderID, channel: emitted.channel)
+                    } catch {
+                        dispatcher.logger.warning("plugin \(emitted.plugin): emit to \(emitted.senderID) not delivered: \(error)")
+                    }
+                }
+            }
             try? await gracefulShutdown()
             await host.shutdown()
         }
@@ -229,11 +240,6 @@ struct Runtime {
     let dispatcher: Dispatcher
     let store: any ConversationStore
     let plugins: PluginHost
-
-    func setProactiveOutput(_ output: any ProactiveOutput) {
-        dispatcher.setProactiveOutput(output)
-        plugins.setProactiveOutput(ProactiveThroughDispatcher(dispatcher: dispatcher))
-    }
 
     static func make(_ c: ParleyConfiguration, logger: Logger) async throws -> Runtime {
         let pool = WorkerPool(threads: c.dispatcher.workers)
@@ -336,16 +342,6 @@ struct Runtime {
             logger: Logger(label: "parley.dispatch")
         )
         return Runtime(dispatcher: dispatcher, store: store, plugins: host)
-    }
-}
-
-/// Plugin `emit`s go through the dispatcher (recorded, formatted, ordered with the conversation's turns),
-/// which then hands them to the channel's proactive output.
-struct ProactiveThroughDispatcher: ProactiveOutput {
-    let dispatcher: Dispatcher
-
-    func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async {
-        _ = try? await dispatcher.emit(responses, to: senderID, channel: channel)
     }
 }
 

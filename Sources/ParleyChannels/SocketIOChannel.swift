@@ -46,14 +46,20 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
     ///   - configuration: the `channels.socketio` section.
     ///   - turns: the dispatcher.
     ///   - jwt: the verifier built from `jwt_key`/`jwt_method`, or nil for no authentication.
+    ///   - outputs: the dispatcher's proactive sink; the channel registers itself there as ``name`` so emits reach
+    ///     the conversation's room. Nil: this channel delivers no emits.
     ///   - logger: one line per connection, session and refused input.
-    public init(server: SocketIOServer, configuration: SocketIOChannelConfiguration, turns: any TurnHandler, jwt: JWTVerifier?, logger: Logger) {
+    public init(
+        server: SocketIOServer, configuration: SocketIOChannelConfiguration, turns: any TurnHandler, jwt: JWTVerifier?,
+        outputs: ProactiveOutputs? = nil, logger: Logger
+    ) {
         self.configuration = configuration
         self.namespace = server.of(configuration.namespace)
         self.turns = turns
         self.jwt = jwt
         self.logger = logger
         install()
+        outputs?.register(self, for: Self.name)
     }
 
     private func install() {

@@ -29,9 +29,11 @@ public final class Dispatcher: TurnHandler, Service {
     let actionRunner: (any ActionRunner)?
     /// The settings.
     public let configuration: DispatcherConfiguration
-    let logger: Logger
+    /// The dispatcher's logger.
+    public let logger: Logger
     let executor: (any TaskExecutor)?
-    let proactive = Mutex<(any ProactiveOutput)?>(nil)
+    /// Where emits are delivered once recorded: the channels registered there by name.
+    public let outputs: ProactiveOutputs
 
     let conversations = Mutex<[String: Conversation]>([:])
     let scheduler = Mutex(SchedulerState())
@@ -45,7 +47,7 @@ public final class Dispatcher: TurnHandler, Service {
     ///   - channelFormatters: formatter chains per input channel name, replacing `formatters` for that channel.
     ///   - store: where events are recorded; defaults to memory.
     ///   - actionRunner: runs actions agents request with `{"event":"action","name":N}`.
-    ///   - proactiveOutput: receives ``emit(_:to:channel:)`` output (can be set later with ``setProactiveOutput(_:)``).
+    ///   - outputs: where ``emit(_:to:channel:createConversation:)`` delivers; channels that can push register there by name.
     ///   - configuration: limits, deadline, fallback, sessions.
     ///   - executor: where turns run (pass the plugins' ``WorkerPool`` so a turn calls its plugin on the thread it
     ///     is already on); nil = the global concurrent executor.
@@ -57,7 +59,7 @@ public final class Dispatcher: TurnHandler, Service {
         channelFormatters: [String: [any MessageFormatter]] = [:],
         store: any ConversationStore = InMemoryConversationStore(),
         actionRunner: (any ActionRunner)? = nil,
-        proactiveOutput: (any ProactiveOutput)? = nil,
+        outputs: ProactiveOutputs = ProactiveOutputs(),
         configuration: DispatcherConfiguration = .init(),
         executor: (any TaskExecutor)? = nil,
         logger: Logger = Logger(label: "parley.dispatch")
@@ -71,12 +73,7 @@ public final class Dispatcher: TurnHandler, Service {
         self.actionRunner = actionRunner
         self.configuration = configuration
         self.logger = logger
-        proactive.withLock { $0 = proactiveOutput }
-    }
-
-    /// Sets where ``emit(_:to:channel:)`` delivers (a channel creates its output after the dispatcher exists).
-    public func setProactiveOutput(_ output: (any ProactiveOutput)?) {
-        proactive.withLock { $0 = output }
+        self.outputs = outputs
     }
 
     // MARK: - TurnHandler
@@ -109,8 +106,8 @@ public final class Dispatcher: TurnHandler, Service {
 
     /// Sends responses to a conversation outside a turn (a plugin `emit`, a reminder, `POST
     /// /conversations/{id}/messages`): in order with the conversation's turns, through the formatter chain of
-    /// `channel` (default: the conversation's latest input channel), recorded as bot events, then delivered to the
-    /// ``ProactiveOutput``.
+    /// `channel` (default: the conversation's latest input channel), recorded as bot events, then delivered through
+    /// ``outputs``.
     /// - Parameter createConversation: start the conversation (a new session: `action_session_start`,
     ///   `session_started`, `action_listen`) when the store has none; otherwise such an emit is refused.
     /// - Returns: the formatted responses and the recorded events (session start events first when created).
@@ -397,8 +394,8 @@ public final class Dispatcher: TurnHandler, Service {
                 item.complete(.failure(DispatchError(.storeFailed, senderID: conversation.id, "could not record the turn of conversation \(conversation.id): \(error)")))
                 return .done
             }
-            if case .emit(_, let channel, _, _) = item, let output = proactive.withLock({ $0 }) {
-                await output.deliver(deliver, to: conversation.id, channel: channel ?? current.latestInputChannel)
+            if case .emit(_, let channel, _, _) = item {
+                await outputs.deliver(deliver, to: conversation.id, channel: channel ?? current.latestInputChannel)
             }
             item.complete(.success(turn))
         }

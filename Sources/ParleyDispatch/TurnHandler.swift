@@ -1,5 +1,6 @@
 public import ParleyCore
 public import ParleyJSON
+import Synchronization
 
 /// The outcome of one turn, as a channel receives it.
 public struct TurnResult: Sendable, Hashable {
@@ -38,4 +39,35 @@ public protocol TurnHandler: Sendable {
 public protocol ProactiveOutput: Sendable {
     /// Delivers responses (Rasa response dicts, already formatted) to every client of the conversation.
     func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async
+}
+
+/// The dispatcher's outbound sink for proactive messages, given to it at construction: channels that can push
+/// to a user (Socket.IO) register here under their name when they are built, so nothing is set on the
+/// dispatcher afterwards and no reference cycle is needed.
+///
+/// An emit goes to the output of its channel. A channel that cannot push (REST answers only the request that
+/// asked) has no output: its emits go to every registered output (a widget on Socket.IO with the same session
+/// id still gets them); with no output at all they are recorded only.
+public final class ProactiveOutputs: Sendable {
+    private let outputs = Mutex<[String: any ProactiveOutput]>([:])
+
+    /// An empty sink.
+    public init() {}
+
+    /// Delivers the emits of channel `name` to `output` (replacing an earlier registration of that name).
+    public func register(_ output: any ProactiveOutput, for name: String) {
+        outputs.withLock { $0[name] = output }
+    }
+
+    /// The registered channel names.
+    public var channelNames: [String] { outputs.withLock { Array($0.keys).sorted() } }
+
+    /// Delivers `responses` to the output of `channel`, or to every output when `channel` has none.
+    public func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async {
+        let targets: [any ProactiveOutput] = outputs.withLock { all in
+            if let channel, let output = all[channel] { return [output] }
+            return Array(all.values)
+        }
+        for output in targets { await output.deliver(responses, to: senderID, channel: channel) }
+    }
 }

@@ -1,6 +1,6 @@
 import CParley
 import Logging
-import ParleyJSON
+public import ParleyJSON
 import Synchronization
 
 #if canImport(Glibc)
@@ -16,11 +16,15 @@ import Darwin
 // status, never a dangling pointer.
 
 /// A proactive message queued by `emit`.
-struct EmittedMessage: Sendable {
-    var senderID: String
-    var responses: [JSONValue]
-    var channel: String?
-    var plugin: String
+public struct EmittedMessage: Sendable {
+    /// The conversation the plugin emitted to.
+    public var senderID: String
+    /// Rasa response dicts, as the plugin sent them (not formatted yet).
+    public var responses: [JSONValue]
+    /// The channel the plugin named, or nil (the conversation's latest input channel).
+    public var channel: String?
+    /// The emitting plugin's name.
+    public var plugin: String
 }
 
 /// Where an instance's `emit` goes: the host's queue, if the host has an output.

@@ -17,8 +17,10 @@ import Darwin
 /// ```swift
 /// let host = PluginHost(pool: pool, logger: logger)
 /// let (agents, formatters) = try await host.loadAll(agents: config.agents, formatters: config.formatters)
-/// host.setProactiveOutput(channels, formatter: FormatterChain(formatters))   // where plugin `emit`s go
-/// // run `host.run()` next to the server (it delivers emits), `await host.shutdown()` at the end
+/// // next to the server: deliver plugin `emit`s (in parley serve: to the dispatcher, which records and formats
+/// // them in order with the conversation's turns, then hands them to the channel)
+/// await host.run { emitted in _ = try? await dispatcher.emit(emitted.responses, to: emitted.senderID, channel: emitted.channel) }
+/// // at the end: await host.shutdown()
 /// ```
 public final class PluginHost: Sendable {
     /// Settings.
@@ -26,7 +28,6 @@ public final class PluginHost: Sendable {
     private let pool: WorkerPool
     private let logger: Logger
     private let registry = Mutex<[LoadedPlugin]>([])
-    private let output = OutputBox()
     private let emits: EmitQueue
     private let isClosed = Atomic<Bool>(false)
 
@@ -34,52 +35,21 @@ public final class PluginHost: Sendable {
     ///   - pool: the worker pool every plugin call runs on (shared with other foreign calls).
     ///   - configuration: deadlines and queue sizes.
     ///   - logger: used for the host's own lines and for plugin log lines (with `parley.plugin` metadata).
-    ///   - proactiveOutput: where plugin `emit`s go; settable later with ``setProactiveOutput(_:formatter:)``.
-    public init(
-        pool: WorkerPool, configuration: PluginHostConfiguration = .init(), logger: Logger = Logger(label: "parley.plugins"),
-        proactiveOutput: (any ProactiveOutput)? = nil
-    ) {
+    public init(pool: WorkerPool, configuration: PluginHostConfiguration = .init(), logger: Logger = Logger(label: "parley.plugins")) {
         self.pool = pool
         self.configuration = configuration
         self.logger = logger
-        self.output.current = proactiveOutput
-        self.emits = EmitQueue(capacity: configuration.emitQueueCapacity, output: output)
-    }
-
-    /// Sets (or clears) where plugin `emit`s are delivered. Without an output, `emit` returns
-    /// `PARLEY_E_UNSUPPORTED`.
-    ///
-    /// - Parameters:
-    ///   - newOutput: the channels' proactive output.
-    ///   - formatter: applied to emitted responses before delivery (normally the configured formatter
-    ///     chain, so pushed messages look like replies); a formatter error is logged and the responses
-    ///     are delivered unformatted.
-    public func setProactiveOutput(_ newOutput: (any ProactiveOutput)?, formatter: (any MessageFormatter)? = nil) {
-        output.current = newOutput
-        output.formatter = formatter
+        self.emits = EmitQueue(capacity: configuration.emitQueueCapacity)
     }
 
     /// The plugins loaded so far, in load order.
     public var plugins: [LoadedPlugin] { registry.withLock { $0 } }
 
-    /// Delivers queued `emit`s to the proactive output until ``shutdown()``; run it next to the server
-    /// (e.g. in the service group). Without it, emits wait in the bounded queue.
-    public func run() async {
-        for await message in emits.stream {
-            guard let out = output.current else {
-                logger.warning("plugin \(message.plugin): emit to \(message.senderID) dropped: no proactive output is set")
-                continue
-            }
-            var responses = message.responses
-            if let formatter = output.formatter {
-                do {
-                    responses = try await formatter.format(responses, channel: message.channel ?? "socketio", senderID: message.senderID)
-                } catch {
-                    logger.error("plugin \(message.plugin): formatting an emit to \(message.senderID) failed (\(error)); delivering it unformatted")
-                }
-            }
-            await out.deliver(responses, to: message.senderID, channel: message.channel)
-        }
+    /// Hands plugin `emit`s to `deliver`, in the order they were made, until ``shutdown()``; run it next to the
+    /// server (in its service group). Emits made before it runs wait in the bounded queue; a full queue
+    /// (``PluginHostConfiguration/emitQueueCapacity``) makes `emit` return `PARLEY_E_BUSY`.
+    public func run(delivering deliver: @escaping @Sendable (EmittedMessage) async -> Void) async {
+        for await message in emits.stream { await deliver(message) }
     }
 
     /// Loads one plugin and checks it; see ``PluginLoadError`` for every refusal.
@@ -293,34 +263,16 @@ private func absolutePath(_ path: String) -> String {
     return cwd + "/" + path
 }
 
-/// The settable proactive output.
-final class OutputBox: Sendable {
-    private let value = Mutex<(any ProactiveOutput)?>(nil)
-    private let formatterValue = Mutex<(any MessageFormatter)?>(nil)
-    var current: (any ProactiveOutput)? {
-        get { value.withLock { $0 } }
-        set { value.withLock { $0 = newValue } }
-    }
-    var formatter: (any MessageFormatter)? {
-        get { formatterValue.withLock { $0 } }
-        set { formatterValue.withLock { $0 = newValue } }
-    }
-}
-
-/// The bounded queue of emitted messages, drained by ``PluginHost/run()``; refuses with
-/// `PARLEY_E_UNSUPPORTED` while no output is set.
+/// The bounded queue of emitted messages, drained by ``PluginHost/run(delivering:)``.
 final class EmitQueue: EmitSink {
     let stream: AsyncStream<EmittedMessage>
     private let continuation: AsyncStream<EmittedMessage>.Continuation
-    private let output: OutputBox
 
-    init(capacity: Int, output: OutputBox) {
-        self.output = output
+    init(capacity: Int) {
         (stream, continuation) = AsyncStream.makeStream(of: EmittedMessage.self, bufferingPolicy: .bufferingOldest(max(1, capacity)))
     }
 
     func enqueue(_ message: EmittedMessage) -> parley_status {
-        guard output.current != nil else { return PARLEY_E_UNSUPPORTED }
         switch continuation.yield(message) {
         case .enqueued: return PARLEY_OK
         case .dropped: return PARLEY_E_BUSY

@@ -223,9 +223,9 @@ final class CollectingOutput: ProactiveOutput {
 
 @Suite struct DispatcherProactiveTests {
     @Test func emitIsFormattedRecordedAndDelivered() async throws {
-        let output = CollectingOutput(), store = InMemoryConversationStore()
-        let dispatcher = Dispatcher(agent: EchoAgent(), formatters: [SuffixFormatter(name: "s", suffix: "!")], store: store)
-        dispatcher.setProactiveOutput(output)
+        let output = CollectingOutput(), store = InMemoryConversationStore(), outputs = ProactiveOutputs()
+        let dispatcher = Dispatcher(agent: EchoAgent(), formatters: [SuffixFormatter(name: "s", suffix: "!")], store: store, outputs: outputs)
+        outputs.register(output, for: "socketio")
         try await withRunning(dispatcher) { () async throws -> Void in
             _ = try await dispatcher.handle(message("hi"))
             let result = try await dispatcher.emit([["text": "reminder"]], to: "alice")
@@ -239,6 +239,23 @@ final class CollectingOutput: ProactiveOutput {
         #expect(delivered.first?.2 == "socketio")
         let bots = try #require(try await store.events(of: "alice", types: ["bot"]))
         #expect(bots.last?["text"] == "reminder!")
+    }
+
+    /// An emit goes to the output registered under its channel's name; a channel without an output (REST cannot
+    /// push) reaches every output; with none the emit is only recorded.
+    @Test func emitsAreRoutedByChannelName() async throws {
+        let socket = CollectingOutput(), other = CollectingOutput(), outputs = ProactiveOutputs()
+        outputs.register(socket, for: "socketio")
+        outputs.register(other, for: "other")
+        let dispatcher = Dispatcher(agent: EchoAgent(), outputs: outputs)
+        try await withRunning(dispatcher) { () async throws -> Void in
+            _ = try await dispatcher.handle(message("hi"))
+            _ = try await dispatcher.emit([["text": "to socket"]], to: "alice", channel: "socketio")
+            _ = try await dispatcher.emit([["text": "to rest"]], to: "alice", channel: "rest")
+        }
+        #expect(socket.delivered.withLock { $0.map { $0.1 } } == [[["text": "to socket"]], [["text": "to rest"]]])
+        #expect(other.delivered.withLock { $0.map { $0.1 } } == [[["text": "to rest"]]])
+        #expect(outputs.channelNames == ["other", "socketio"])
     }
 }
 

@@ -114,19 +114,14 @@ import Testing
         let output = OutputCollector()
         try await withHost(output: output) { host in
             let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await host.run() }
-                let reply = try await agent.respond(to: request("emit", sender: "room-7"))
-                #expect(reply.responses == [["text": "emitted"]])
-                #expect(await eventually { output.delivered.count == 1 })
-                await host.shutdown()
-                try await group.waitForAll()
-            }
-            #expect(output.delivered.first?.0 == "room-7")
-            #expect(output.delivered.first?.1 == [["text": "pushed"]])
-            #expect(fixtureStat(path, FixtureStat.emit) == PARLEY_OK.rawValue)
-            #expect(fixtureStat(path, FixtureStat.emitBad) == PARLEY_E_BAD_JSON.rawValue)
+            let reply = try await agent.respond(to: request("emit", sender: "room-7"))
+            #expect(reply.responses == [["text": "emitted"]])
+            #expect(await eventually { output.delivered.count == 1 })
         }
+        #expect(output.delivered.first?.0 == "room-7")
+        #expect(output.delivered.first?.1 == [["text": "pushed"]])
+        #expect(fixtureStat(path, FixtureStat.emit) == PARLEY_OK.rawValue)
+        #expect(fixtureStat(path, FixtureStat.emitBad) == PARLEY_E_BAD_JSON.rawValue)
     }
 
     /// `get_api` finds every 1.0 host function by name and nothing else; the table carries the run-time version.
@@ -139,33 +134,23 @@ import Testing
         }
     }
 
-    /// Emitted responses pass through the formatter given with the output, like replies do.
-    @Test func emitIsFormattedBeforeDelivery() async throws {
+    /// Emits made before the host delivers wait in its queue (the dispatcher formats and records them later).
+    @Test func emitsWaitUntilTheHostDelivers() async throws {
         let path = try Build.fixture()
-        let suffix = try Build.fixture(["-DFIX_FORMATTER", "-DFIX_NAME=\"suffix\""])
         let output = OutputCollector()
-        try await withHost { host in
-            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
-            let formatter = try await host.loadFormatter(PluginConfiguration(path: suffix, kind: .formatter, config: ["suffix": "!"]))
-            host.setProactiveOutput(output, formatter: FormatterChain([formatter]))
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await host.run() }
-                _ = try await agent.respond(to: request("emit", sender: "room-8"))
-                #expect(await eventually { output.delivered.count == 1 })
-                await host.shutdown()
-                try await group.waitForAll()
-            }
-            #expect(output.delivered.first?.1 == [["text": "pushed!"]])
+        let pool = WorkerPool(threads: 2)
+        let host = PluginHost(pool: pool, logger: testLogger)
+        let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+        _ = try await agent.respond(to: request("emit", sender: "early"))
+        #expect(fixtureStat(path, FixtureStat.emit) == PARLEY_OK.rawValue)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await host.run { await output.deliver($0.responses, to: $0.senderID, channel: $0.channel) } }
+            #expect(await eventually { output.delivered.count == 1 })
+            await host.shutdown()
+            try await group.waitForAll()
         }
-    }
-
-    @Test func emitWithoutOutputIsUnsupported() async throws {
-        let path = try Build.fixture()
-        try await withHost { host in
-            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
-            _ = try await agent.respond(to: request("emit"))
-            #expect(fixtureStat(path, FixtureStat.emit) == PARLEY_E_UNSUPPORTED.rawValue)
-        }
+        #expect(output.delivered.first?.0 == "early")
+        try await pool.shutdown()
     }
 
     @Test func callsAfterShutdownAreRefused() async throws {

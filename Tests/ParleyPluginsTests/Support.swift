@@ -125,14 +125,31 @@ func eventually(_ condition: () -> Bool) async -> Bool {
     return condition()
 }
 
-/// A host with its own small pool; `body` gets it; shut down afterwards.
+/// A host with its own small pool; `body` gets it; shut down afterwards. With `output`, the host delivers plugin
+/// emits to it while `body` runs (as `parley serve` hands them to the dispatcher).
 @discardableResult
-func withHost<T>(
+func withHost<T: Sendable>(
     defaultDeadline: Duration = .seconds(10), output: (any ProactiveOutput)? = nil,
-    _ body: (PluginHost) async throws -> T
+    _ body: @Sendable (PluginHost) async throws -> T
 ) async throws -> T {
     let pool = WorkerPool(threads: 4)
-    let host = PluginHost(pool: pool, configuration: .init(defaultDeadline: defaultDeadline), logger: testLogger, proactiveOutput: output)
+    let host = PluginHost(pool: pool, configuration: .init(defaultDeadline: defaultDeadline), logger: testLogger)
+    guard let output else { return try await withHost(host, pool: pool, body) }
+    return try await withHost(host, pool: pool) { host in
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                await host.run { await output.deliver($0.responses, to: $0.senderID, channel: $0.channel) }
+                return nil
+            }
+            let result = try await body(host)
+            await host.shutdown()
+            for try await _ in group {}
+            return result
+        }
+    }
+}
+
+private func withHost<T>(_ host: PluginHost, pool: WorkerPool, _ body: (PluginHost) async throws -> T) async throws -> T {
     do {
         let result = try await body(host)
         await host.shutdown()
