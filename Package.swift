@@ -151,7 +151,7 @@ let package = Package(
             name: "ParleyChannels",
             dependencies: [
                 .product(name: "Metrics", package: "swift-metrics"),
-                "SocketIO", "EngineIO", "ParleyDispatch", "ParleyCore", "ParleyJSON", "ParleyConfig",
+                "SocketIO", "EngineIO", "ParleyDispatch", "ParleyCore", "ParleyJSON",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -160,7 +160,7 @@ let package = Package(
         ),
         .target(
             name: "ParleyConfig",
-            dependencies: ["ParleyJSON", .product(name: "Yams", package: "Yams")],
+            dependencies: ["ParleyChannels", "EngineIO", "ParleyJSON", .product(name: "Yams", package: "Yams")],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -287,12 +287,12 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyChannels", "EngineIO", "ParleyJSON"], swiftSettings: swiftSettings),
         .testTarget(name: "LoadTestTests", dependencies: ["LoadTest", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyChannelsTests",
             dependencies: [
-                "ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO", "ParleyConfig",
+                "ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -54,31 +54,11 @@ struct ParleyServer {
         var engines: [EngineIOServer] = []
         if let socketConfig = configuration.channels.socketIO {
             let jwt = try await Self.verifier(socketConfig.jwt, section: "channels.socketio")
-            let io = SocketIOServer(
-                configuration: SocketIOConfiguration(
-                    maxAttachments: socketConfig.maxAttachments, maxAttachmentBytes: socketConfig.maxAttachmentBytes,
-                    pendingAttachmentBudget: socketConfig.pendingAttachmentBudget),
-                scheduler: EventLoopScheduler(group: eventLoops), logger: Logger(label: "parley.socketio"))
+            let io = SocketIOServer(configuration: socketConfig.socketIO, scheduler: EventLoopScheduler(group: eventLoops), logger: Logger(label: "parley.socketio"))
             _ = SocketIOChannel(
                 server: io, configuration: socketConfig, turns: runtime.dispatcher, jwt: jwt, outputs: runtime.dispatcher.outputs,
                 logger: Logger(label: "parley.socketio"))
-            let engineConfig = EngineIOConfiguration(
-                path: socketConfig.socketIOPath + "/",
-                pingInterval: .milliseconds(Int64(socketConfig.pingInterval * 1000)),
-                pingTimeout: .milliseconds(Int64(socketConfig.pingTimeout * 1000)),
-                maxPayload: socketConfig.maxPayload,
-                cors: socketConfig.cors,
-                perMessageDeflate: socketConfig.perMessageDeflate.map {
-                    PerMessageDeflate(
-                        threshold: $0.threshold,
-                        serverNoContextTakeover: $0.serverNoContextTakeover,
-                        clientNoContextTakeover: $0.clientNoContextTakeover,
-                        maxWindowBits: $0.maxWindowBits,
-                        compressionLevel: $0.compressionLevel
-                    )
-                }
-            )
-            engines.append(EngineIOServer(configuration: engineConfig, delegate: io, logger: Logger(label: "parley.engineio")))
+            engines.append(EngineIOServer(configuration: socketConfig.engineIO, delegate: io, logger: Logger(label: "parley.engineio")))
             router.get("/webhooks/socketio") { _, _ in HTTPJSON.ok }
         }
         // Sessions bound to tokens on the socket channel stay bound over REST: without its own JWT keys the REST
@@ -225,13 +205,6 @@ struct PluginHostService: Service {
             try? await gracefulShutdown()
             await host.shutdown()
         }
-    }
-}
-
-extension SocketIOChannelConfiguration {
-    /// The Socket.IO endpoint's CORS settings from `cors_origins`; the HTTP routes use the same.
-    var cors: EngineIOConfiguration.CORS {
-        .init(allowedOrigins: corsOrigins, allowCredentials: !corsOrigins.isEmpty)
     }
 }
 

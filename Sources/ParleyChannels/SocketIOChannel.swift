@@ -1,5 +1,5 @@
 public import Logging
-public import ParleyConfig
+
 import EngineIO
 import ParleyCore
 public import ParleyDispatch

@@ -1,4 +1,6 @@
+import EngineIO
 import Foundation
+public import ParleyChannels
 import ParleyJSON
 
 /// Loads ``ParleyConfiguration`` from `parley.yml` and/or a Rasa `credentials.yml`.
@@ -255,18 +257,18 @@ private struct Context {
     }
 
     /// `per_message_deflate`: false/null (off), true (defaults) or a mapping of settings.
-    func perMessageDeflate(_ node: ConfigNode?, path: String) throws(ConfigError) -> PerMessageDeflateConfiguration? {
+    func perMessageDeflate(_ node: ConfigNode?, path: String) throws(ConfigError) -> PerMessageDeflate? {
         let expected = "true, false or a mapping (threshold, server_no_context_takeover, client_no_context_takeover, max_window_bits, compression_level)"
         guard let node, !node.isNull else { return nil }
         switch node {
         case .scalar(let s):
             guard let on = s.bool else { throw ConfigError(file: file, keyPath: path, message: "expected \(expected), got \(node.shortDescription)") }
-            return on ? PerMessageDeflateConfiguration() : nil
+            return on ? PerMessageDeflate() : nil
         case .sequence:
             throw ConfigError(file: file, keyPath: path, message: "expected \(expected), got \(node.shortDescription)")
         case .mapping:
             var r = try reader(node, path)
-            var c = PerMessageDeflateConfiguration()
+            var c = PerMessageDeflate()
             if let v = try r.int("threshold", expected: "a number of bytes", range: 0...1_073_741_824) { c.threshold = v }
             if let v = try r.bool("server_no_context_takeover") { c.serverNoContextTakeover = v }
             if let v = try r.bool("client_no_context_takeover") { c.clientNoContextTakeover = v }

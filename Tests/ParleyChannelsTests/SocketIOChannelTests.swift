@@ -1,7 +1,7 @@
 import EngineIO
 import Logging
 import ParleyChannels
-import ParleyConfig
+
 import ParleyCore
 import ParleyDispatch
 import ParleyJSON

@@ -1,4 +1,6 @@
 import Foundation
+import EngineIO
+import ParleyChannels
 import ParleyConfig
 import ParleyJSON
 import Testing
@@ -358,7 +360,7 @@ struct PerMessageDeflateConfigurationTests {
 
     @Test func trueGivesTheDefaults() throws {
         let s = try #require(parse("channels: {socketio: {per_message_deflate: true}}").channels.socketIO)
-        #expect(s.perMessageDeflate == PerMessageDeflateConfiguration())
+        #expect(s.perMessageDeflate == PerMessageDeflate())
         #expect(s.perMessageDeflate?.threshold == 1024 && s.perMessageDeflate?.maxWindowBits == 15)
         #expect(s.perMessageDeflate?.compressionLevel == 6 && s.perMessageDeflate?.serverNoContextTakeover == false)
     }
@@ -377,9 +379,9 @@ struct PerMessageDeflateConfigurationTests {
             """
         )
         let d = try #require(c.channels.socketIO?.perMessageDeflate)
-        #expect(d == PerMessageDeflateConfiguration(threshold: 0, serverNoContextTakeover: true, clientNoContextTakeover: true, maxWindowBits: 10, compressionLevel: 9))
+        #expect(d == PerMessageDeflate(threshold: 0, serverNoContextTakeover: true, clientNoContextTakeover: true, maxWindowBits: 10, compressionLevel: 9))
         // An empty mapping means the defaults.
-        #expect(try parse("channels: {socketio: {per_message_deflate: {}}}").channels.socketIO?.perMessageDeflate == PerMessageDeflateConfiguration())
+        #expect(try parse("channels: {socketio: {per_message_deflate: {}}}").channels.socketIO?.perMessageDeflate == PerMessageDeflate())
     }
 
     @Test func errorsNameTheKeyAndTheFix() {
