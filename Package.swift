@@ -158,9 +158,33 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        /// The application as a library: `buildApplication(ParleyServerConfiguration)` assembles store, plugins,
+        /// dispatcher, channels and the HTTP server into one service; tests and embedders build it in process.
+        .target(
+            name: "ParleyServer",
+            dependencies: [
+                "ParleyChannels", "ParleyDispatch", "ParleyWorkers", "ParleyStore", "ParleyPlugins", "ParleyActions",
+                "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        /// YAML (`parley.yml`, Rasa's `credentials.yml`) onto the libraries' configuration structs; only the
+        /// executable imports it.
         .target(
             name: "ParleyConfig",
-            dependencies: ["ParleyChannels", "EngineIO", "ParleyJSON", .product(name: "Yams", package: "Yams")],
+            dependencies: [
+                "ParleyServer", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -179,7 +203,7 @@ let package = Package(
         .executableTarget(
             name: "ParleyCLI",
             dependencies: [
-                "ParleyChannels", "ParleyDispatch", "ParleyWorkers", "ParleyStore", "ParleyPlugins", "ParleyActions",
+                "ParleyServer", "ParleyChannels", "ParleyDispatch", "ParleyWorkers", "ParleyStore", "ParleyPlugins", "ParleyActions",
                 "ParleyConfig", "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO", "LoadTest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -287,7 +311,10 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "ParleyConfigTests", dependencies: ["ParleyConfig", "ParleyChannels", "EngineIO", "ParleyJSON"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyConfigTests",
+            dependencies: ["ParleyConfig", "ParleyServer", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings),
         .testTarget(name: "LoadTestTests", dependencies: ["LoadTest", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyChannelsTests",

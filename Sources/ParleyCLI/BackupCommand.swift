@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ParleyConfig
+import ParleyServer
 import ParleyStore
 
 /// `parley backup FILE`: a consistent copy of the SQLite conversation store, taken while the server runs.

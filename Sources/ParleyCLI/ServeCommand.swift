@@ -4,6 +4,7 @@ import Prometheus
 import Foundation
 import Logging
 import ParleyConfig
+import ParleyServer
 
 /// `parley serve`: loads the configuration, then serves the channels until SIGTERM/SIGINT.
 ///
@@ -77,25 +78,18 @@ struct ServeCommand: AsyncParsableCommand {
         LoggingBootstrap.bootstrap(configuration.logging)
         // Before anything creates a metric: swift-metrics objects bind to the backend bootstrapped when they are made.
         // With metrics off nothing is bootstrapped and every metric is swift-metrics' no-op.
-        if configuration.metrics.enabled {
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metricsRegistry))
-        }
+        let metrics = configuration.metrics.enabled ? PrometheusCollectorRegistry() : nil
+        if let metrics { MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics)) }
         let logger = Logger(label: "parley")
         for warning in configuration.warnings { logger.warning("\(warning)") }
         do {
-            try await ParleyServer(configuration: configuration, logger: logger).run()
+            try await buildApplication(configuration.application, logger: logger, metrics: metrics).run()
         } catch let error as StartupError {
             logger.critical("\(error.description)")
             FileHandle.standardError.write(Data("parley: \(error.description)\n".utf8))
             throw ExitCode(70)
         }
     }
-}
-
-/// A failure while setting up plugins, the store or the listener; the message names the thing and the fix.
-struct StartupError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }
 
 /// Installs the process-wide log handler once, at startup.

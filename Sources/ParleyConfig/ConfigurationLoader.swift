@@ -1,7 +1,10 @@
-import EngineIO
+public import EngineIO
 import Foundation
+import NIOCore
 public import ParleyChannels
+import ParleyDispatch
 import ParleyJSON
+public import ParleyServer
 
 /// Loads ``ParleyConfiguration`` from `parley.yml` and/or a Rasa `credentials.yml`.
 ///
@@ -98,8 +101,8 @@ public struct ConfigurationLoader: Sendable {
         config.formatters = try ctx.formatters(top.node("formatters"))
         config.actions = try ctx.actions(top.node("actions"))
         config.store = try ctx.store(top.node("store"))
-        config.session = try ctx.session(top.node("session"))
-        config.dispatcher = try ctx.dispatcher(top.node("dispatcher"))
+        try ctx.dispatcher(top.node("dispatcher"), into: &config.application)
+        try ctx.session(top.node("session"), into: &config.dispatcher)
         config.api = try ctx.api(top.node("api"))
         config.metrics = try ctx.metrics(top.node("metrics"))
         config.logging = try ctx.logging(top.node("logging"))
@@ -170,8 +173,8 @@ private struct Context {
         if let v = try r.bool("chat_page") { s.chatPage = v }
         if r.has("limits") {
             var l = try reader(r.node("limits"), "server.limits")
-            if let v = try l.seconds("header_timeout") { s.limits.headerTimeout = v }
-            if let v = try l.seconds("idle_timeout") { s.limits.idleTimeout = v }
+            if let v = try l.seconds("header_timeout") { s.limits.headerTimeout = .nanoseconds(Int64(v * 1e9)) }
+            if let v = try l.seconds("idle_timeout") { s.limits.idleTimeout = .nanoseconds(Int64(v * 1e9)) }
             if let v = try l.int("max_header_bytes", expected: "a number of bytes", range: 1024...1_048_576) { s.limits.maxHeaderBytes = v }
             if let v = try l.int("max_header_count", expected: "a number of header fields", range: 8...10_000) { s.limits.maxHeaderCount = v }
             if let v = try l.int("max_connections_per_address", expected: "a number of connections (0 = no limit)", range: 0...10_000_000) {
@@ -375,7 +378,7 @@ private struct Context {
             agent.config = try pluginConfig(&r)
             if let routeNode = r.value("route") {
                 var rr = try MapReader(routeNode, file: file, path: "\(path).route", what: "a mapping with prefix:, metadata: or channels:")
-                var route = AgentRoute()
+                var route = AgentRouteConditions()
                 route.prefix = try rr.nonEmptyString("prefix", expected: "a text prefix such as /admin")
                 if let m = rr.value("metadata") {
                     guard case .object(let o) = m.json else {
@@ -451,35 +454,35 @@ private struct Context {
         return s
     }
 
-    mutating func session(_ node: ConfigNode?) throws(ConfigError) -> SessionConfiguration {
+    /// `session:` onto the dispatcher's Rasa session settings.
+    mutating func session(_ node: ConfigNode?, into d: inout DispatcherConfiguration) throws(ConfigError) {
         var r = try reader(node, "session")
-        var s = SessionConfiguration()
         if let n = r.value("session_expiration_time") {
             guard case .scalar(let sc) = n, let m = sc.double, m.isFinite, m >= 0 else {
                 throw r.error("session_expiration_time", "expected a number of minutes (0 = sessions never expire), got \(n.shortDescription)")
             }
-            s.expirationMinutes = m
+            d.sessionExpirationMinutes = m
         }
-        if let v = try r.bool("carry_over_slots_to_new_session") { s.carryOverSlots = v }
+        if let v = try r.bool("carry_over_slots_to_new_session") { d.carryOverSlotsToNewSession = v }
         try r.finish()
-        return s
     }
 
-    mutating func dispatcher(_ node: ConfigNode?) throws(ConfigError) -> DispatcherConfiguration {
+    /// `dispatcher:` onto the dispatcher's settings (and the worker count of the application).
+    mutating func dispatcher(_ node: ConfigNode?, into app: inout ParleyServerConfiguration) throws(ConfigError) {
         var r = try reader(node, "dispatcher")
-        var d = DispatcherConfiguration()
-        if let v = try r.int("mailbox_size", expected: "a number of messages", range: 1...1_000_000) { d.mailboxSize = v }
-        if let v = try r.seconds("turn_deadline") { d.turnDeadline = v }
-        if let v = try r.string("fallback_text", expected: "the text sent when a turn fails") { d.fallbackText = v }
-        if let v = try r.seconds("idle_eviction") { d.idleEviction = v }
-        if let v = try r.int("workers", expected: "a number of threads", range: 1...1024) { d.workers = v }
+        if let v = try r.int("mailbox_size", expected: "a number of messages", range: 1...1_000_000) { app.dispatcher.mailboxCapacity = v }
+        if let v = try r.seconds("turn_deadline") { app.dispatcher.turnDeadline = .nanoseconds(Int64(v * 1e9)) }
+        if let v = try r.string("fallback_text", expected: "the text sent when a turn fails") { app.dispatcher.fallbackText = v }
+        if let v = try r.seconds("idle_eviction") { app.dispatcher.idleEvictionSeconds = v }
+        if let v = try r.int("workers", expected: "a number of threads", range: 1...1024) { app.workers = v }
+        var d = app.dispatcher
         if let v = try r.int("max_message_bytes", expected: "a number of bytes", range: 1...16_777_216) { d.maxMessageBytes = v }
         // The store reads back 512 levels; stored events wrap metadata two levels deeper, input is parsed to 128.
         if let v = try r.int("max_metadata_depth", expected: "a nesting depth", range: 1...100) { d.maxMetadataDepth = v }
         if let v = try r.int("max_metadata_bytes", expected: "a number of bytes", range: 2...16_777_216) { d.maxMetadataBytes = v }
         if let v = try r.int("max_resident_conversations", expected: "a number of conversations", range: 1...100_000_000) { d.maxResidentConversations = v }
         try r.finish()
-        return d
+        app.dispatcher = d
     }
 
     mutating func api(_ node: ConfigNode?) throws(ConfigError) -> APIConfiguration {
@@ -519,18 +522,10 @@ extension ParleyConfiguration {
     /// Checks what serving needs beyond a well-formed file: at least one agent, at least one channel.
     /// - Parameter file: the name used in messages (the `--config` file).
     public func validateForServing(file: String) throws(ConfigError) {
-        if agents.isEmpty {
-            throw ConfigError(
-                file: file, keyPath: "agents",
-                message: "at least one agent is required, e.g.\n  agents:\n    - name: mirror\n      plugin: build/plugins/libmirror.so")
-        }
-        if channels.socketIO == nil && channels.rest == nil {
-            throw ConfigError(file: file, keyPath: "channels", message: "no channel is configured; add socketio: and/or rest:")
-        }
-        if api.sessionToken && channels.socketIO?.jwt?.sessionClaim == nil {
-            throw ConfigError(
-                file: file, keyPath: "api.session_token",
-                message: "needs the Socket.IO channel's jwt_key and jwt_session_claim (the token names the session it may read)")
+        do {
+            try application.validate()
+        } catch {
+            throw ConfigError(file: file, keyPath: error.key ?? "", message: error.message)
         }
     }
 }

@@ -59,7 +59,7 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     private let closed = Atomic<Bool>(false)
 
     init(
-        name: String, definition: PluginDefinition, path: String, kind: PluginKind, deadline: Duration,
+        name: String, definition: PluginDefinition, path: String, kind: PluginKind, deadline: Duration, threadSafe: Bool?,
         instance: InstanceContext, pool: WorkerPool, logger: Logger
     ) {
         let raw = definition.raw
@@ -71,7 +71,11 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         self.kind = kind
         self.abiMajor = raw.abi_major
         self.abiMinor = raw.abi_minor
-        self.isThreadSafe = raw.flags & PARLEY_FLAG_THREAD_SAFE != 0
+        let declaresThreadSafe = raw.flags & PARLEY_FLAG_THREAD_SAFE != 0
+        self.isThreadSafe = declaresThreadSafe && threadSafe != false
+        if threadSafe == true && !declaresThreadSafe {
+            logger.warning("plugin \(name): thread_safe: true is ignored; the plugin does not declare itself thread-safe (PARLEY_FLAG_THREAD_SAFE)")
+        }
         self.wantsTrackerEvents = raw.flags & PARLEY_FLAG_NO_TRACKER_EVENTS == 0
         self.deadline = deadline
         self.definition = definition

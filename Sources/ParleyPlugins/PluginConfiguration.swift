@@ -37,14 +37,22 @@ public struct PluginConfiguration: Sendable, Hashable {
     public var deadline: Duration?
     /// JSON handed to the plugin's entry point (`config_json`); `{}` when absent.
     public var config: JSONValue
+    /// Overrides the plugin's `PARLEY_FLAG_THREAD_SAFE`: `false` runs its calls one at a time across all
+    /// conversations although it declares itself thread-safe; `true` is ignored for a plugin that does not
+    /// declare it (nothing can make such a plugin safe to call concurrently), with a warning. nil = the flag.
+    public var threadSafe: Bool?
 
     /// One plugin entry; everything but the path and the slot is optional.
-    public init(path: String, kind: PluginKind, name: String? = nil, deadline: Duration? = nil, config: JSONValue = .object([:])) {
+    public init(
+        path: String, kind: PluginKind, name: String? = nil, deadline: Duration? = nil, config: JSONValue = .object([:]),
+        threadSafe: Bool? = nil
+    ) {
         self.path = path
         self.kind = kind
         self.name = name
         self.deadline = deadline
         self.config = config
+        self.threadSafe = threadSafe
     }
 }
 

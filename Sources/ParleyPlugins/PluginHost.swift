@@ -225,7 +225,8 @@ public final class PluginHost: Sendable {
         }
         let plugin = LoadedPlugin(
             name: name, definition: definition, path: path, kind: kind,
-            deadline: config.deadline ?? configuration.defaultDeadline, instance: instance, pool: pool, logger: logger)
+            deadline: config.deadline ?? configuration.defaultDeadline, threadSafe: config.threadSafe, instance: instance, pool: pool,
+            logger: logger)
         let clash: LoadedPlugin? = registry.withLock { list in
             if let other = list.first(where: { $0.name == name }) { return other }
             list.append(plugin)

@@ -2,6 +2,9 @@ import Foundation
 import EngineIO
 import ParleyChannels
 import ParleyConfig
+import ParleyDispatch
+import NIOCore
+import ParleyServer
 import ParleyJSON
 import Testing
 
@@ -38,7 +41,10 @@ struct ConfigurationValueTests {
         #expect(s.pingInterval == 25 && s.pingTimeout == 20 && s.maxPayload == 1_000_000)
         #expect(c.channels.rest != nil)
         #expect(c.store.kind == .sqlite && c.store.path == "parley.db")
-        #expect(c.session.expirationMinutes == 60 && c.session.carryOverSlots)
+        #expect(c.dispatcher.sessionExpirationMinutes == 60 && c.dispatcher.carryOverSlotsToNewSession)
+        // One set of defaults: the dispatcher's own.
+        #expect(c.dispatcher.fallbackText == DispatcherConfiguration().fallbackText && c.dispatcher.idleEvictionSeconds == 300)
+        #expect(c.dispatcher.turnDeadline == .seconds(10) && c.dispatcher.mailboxCapacity == 64 && c.workers == 4)
         #expect(c.logging.level == .info && c.logging.format == .text)
         #expect(c.api.token == nil)
         #expect(c.warnings.isEmpty)
@@ -98,12 +104,13 @@ struct ConfigurationValueTests {
         #expect(c.agents[0].config == ["greeting": "hi", "n": 2, "list": [1, "x", nil], "nested": ["ok": true]])
         #expect(c.agents[0].route == nil)
         #expect(c.agents[1].pluginPath == "/abs/libadmin.so")
-        #expect(c.agents[1].route == AgentRoute(prefix: "/admin", metadata: ["tier": "gold"], channels: ["rest"]))
+        #expect(c.agents[1].route == AgentRouteConditions(prefix: "/admin", metadata: ["tier": "gold"], channels: ["rest"]))
         #expect(c.formatters == [FormatterConfiguration(name: "md", pluginPath: "/etc/parley/plugins/libmd.so", channels: ["socketio"])])
         #expect(c.actions.manifestPath == "/etc/parley/actions.yml")
         #expect(c.store.kind == .memory)
-        #expect(c.session == SessionConfiguration(expirationMinutes: 0, carryOverSlots: false))
-        #expect(c.dispatcher == DispatcherConfiguration(mailboxSize: 8, turnDeadline: 4, fallbackText: "oops", idleEviction: 60, workers: 2))
+        #expect(c.dispatcher.sessionExpirationMinutes == 0 && !c.dispatcher.carryOverSlotsToNewSession)
+        #expect(c.dispatcher.mailboxCapacity == 8 && c.dispatcher.turnDeadline == .seconds(4) && c.dispatcher.fallbackText == "oops")
+        #expect(c.dispatcher.idleEvictionSeconds == 60 && c.workers == 2)
         #expect(c.api.token == "t0k")
         #expect(c.logging == LoggingConfiguration(level: .debug, format: .json))
     }
@@ -443,7 +450,7 @@ struct SecurityAndOperationsKeysTests {
     @Test func defaults() throws {
         let c = try parse("")
         #expect(c.server.chatPage == false)
-        #expect(c.server.limits.headerTimeout == 10 && c.server.limits.idleTimeout == 60)
+        #expect(c.server.limits.headerTimeout == .seconds(10) && c.server.limits.idleTimeout == .seconds(60))
         #expect(c.server.limits.maxConnectionsPerAddress == 256 && c.server.limits.exemptAddresses == ["127.0.0.0/8", "::1"])
         let s = try #require(c.channels.socketIO)
         #expect(s.errorEvent == "parley_error" && s.messagesPerSecond == 20 && s.messageBurst == 40)
@@ -483,7 +490,7 @@ struct SecurityAndOperationsKeysTests {
               token: scrape
             """)
         #expect(c.server.chatPage)
-        #expect(c.server.limits.headerTimeout == 2.5 && c.server.limits.idleTimeout == 90)
+        #expect(c.server.limits.headerTimeout == .milliseconds(2500) && c.server.limits.idleTimeout == .seconds(90))
         #expect(c.server.limits.maxHeaderBytes == 8192 && c.server.limits.maxHeaderCount == 50)
         #expect(c.server.limits.maxConnectionsPerAddress == 0 && c.server.limits.connectionsPerSecondPerAddress == 5.5)
         #expect(c.server.limits.connectionBurstPerAddress == 7 && c.server.limits.exemptAddresses == ["10.0.0.0/8"])

@@ -116,7 +116,8 @@ formatters: []
 def test_route_with_two_conditions_is_refused():
     cfg = f"agents:\n  - name: a\n    plugin: {MIRROR}\n  - name: b\n    plugin: {MIRROR}\n    route: {{prefix: /x, channels: [rest]}}\n"
     code, out = run_to_exit(cfg, args=["--port", "0"])
-    assert code == 70 and "agents[1].route: give exactly one condition" in out, out
+    # A configuration mistake: refused before anything is loaded, with EX_CONFIG (78), the file and the key.
+    assert code == 78 and "parley.yml: agents[1].route: give exactly one condition" in out, out
 
 
 def test_port_in_use(server_factory):

@@ -1,39 +1,95 @@
-import EngineIO
+public import EngineIO
 import Hummingbird
-import Prometheus
-import Logging
+public import Logging
 import NIOCore
 import NIOPosix
 import ParleyActions
 import ParleyChannels
-import ParleyConfig
 import ParleyCore
 import ParleyDispatch
-import ParleyWorkers
 import ParleyJSON
 import ParleyPlugins
 import ParleyStore
-import ServiceLifecycle
+import ParleyWorkers
+public import Prometheus
+public import ServiceLifecycle
 import SocketIO
-import UnixSignals
+public import UnixSignals
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
+/// Builds the bot described by `configuration`: loads the plugins (every mistake in one refused start-up, with
+/// the key and the fix), opens the store, and assembles the dispatcher, the channels and one Hummingbird server
+/// for HTTP and Engine.IO. Nothing listens until the returned application runs.
+///
+/// - Parameters:
+///   - configuration: the settings (`parley serve` maps `parley.yml` onto them).
+///   - logger: the application's own lines (`starting`, `serving`, shutdown).
+///   - metrics: the registry `GET /metrics` serves when `metrics.enabled`; the caller bootstraps swift-metrics
+///     with it before building (metrics bind to the backend present when they are created).
+/// - Throws: ``StartupError`` naming the key and the fix.
+public func buildApplication(
+    _ configuration: ParleyServerConfiguration, logger: Logger = Logger(label: "parley"), metrics: PrometheusCollectorRegistry? = nil
+) async throws -> ParleyApplication {
+    try await ParleyApplication.build(configuration, logger: logger, metrics: metrics)
+}
+
 /// The running bot: store, plugins, dispatcher and channels on one Hummingbird server, in one `ServiceGroup`.
 ///
-/// On SIGTERM/SIGINT: the dispatcher refuses new messages and finishes the running and queued turns, whose
-/// replies still reach the open sockets; the Engine.IO server closes every session with a close packet; the
-/// HTTP server stops; the plugin host drains and calls the plugins' shutdown hooks; last, the SQLite store
-/// checkpoints its WAL into the database file (`parley.db` alone is then complete). The whole shutdown is
-/// bounded by `server.shutdown_timeout` (then the group is cancelled). Every event is durable in the store
-/// when its turn completes; the checkpoint only makes the database file self-contained.
-struct ParleyServer {
-    let configuration: ParleyConfiguration
+/// On graceful shutdown (SIGTERM/SIGINT by default, or the group around it): the dispatcher refuses new
+/// messages and finishes the running and queued turns, whose replies still reach the open sockets; the
+/// Engine.IO server closes every session with a close packet; the HTTP server stops; the plugin host drains and
+/// calls the plugins' shutdown hooks; last, the SQLite store checkpoints its WAL into the database file
+/// (`parley.db` alone is then complete). The whole shutdown is bounded by `server.shutdown_timeout` (then the
+/// group is cancelled). Every event is durable in the store when its turn completes; the checkpoint only makes
+/// the database file self-contained.
+public struct ParleyApplication: Service {
+    /// The settings it was built with.
+    public let configuration: ParleyServerConfiguration
+    /// The services, in start order (they stop in reverse): store, plugin host, HTTP server, Engine.IO
+    /// servers, dispatcher, shutdown announcer.
+    public let services: [any Service]
+    /// The signals that start a graceful shutdown when ``run()`` runs the services (default SIGTERM, SIGINT).
+    public var gracefulShutdownSignals: [UnixSignal] = [.sigterm, .sigint]
+    /// The dispatcher (for tests and embedders: `handle`, `emit`).
+    public let dispatcher: Dispatcher
+    /// The conversation store.
+    public let store: any ConversationStore
     let logger: Logger
 
-    func run() async throws {
+    /// Runs every service in a `ServiceGroup` until a graceful shutdown (a signal, or cancellation of the
+    /// calling task) has completed.
+    /// - Throws: ``StartupError`` when the port cannot be opened.
+    public func run() async throws {
+        var groupConfiguration = ServiceGroupConfiguration(services: services, gracefulShutdownSignals: gracefulShutdownSignals, logger: logger)
+        // Past this, running turns are abandoned (cancelled) so the process still exits.
+        groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.server.shutdownTimeout * 1000))
+        let group = ServiceGroup(configuration: groupConfiguration)
+        let host = configuration.server.host, port = configuration.server.port
+        logger.info("starting", metadata: ["agents": "\(configuration.agents.map(\.name).joined(separator: ","))", "store": "\(configuration.store.kind.rawValue)"])
+        do {
+            try await group.run()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            throw StartupError(key: "server.port", "\(host):\(port): the address is already in use; stop the other process or choose another port (--port or server.port)")
+        } catch let error as IOError where error.errnoCode == EACCES {
+            throw StartupError(key: "server.port", "\(host):\(port): permission denied; ports below 1024 need privileges, choose another (--port or server.port)")
+        } catch let error as IOError {
+            throw StartupError(key: "server", "\(host):\(port): \(error)")
+        }
+        logger.info("stopped")
+    }
+
+    /// Called with the bound port once the server listens (useful with `server.port: 0`).
+    public var onServerRunning: (@Sendable (Int) async -> Void)? {
+        get { serverRunning.callback }
+        nonmutating set { serverRunning.callback = newValue }
+    }
+    let serverRunning: ServerRunningCallback
+    static func build(_ configuration: ParleyServerConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry?) async throws -> ParleyApplication {
+        try configuration.validate()
         // The certificate and key are checked before anything else is set up.
         let tls = try configuration.server.tls.map { try ServerTLS($0) }
         let runtime = try await Runtime.make(configuration, logger: logger)
@@ -48,7 +104,7 @@ struct ParleyServer {
         }
         if configuration.metrics.enabled {
             router.add(middleware: MetricsMiddleware())
-            MetricsRoute.add(to: router, registry: metricsRegistry, token: configuration.metrics.token)
+            MetricsRoute.add(to: router, registry: metrics ?? PrometheusCollectorRegistry(), token: configuration.metrics.token)
         }
 
         var engines: [EngineIOServer] = []
@@ -82,16 +138,11 @@ struct ParleyServer {
         }
 
         let host = configuration.server.host
-        let logger = self.logger
         // HTTP/1.1 + Engine.IO, wrapped in TLS (HTTPS and WSS on the same port) when `server.tls` is given.
-        let l = configuration.server.limits
-        let limits = HTTPConnectionLimits(
-            headerTimeout: .milliseconds(Int64(l.headerTimeout * 1000)), idleTimeout: .milliseconds(Int64(l.idleTimeout * 1000)),
-            maxHeaderBytes: l.maxHeaderBytes, maxHeaderCount: l.maxHeaderCount, maxConnectionsPerAddress: l.maxConnectionsPerAddress,
-            connectionsPerSecondPerAddress: l.connectionsPerSecondPerAddress, connectionBurstPerAddress: l.connectionBurstPerAddress,
-            exemptAddresses: l.exemptAddresses)
+        let limits = configuration.server.limits
         let server = try tls.map { try $0.wrap(.engineIO(engines, limits: limits)) } ?? .engineIO(engines, limits: limits)
         let scheme = tls == nil ? "http" : "https"
+        let serverRunning = ServerRunningCallback()
         let app = Application(
             router: router,
             server: server,
@@ -99,6 +150,7 @@ struct ParleyServer {
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
                 logger.info("serving", metadata: ["url": "\(scheme)://\(host):\(port)", "host": "\(host)", "port": "\(port)"])
+                await serverRunning.callback?(port)
             },
             eventLoopGroupProvider: .shared(eventLoops),
             logger: Logger(label: "parley.http")
@@ -111,29 +163,12 @@ struct ParleyServer {
         let services: [any Service] =
             storeService + [PluginHostService(host: runtime.plugins, dispatcher: runtime.dispatcher), app] + engines
             + [runtime.dispatcher, ShutdownAnnouncer(timeout: configuration.server.shutdownTimeout, logger: logger)]
-        var groupConfiguration = ServiceGroupConfiguration(
-            services: services,
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        )
-        // Past this, running turns are abandoned (cancelled) so the process still exits.
-        groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.server.shutdownTimeout * 1000))
-        let group = ServiceGroup(configuration: groupConfiguration)
-        logger.info("starting", metadata: ["agents": "\(configuration.agents.map(\.name).joined(separator: ","))", "store": "\(configuration.store.kind.rawValue)"])
-        do {
-            try await group.run()
-        } catch let error as IOError where error.errnoCode == EADDRINUSE {
-            throw StartupError("server \(host):\(configuration.server.port): the address is already in use; stop the other process or choose another port (--port or server.port)")
-        } catch let error as IOError where error.errnoCode == EACCES {
-            throw StartupError("server \(host):\(configuration.server.port): permission denied; ports below 1024 need privileges, choose another (--port or server.port)")
-        } catch let error as IOError {
-            throw StartupError("server \(host):\(configuration.server.port): \(error)")
-        }
-        logger.info("stopped")
+        return ParleyApplication(
+            configuration: configuration, services: services, dispatcher: runtime.dispatcher, store: runtime.store, logger: logger,
+            serverRunning: serverRunning)
     }
 }
-
-extension ParleyServer {
+extension ParleyApplication {
     /// The verifier for a channel's JWT settings, or nil without them.
     static func verifier(_ settings: JWTConfiguration?, section: String) async throws -> JWTVerifier? {
         guard let j = settings else { return nil }
@@ -144,9 +179,6 @@ extension ParleyServer {
         }
     }
 }
-
-/// The Prometheus registry behind `GET /metrics` (the swift-metrics backend bootstrapped by `parley serve`).
-let metricsRegistry = PrometheusCollectorRegistry()
 
 /// `GET /metrics`: every metric in Prometheus' text format (exposition format 0.0.4).
 enum MetricsRoute {
@@ -214,8 +246,8 @@ struct Runtime {
     let store: any ConversationStore
     let plugins: PluginHost
 
-    static func make(_ c: ParleyConfiguration, logger: Logger) async throws -> Runtime {
-        let pool = WorkerPool(threads: c.dispatcher.workers)
+    static func make(_ c: ParleyServerConfiguration, logger: Logger) async throws -> Runtime {
+        let pool = WorkerPool(threads: c.workers)
         // The store.
         let store: any ConversationStore
         switch c.store.kind {
@@ -225,63 +257,43 @@ struct Runtime {
             do {
                 store = try SQLiteConversationStore(configuration: .init(path: c.store.path), workers: pool)
             } catch {
-                throw StartupError("store \(c.store.path): \(error)")
+                throw StartupError(key: "store", "\(c.store.path): \(error)")
             }
         }
         // Plugins.
-        let host = PluginHost(
-            pool: pool, configuration: .init(defaultDeadline: .milliseconds(Int64(c.dispatcher.turnDeadline * 1000))),
-            logger: Logger(label: "parley.plugins"))
+        let host = PluginHost(pool: pool, configuration: .init(defaultDeadline: c.dispatcher.turnDeadline), logger: Logger(label: "parley.plugins"))
         func deadline(_ seconds: Double?) -> Duration? { seconds.map { .milliseconds(Int64($0 * 1000)) } }
         let loaded: (agents: [PluginAgent], formatters: [PluginFormatter])
         do {
             loaded = try await host.loadAll(
-                agents: c.agents.map { PluginConfiguration(path: $0.pluginPath, kind: .agent, name: $0.name, deadline: deadline($0.deadline), config: $0.config) },
-                formatters: c.formatters.map { PluginConfiguration(path: $0.pluginPath, kind: .formatter, name: $0.name, deadline: deadline($0.deadline), config: $0.config) })
+                agents: c.agents.map {
+                    PluginConfiguration(
+                        path: $0.pluginPath, kind: .agent, name: $0.name, deadline: deadline($0.deadline), config: $0.config, threadSafe: $0.threadSafe)
+                },
+                formatters: c.formatters.map {
+                    PluginConfiguration(path: $0.pluginPath, kind: .formatter, name: $0.name, deadline: deadline($0.deadline), config: $0.config)
+                })
         } catch {
             throw StartupError("\(error)")
         }
-        // `thread_safe: false` serialises every call of an agent that declares itself thread-safe; `true` cannot
-        // make a plugin that declared otherwise parallel (its calls stay serialised per conversation by the host).
-        var agents: [any Agent] = loaded.agents
-        for (i, a) in c.agents.enumerated() {
-            if let limit = a.trackerEvents { agents[i] = PluginAgent(plugin: loaded.agents[i].plugin, trackerEvents: limit) }
-            switch (a.threadSafe, loaded.agents[i].plugin.isThreadSafe) {
-            case (false?, true): agents[i] = SerializedAgent(agents[i])
-            case (true?, false):
-                logger.warning("agents[\(i)] \(a.name): thread_safe: true is ignored; the plugin does not declare itself thread-safe")
-            default: break
-            }
+        let agents: [any Agent] = zip(c.agents, loaded.agents).map { configured, agent in
+            configured.trackerEvents.map { PluginAgent(plugin: agent.plugin, trackerEvents: $0) } ?? agent
         }
         // Routing: the first agent without a route is the default.
-        var routes: [ParleyDispatch.AgentRoute] = []
+        var routes: [AgentRoute] = []
         var defaultAgent: (any Agent)?
-        for (i, a) in c.agents.enumerated() {
-            let agent = agents[i]
-            guard let route = a.route else {
+        for (i, (configured, agent)) in zip(c.agents, agents).enumerated() {
+            guard let conditions = configured.route else {
                 if defaultAgent == nil { defaultAgent = agent }
                 continue
             }
-            var rules: [ParleyDispatch.AgentRoute.Rule] = []
-            if let p = route.prefix { rules.append(.prefix(p)) }
-            for (k, v) in route.metadata { rules.append(.metadata(key: k, value: v)) }
-            for ch in route.channels ?? [] { rules.append(.channel(ch)) }
-            guard rules.count == 1, let rule = rules.first else {
-                throw StartupError("agents[\(i)].route: give exactly one condition (prefix, one metadata key, or one channel); got \(rules.count)")
-            }
-            routes.append(ParleyDispatch.AgentRoute(rule, to: agent))
-        }
-        let fallbackAgent: any Agent = defaultAgent ?? agents[0]
-        // Formatter chains: those without `channels` apply everywhere.
-        let everywhere = zip(c.formatters, loaded.formatters).filter { $0.0.channels == nil }.map { $0.1 as any MessageFormatter }
-        var perChannel: [String: [any MessageFormatter]] = [:]
-        if c.formatters.contains(where: { $0.channels != nil }) {
-            for channel in [SocketIOChannel.name, RESTChannel.name] {
-                perChannel[channel] = zip(c.formatters, loaded.formatters)
-                    .filter { $0.0.channels?.contains(channel) ?? true }
-                    .map { $0.1 as any MessageFormatter }
+            do {
+                routes.append(AgentRoute(try conditions.rule(), to: agent))
+            } catch {
+                throw StartupError(key: "agents[\(i)].route", error.description)
             }
         }
+        let chains = FormatterChains(c.formatters, loaded: loaded.formatters, channels: [SocketIOChannel.name, RESTChannel.name])
         // Actions.
         var runner: (any ActionRunner)?
         if let manifestPath = c.actions.manifestPath {
@@ -289,76 +301,39 @@ struct Runtime {
                 let manifest = try ActionManifest.load(path: manifestPath)
                 runner = NativeActionRunner(manifest: manifest, pool: pool, logger: Logger(label: "parley.actions"))
             } catch {
-                throw StartupError("actions.manifest \(manifestPath): \(error)")
+                throw StartupError(key: "actions.manifest", "\(manifestPath): \(error)")
             }
         }
         let dispatcher = Dispatcher(
-            agent: fallbackAgent,
-            routes: routes,
-            formatters: everywhere,
-            channelFormatters: perChannel,
-            store: store,
-            actionRunner: runner,
-            configuration: ParleyDispatch.DispatcherConfiguration(
-                mailboxCapacity: c.dispatcher.mailboxSize,
-                turnDeadline: .milliseconds(Int64(c.dispatcher.turnDeadline * 1000)),
-                fallbackText: c.dispatcher.fallbackText,
-                maxMessageBytes: c.dispatcher.maxMessageBytes,
-                maxMetadataDepth: c.dispatcher.maxMetadataDepth,
-                maxMetadataBytes: c.dispatcher.maxMetadataBytes,
-                sessionExpirationMinutes: c.session.expirationMinutes,
-                carryOverSlotsToNewSession: c.session.carryOverSlots,
-                idleEvictionSeconds: c.dispatcher.idleEviction,
-                maxResidentConversations: c.dispatcher.maxResidentConversations
-            ),
-            executor: pool,
-            logger: Logger(label: "parley.dispatch")
-        )
+            agent: defaultAgent ?? agents[0], routes: routes, formatters: chains.everywhere, channelFormatters: chains.perChannel, store: store,
+            actionRunner: runner, configuration: c.dispatcher, executor: pool, logger: Logger(label: "parley.dispatch"))
         return Runtime(dispatcher: dispatcher, store: store, plugins: host)
     }
 }
 
-/// An agent whose calls run one at a time across all conversations (`thread_safe: false`).
-struct SerializedAgent: Agent {
-    let inner: any Agent
-    let gate = AsyncGate()
+/// The formatter chain of each channel: formatters without `channels` apply on every channel; when some name
+/// channels, each channel gets its own chain of the formatters that apply to it, in configured order.
+struct FormatterChains {
+    /// The chain of channels without a chain of their own.
+    var everywhere: [any MessageFormatter]
+    /// Chains by channel name (empty when no formatter names channels).
+    var perChannel: [String: [any MessageFormatter]] = [:]
 
-    init(_ inner: any Agent) { self.inner = inner }
-
-    var name: String { inner.name }
-    var trackerEventLimit: Int? { inner.trackerEventLimit }
-
-    func respond(to request: AgentRequest) async throws -> AgentReply {
-        await gate.enter()
-        do {
-            let reply = try await inner.respond(to: request)
-            await gate.leave()
-            return reply
-        } catch {
-            await gate.leave()
-            throw error
+    init(_ configured: [FormatterConfiguration], loaded: [any MessageFormatter], channels: [String]) {
+        let pairs = Array(zip(configured, loaded))
+        everywhere = pairs.filter { $0.0.channels == nil }.map(\.1)
+        guard configured.contains(where: { $0.channels != nil }) else { return }
+        for channel in channels {
+            perChannel[channel] = pairs.filter { $0.0.channels?.contains(channel) ?? true }.map(\.1)
         }
     }
 }
 
-/// A FIFO async mutex: `enter()` waits until every earlier holder has called `leave()`.
-actor AsyncGate {
-    private var held = false
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-
-    func enter() async {
-        if !held {
-            held = true
-            return
-        }
-        await withCheckedContinuation { waiters.append($0) }
-    }
-
-    func leave() {
-        if waiters.isEmpty {
-            held = false
-        } else {
-            waiters.removeFirst().resume()
-        }
+/// Where the server's bound port is reported (set before ``ParleyApplication/run()``).
+final class ServerRunningCallback: Sendable {
+    private let value = Mutex<(@Sendable (Int) async -> Void)?>(nil)
+    var callback: (@Sendable (Int) async -> Void)? {
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
     }
 }

@@ -2,7 +2,7 @@ import Foundation
 import HummingbirdCore
 import HummingbirdTLS
 import NIOSSL
-import ParleyConfig
+
 
 /// `server.tls`: loads and checks the PEM certificate chain and private key at startup and wraps the server's
 /// child channel (HTTP/1.1 + Engine.IO) in TLS, so HTTPS and WSS are served on the one configured port.
@@ -12,13 +12,13 @@ import ParleyConfig
 /// an encrypted key, and a key that does not belong to the certificate.
 struct ServerTLS: Sendable {
     /// Where the certificate and key came from (`server.tls`).
-    let source: ParleyConfig.TLSConfiguration
+    let source: TLSConfiguration
     /// The checked NIOSSL server configuration (TLS 1.2 and later).
     let configuration: NIOSSL.TLSConfiguration
 
     /// Loads and checks the certificate chain and private key of `tls`.
     /// - Throws: ``StartupError`` naming the file and the fix.
-    init(_ tls: ParleyConfig.TLSConfiguration) throws {
+    init(_ tls: TLSConfiguration) throws {
         let certPath = tls.certificatePath
         let keyPath = tls.keyPath
         let certBytes = try Self.read(certPath, key: "server.tls.cert", what: "the PEM certificate chain")
