@@ -315,6 +315,14 @@ let package = Package(
             name: "ParleyConfigTests",
             dependencies: ["ParleyConfig", "ParleyServer", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyServerTests",
+            dependencies: [
+                "ParleyServer", "ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "LoadTestTests", dependencies: ["LoadTest", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyChannelsTests",

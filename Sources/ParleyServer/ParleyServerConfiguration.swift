@@ -178,6 +178,12 @@ public struct AgentRouteConditions: Sendable, Hashable {
 public struct RouteError: Error, Sendable, Hashable, CustomStringConvertible {
     /// How many conditions were given.
     public let conditions: Int
+
+    /// A route with `conditions` conditions.
+    public init(conditions: Int) {
+        self.conditions = conditions
+    }
+
     public var description: String {
         "give exactly one condition (prefix, one metadata key, or one channel); got \(conditions)"
     }
