@@ -68,9 +68,18 @@ public protocol EngineConnection: AnyObject, Sendable {
     /// queue would overflow the session is closed with ``EngineCloseReason/slowConsumer``. Messages sent
     /// after close are dropped.
     func send(_ messages: [EngineMessage])
+    /// Runs `work` on the event loop that owns the session: at once when called there, otherwise handed over
+    /// in order with the session's outgoing messages, one loop wake-up per batch. Completions that finish on
+    /// other threads (a turn on a worker) use it to encode and send their output on the loop.
+    func execute(_ work: @escaping @Sendable () -> Void)
     /// Closes the session: the client gets a close packet where the transport allows it, and the delegate's
     /// ``EngineConnectionDelegate/engineConnection(_:didCloseWith:)`` is called once.
     func close()
+}
+
+extension EngineConnection {
+    /// Runs `work` at once (a connection without an event loop of its own).
+    public func execute(_ work: @escaping @Sendable () -> Void) { work() }
 }
 
 /// Receives what happens on one session. Calls for one session are made one at a time, in order,

@@ -106,6 +106,14 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
         }
     }
 
+    func execute(_ work: @escaping @Sendable () -> Void) {
+        if eventLoop.inEventLoop {
+            work()
+        } else {
+            loopOutbox.execute(work)
+        }
+    }
+
     func close() {
         if eventLoop.inEventLoop {
             closeSession(.serverClose)

@@ -1,8 +1,8 @@
 import NIOCore
 import Synchronization
 
-/// Messages for sessions of one event loop, sent from other threads (the dispatcher's workers) with at most
-/// one event-loop task and one wake-up per batch instead of one per message.
+/// Messages for sessions of one event loop, and work to run on it, handed over from other threads (the
+/// dispatcher's workers) with at most one event-loop task and one wake-up per batch instead of one per item.
 ///
 /// `EventLoop.execute` from another thread allocates a task and wakes the loop (a write to its eventfd) for
 /// every call; when many conversations complete turns at once that costs a system call and usually a context
@@ -10,8 +10,13 @@ import Synchronization
 /// loop then sends everything that accumulated, in submission order (per session order is kept because one
 /// session is always served by one loop).
 final class LoopOutbox: Sendable {
+    private enum Item {
+        case send(EngineSession, [EngineMessage])
+        case run(@Sendable () -> Void)
+    }
+
     private struct State {
-        var items: [(EngineSession, [EngineMessage])] = []
+        var items: [Item] = []
         var scheduled = false
     }
 
@@ -24,8 +29,17 @@ final class LoopOutbox: Sendable {
 
     /// Queues `messages` for `session` (whose event loop is this outbox's) from any thread.
     func submit(_ messages: [EngineMessage], to session: EngineSession) {
+        add(.send(session, messages))
+    }
+
+    /// Runs `work` on this outbox's loop, in order with the messages submitted around it, from any thread.
+    func execute(_ work: @escaping @Sendable () -> Void) {
+        add(.run(work))
+    }
+
+    private func add(_ item: Item) {
         let schedule = state.withLock { s in
-            s.items.append((session, messages))
+            s.items.append(item)
             if s.scheduled { return false }
             s.scheduled = true
             return true
@@ -40,7 +54,12 @@ final class LoopOutbox: Sendable {
             defer { s.items.removeAll(keepingCapacity: true) }
             return s.items
         }
-        for (session, messages) in items { session.sendOnLoop(messages) }
+        for item in items {
+            switch item {
+            case .send(let session, let messages): session.sendOnLoop(messages)
+            case .run(let work): work()
+            }
+        }
     }
 }
 

@@ -229,13 +229,16 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         logger.debug("socketio: turn", metadata: ["sid": "\(socket.id)", "sender_id": "\(senderID)", "message_id": "\(message.messageID)"])
         let room = senderID
         turns.submit(message) { [self] result in
-            switch result {
-            case .success(let turn):
-                emit(turn.responses, room: room)
-                logger.debug("socketio: turn done", metadata: ["sender_id": "\(room)", "responses": "\(turn.responses.count)"])
-            case .failure(let error):
-                // A completion may run on another thread: the emit hands the packet to the socket's loop.
-                self.refuse(socket, Refusal.from(error), event: eventName, log: refusals)
+            // The completion runs on a worker thread: the responses are mapped, encoded and sent on the loop that
+            // owns the socket (one hand-off per batch of replies to that loop).
+            socket.execute { [self] in
+                switch result {
+                case .success(let turn):
+                    emit(turn.responses, room: room)
+                    logger.debug("socketio: turn done", metadata: ["sender_id": "\(room)", "responses": "\(turn.responses.count)"])
+                case .failure(let error):
+                    self.refuse(socket, Refusal.from(error), event: eventName, log: refusals)
+                }
             }
         }
     }

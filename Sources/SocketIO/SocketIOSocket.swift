@@ -163,6 +163,13 @@ public final class SocketIOSocket: Sendable {
 
     // MARK: Emitting
 
+    /// Runs `work` on the event loop that owns this socket's session (at once when called there), in order
+    /// with what is being sent to it and batched with other hand-offs to that loop. A completion that finishes
+    /// on another thread uses it so that its output is encoded and sent on the loop, as everything else is.
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        client.connection.execute(work)
+    }
+
     /// Emits an event to this socket. Dropped if the socket is not connected.
     public func emit(_ event: String, _ arguments: SocketIOValue...) {
         emit(event, arguments: arguments)
