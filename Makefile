@@ -8,7 +8,7 @@ CONFIG ?= parley.yml
 # Swift Testing runs suites in parallel; the machine has 2 cores.
 SWIFT_TEST_FLAGS ?= --parallel
 
-.PHONY: all deps build plugins run test test-swift test-python bench fuzz clean
+.PHONY: all deps build plugins run test lint format test-swift test-python bench fuzz clean
 
 all: build plugins
 
@@ -34,8 +34,18 @@ plugins: deps
 run: build plugins
 	$(BIN)/parley serve --config $(CONFIG)
 
-## test: every test (Swift unit + socket tests, then black-box tests with the python-socketio client)
-test: build plugins test-swift test-python
+## test: the format check, every test (Swift unit + socket tests, then black-box tests with the python-socketio client)
+test: lint build plugins test-swift test-python
+
+SWIFT_SOURCES := Sources Tests Benchmarks Plugins/assistant-swift/Sources Fuzz/Sources Package.swift Fuzz/Package.swift
+
+## lint: the Swift sources follow .swift-format (`make format` rewrites them)
+lint:
+	@$(SWIFT) format lint --strict --recursive $(SWIFT_SOURCES) || { echo "make lint: run 'make format' (swift format, configured by .swift-format)"; exit 1; }
+
+## format: rewrite the Swift sources in the .swift-format style
+format:
+	$(SWIFT) format format --in-place --recursive $(SWIFT_SOURCES)
 
 test-swift:
 	$(SWIFT) test $(SWIFT_TEST_FLAGS)

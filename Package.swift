@@ -298,10 +298,14 @@ let package = Package(
         ),
         .testTarget(name: "ParleyWorkersTests", dependencies: ["ParleyWorkers"], swiftSettings: swiftSettings),
         .testTarget(name: "ParleyFuzzTargetsTests", dependencies: ["ParleyFuzzTargets"], swiftSettings: swiftSettings),
-        .testTarget(name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON", "ParleyTesting"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON", "ParleyTesting"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyPluginsTests",
-            dependencies: ["ParleyPlugins", "CParley", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "ParleyPlugins", "CParley", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
@@ -313,7 +317,9 @@ let package = Package(
         ),
         .testTarget(
             name: "ParleyConfigTests",
-            dependencies: ["ParleyConfig", "ParleyServer", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "ParleyConfig", "ParleyServer", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyServerTests",
@@ -323,7 +329,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "LoadTestTests", dependencies: ["LoadTest", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "LoadTestTests", dependencies: ["LoadTest", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: swiftSettings),
         .testTarget(
             name: "ParleyChannelsTests",
             dependencies: [

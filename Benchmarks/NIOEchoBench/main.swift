@@ -128,9 +128,12 @@ let bootstrap = ServerBootstrap(group: group)
     .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
-                    context.pipeline.removeHandler(name: "not-websocket", promise: nil)
-                }))
+                withServerUpgrade: (
+                    upgraders: [upgrader],
+                    completionHandler: { context in
+                        context.pipeline.removeHandler(name: "not-websocket", promise: nil)
+                    }
+                ))
             try channel.pipeline.syncOperations.addHandler(NotWebSocketHandler(), name: "not-websocket")
         }
     }

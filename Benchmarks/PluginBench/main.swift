@@ -42,7 +42,8 @@ func measure(_ label: String, calls: Int, concurrency: Int, _ body: @escaping @S
     let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
     let perCall = seconds / Double(calls) * 1e6
     let padded = label + String(repeating: " ", count: max(0, 48 - label.count))
-    print("\(padded) \((perCall * 100).rounded() / 100) us/call wall  \((cpuPerCall * 100).rounded() / 100) us/call CPU  \(Int(Double(calls) / seconds)) calls/s")
+    print(
+        "\(padded) \((perCall * 100).rounded() / 100) us/call wall  \((cpuPerCall * 100).rounded() / 100) us/call CPU  \(Int(Double(calls) / seconds)) calls/s")
 }
 
 let pool = WorkerPool(threads: 4)

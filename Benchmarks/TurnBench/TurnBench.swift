@@ -211,7 +211,8 @@ struct TurnBench {
                         clientsGroup.addTask {
                             let sender = "c\(k % conversations)"
                             for i in 0..<perClient {
-                                _ = try await dispatcher.handle(UserMessage(text: "message \(i)", senderID: sender, inputChannel: "bench", messageID: "m", timestamp: 0))
+                                _ = try await dispatcher.handle(
+                                    UserMessage(text: "message \(i)", senderID: sender, inputChannel: "bench", messageID: "m", timestamp: 0))
                             }
                         }
                     }
@@ -222,10 +223,14 @@ struct TurnBench {
         }
         let total = perClient * clients
         let s = seconds(elapsed)
-        say("bench store=\(storeName)\(storeName == "sqlite" ? " durability=\(options.string("durability", "full"))" : "") conversations=\(conversations) window=\(window) turns=\(total) seconds=\(String(format3(s))) turns_per_s=\(Int(Double(total) / s)) us_per_turn=\(format3(s / Double(total) * 1e6)) cpu_us_per_turn=\(format3(cpu / Double(total) * 1e6)) turns_per_cpu_s=\(Int(Double(total) / cpu))")
+        say(
+            "bench store=\(storeName)\(storeName == "sqlite" ? " durability=\(options.string("durability", "full"))" : "") conversations=\(conversations) window=\(window) turns=\(total) seconds=\(String(format3(s))) turns_per_s=\(Int(Double(total) / s)) us_per_turn=\(format3(s / Double(total) * 1e6)) cpu_us_per_turn=\(format3(cpu / Double(total) * 1e6)) turns_per_cpu_s=\(Int(Double(total) / cpu))"
+        )
         if let dbPath {
             let written = ioEnd.writeBytes - ioStart.writeBytes
-            say("bench io write_bytes=\(written) write_bytes_per_turn=\(written / max(1, total)) wchar_per_turn=\((ioEnd.wchar - ioStart.wchar) / max(1, total)) db_bytes=\(fileSize(dbPath)) wal_bytes=\(fileSize(dbPath + "-wal"))")
+            say(
+                "bench io write_bytes=\(written) write_bytes_per_turn=\(written / max(1, total)) wchar_per_turn=\((ioEnd.wchar - ioStart.wchar) / max(1, total)) db_bytes=\(fileSize(dbPath)) wal_bytes=\(fileSize(dbPath + "-wal"))"
+            )
             for suffix in ["", "-wal", "-shm"] { unlink(dbPath + suffix) }
         }
     }
@@ -270,9 +275,13 @@ struct TurnBench {
         let s = seconds(elapsed)
         let written = io.writeBytes - ioStart.writeBytes
         let wchar = io.wchar - ioStart.wchar
-        say("store-bench durability=\(options.string("durability", "full")) writers=\(writers) per_append=\(perAppend) events=\(events) seconds=\(format3(s)) events_per_s=\(Int(Double(events) / s)) appends_per_s=\(Int(Double(appends) / s)) cpu_us_per_event=\(format3(cpu / Double(events) * 1e6)) appends_per_commit=\(format3(Double(store.commitStatistics.appends) / Double(max(1, store.commitStatistics.commits))))")
+        say(
+            "store-bench durability=\(options.string("durability", "full")) writers=\(writers) per_append=\(perAppend) events=\(events) seconds=\(format3(s)) events_per_s=\(Int(Double(events) / s)) appends_per_s=\(Int(Double(appends) / s)) cpu_us_per_event=\(format3(cpu / Double(events) * 1e6)) appends_per_commit=\(format3(Double(store.commitStatistics.appends) / Double(max(1, store.commitStatistics.commits))))"
+        )
         // write_bytes: what reached the storage layer (WAL frames + checkpoints); wchar: every write(2).
-        say("store-bench io write_bytes=\(written) write_bytes_per_event=\(written / max(1, events)) write_bytes_per_append=\(written / max(1, appends)) wchar_per_append=\(wchar / max(1, appends)) db_bytes=\(fileSize(path)) wal_bytes=\(fileSize(path + "-wal"))")
+        say(
+            "store-bench io write_bytes=\(written) write_bytes_per_event=\(written / max(1, events)) write_bytes_per_append=\(written / max(1, appends)) wchar_per_append=\(wchar / max(1, appends)) db_bytes=\(fileSize(path)) wal_bytes=\(fileSize(path + "-wal"))"
+        )
         for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
     }
 }

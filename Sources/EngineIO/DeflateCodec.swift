@@ -172,45 +172,47 @@ final class RawInflater {
         }
     }
 
-    private func feed<Bytes: Collection>(_ bytes: Bytes, stream: UnsafeMutablePointer<z_stream>, limit: Int, into output: inout ByteBuffer) throws(DeflateError) where Bytes.Element == UInt8 {
+    private func feed<Bytes: Collection>(_ bytes: Bytes, stream: UnsafeMutablePointer<z_stream>, limit: Int, into output: inout ByteBuffer) throws(DeflateError)
+    where Bytes.Element == UInt8 {
         guard !streamEnded, !bytes.isEmpty else { return }
-        let result: DeflateError? = bytes.withContiguousStorageIfAvailable { inputBytes -> DeflateError? in
-            stream.pointee.next_in = inputBytes.baseAddress.map { UnsafeMutablePointer(mutating: $0) }
-            stream.pointee.avail_in = uInt(inputBytes.count)
-            defer {
-                stream.pointee.next_in = nil
-                stream.pointee.avail_in = 0
-            }
-            while true {
-                let room = min(16384, limit + 1 - output.readableBytes)
-                guard room > 0 else { return .tooLarge(limit: limit) }
-                output.reserveCapacity(minimumWritableBytes: room)
-                let code: Int32 = output.withUnsafeMutableWritableBytes { outputBytes in
-                    stream.pointee.next_out = outputBytes.baseAddress?.assumingMemoryBound(to: Bytef.self)
-                    stream.pointee.avail_out = uInt(room)
-                    return inflate(stream, Z_SYNC_FLUSH)
+        let result: DeflateError? =
+            bytes.withContiguousStorageIfAvailable { inputBytes -> DeflateError? in
+                stream.pointee.next_in = inputBytes.baseAddress.map { UnsafeMutablePointer(mutating: $0) }
+                stream.pointee.avail_in = uInt(inputBytes.count)
+                defer {
+                    stream.pointee.next_in = nil
+                    stream.pointee.avail_in = 0
                 }
-                let written = room - Int(stream.pointee.avail_out)
-                let outputFull = stream.pointee.avail_out == 0
-                stream.pointee.next_out = nil
-                stream.pointee.avail_out = 0
-                output.moveWriterIndex(forwardBy: written)
-                if output.readableBytes > limit { return .tooLarge(limit: limit) }
-                switch code {
-                case Z_STREAM_END:
-                    streamEnded = true
-                    return nil
-                case Z_BUF_ERROR:
-                    return nil  // no progress possible: all input consumed
-                case Z_OK:
-                    if !outputFull && stream.pointee.avail_in == 0 { return nil }
-                default:
-                    let message = zlibMessage(stream, code)
-                    inflateReset(stream)
-                    return .invalidData(message)
+                while true {
+                    let room = min(16384, limit + 1 - output.readableBytes)
+                    guard room > 0 else { return .tooLarge(limit: limit) }
+                    output.reserveCapacity(minimumWritableBytes: room)
+                    let code: Int32 = output.withUnsafeMutableWritableBytes { outputBytes in
+                        stream.pointee.next_out = outputBytes.baseAddress?.assumingMemoryBound(to: Bytef.self)
+                        stream.pointee.avail_out = uInt(room)
+                        return inflate(stream, Z_SYNC_FLUSH)
+                    }
+                    let written = room - Int(stream.pointee.avail_out)
+                    let outputFull = stream.pointee.avail_out == 0
+                    stream.pointee.next_out = nil
+                    stream.pointee.avail_out = 0
+                    output.moveWriterIndex(forwardBy: written)
+                    if output.readableBytes > limit { return .tooLarge(limit: limit) }
+                    switch code {
+                    case Z_STREAM_END:
+                        streamEnded = true
+                        return nil
+                    case Z_BUF_ERROR:
+                        return nil  // no progress possible: all input consumed
+                    case Z_OK:
+                        if !outputFull && stream.pointee.avail_in == 0 { return nil }
+                    default:
+                        let message = zlibMessage(stream, code)
+                        inflateReset(stream)
+                        return .invalidData(message)
+                    }
                 }
-            }
-        } ?? .zlib("non-contiguous input")
+            } ?? .zlib("non-contiguous input")
         if let result { throw result }
     }
 }

@@ -154,7 +154,9 @@ public final class EngineIOServer: Service, Sendable {
             return .text(.badRequest, "Not an accepted origin.", headers: [:])
         }
         if request.method == .options {
-            let headers = configuration.cors.preflightHeaders(origin: request.headers[.origin], requestedHeaders: request.headers[.accessControlRequestHeaders]) ?? corsHeaders
+            let headers =
+                configuration.cors.preflightHeaders(origin: request.headers[.origin], requestedHeaders: request.headers[.accessControlRequestHeaders])
+                ?? corsHeaders
             return EngineHTTPResponse(status: .noContent, headers: headers, body: [])
         }
         let query = request.uri.queryParameters

@@ -550,7 +550,8 @@ final class EngineSession: EngineConnection, NIOScheduledCallbackHandler, @unche
             }
             server.removeSession(self)
         }
-        if case .draining = phase {} else {
+        if case .draining = phase {
+        } else {
             outbox = []
             outboxBytes = 0
         }

@@ -9,7 +9,9 @@ public enum EngineIOFuzzing {
     /// frames are read. Errors are expected; a crash, a hang or unbounded memory is a finding.
     public static func permessageDeflate(offer: String, compressed: [UInt8], split: Int) {
         _ = NegotiatedDeflate.negotiate(offers: [offer], settings: PerMessageDeflate())
-        _ = NegotiatedDeflate.negotiate(offers: offer.split(separator: "\n").map(String.init), settings: PerMessageDeflate(serverNoContextTakeover: true, clientNoContextTakeover: true, maxWindowBits: 9))
+        _ = NegotiatedDeflate.negotiate(
+            offers: offer.split(separator: "\n").map(String.init),
+            settings: PerMessageDeflate(serverNoContextTakeover: true, clientNoContextTakeover: true, maxWindowBits: 9))
         let inflater = RawInflater(windowBits: 15, resetAfterMessage: false)
         let allocator = ByteBufferAllocator()
         var output = allocator.buffer(capacity: 0)

@@ -146,7 +146,8 @@ final class ConnectionLimiter: Sendable {
             guard var e = all[address] else { return }
             e.open -= 1
             // Forget an address with nothing open and a full bucket: the table only holds active clients.
-            let full = limits.connectionsPerSecondPerAddress <= 0
+            let full =
+                limits.connectionsPerSecondPerAddress <= 0
                 || e.tokens + Double((NIODeadline.now() - e.last).nanoseconds) / 1e9 * limits.connectionsPerSecondPerAddress
                     >= Double(max(1, limits.connectionBurstPerAddress))
             if e.open <= 0 && full { all[address] = nil } else { all[address] = e }

@@ -188,7 +188,8 @@ final class LoadConnection: ChannelInboundHandler {
                 guard let event = SocketIOWire.event(p, arrayStart: arrayStart) else { return .fail(.protocol) }
                 if awaitingReply, worker.shared.botEvent.withUnsafeBytes({ SocketIOWire.stringToken(p, event.name, equals: $0) }) {
                     guard let arg = event.firstArgument, p[arg.lowerBound] == UInt8(ascii: "{"),
-                          let text = JSONScanner.member(p, object: arg, key: Self.textKey) else { return .mismatch }
+                        let text = JSONScanner.member(p, object: arg, key: Self.textKey)
+                    else { return .mismatch }
                     let ok = expected.withUnsafeBytes { SocketIOWire.stringToken(p, text, equals: $0) }
                     return ok ? .replied : .mismatch
                 }
@@ -210,7 +211,9 @@ final class LoadConnection: ChannelInboundHandler {
             var pong = payload
             pong.moveReaderIndex(forwardBy: 1)
             let body = pong
-            let frame = WebSocketClientCodec.clientFrame(opcode: WebSocketClientCodec.opText, mask: nextMask(), allocator: allocator, capacity: body.readableBytes + 1) { b in
+            let frame = WebSocketClientCodec.clientFrame(
+                opcode: WebSocketClientCodec.opText, mask: nextMask(), allocator: allocator, capacity: body.readableBytes + 1
+            ) { b in
                 b.writeInteger(UInt8(ascii: "3"))
                 b.writeImmutableBuffer(body)
             }
@@ -282,7 +285,9 @@ final class LoadConnection: ChannelInboundHandler {
         if graceful && wasOpen {
             var body = ByteBuffer()
             body.writeInteger(UInt16(1000))
-            let frame = WebSocketClientCodec.clientFrame(opcode: WebSocketClientCodec.opClose, mask: nextMask(), allocator: context.channel.allocator, capacity: 2) { b in
+            let frame = WebSocketClientCodec.clientFrame(
+                opcode: WebSocketClientCodec.opClose, mask: nextMask(), allocator: context.channel.allocator, capacity: 2
+            ) { b in
                 b.writeImmutableBuffer(body)
             }
             context.write(wrapOutboundOut(frame), promise: nil)

@@ -99,8 +99,10 @@ public struct LoadTestResult: Sendable, Equatable {
         o["completed"] = .int(Int64(completed))
         if scenario == .rtt { o["msgs_per_s"] = Self.round1(rate) }
         if scenario == .connect { o["sessions_per_s"] = Self.round1(rate) }
-        o["lat_us"] = .object(["p50": Self.round1(latency.p50), "p90": Self.round1(latency.p90), "p99": Self.round1(latency.p99),
-                               "max": Self.round1(latency.max), "mean": Self.round1(latency.mean)])
+        o["lat_us"] = .object([
+            "p50": Self.round1(latency.p50), "p90": Self.round1(latency.p90), "p99": Self.round1(latency.p99),
+            "max": Self.round1(latency.max), "mean": Self.round1(latency.mean),
+        ])
         o["errors"] = .int(Int64(errors))
         o["err"] = .object(JSONObject(errorCounts.map { ($0.0, JSONValue.int(Int64($0.1))) }))
         o["other_events"] = .int(Int64(otherEvents))

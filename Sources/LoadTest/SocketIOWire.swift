@@ -82,7 +82,8 @@ public enum SocketIOWire {
         guard let first = argument.first else { return nil }
         if p[first] == UInt8(ascii: "\"") { return argument }
         if p[first] == UInt8(ascii: "{"), let v = JSONScanner.member(p, object: argument, key: Array("session_id".utf8)),
-           p[v.lowerBound] == UInt8(ascii: "\"") {
+            p[v.lowerBound] == UInt8(ascii: "\"")
+        {
             return v
         }
         return nil
@@ -222,7 +223,8 @@ public struct JSONScanner {
                 i += 4
                 if scalar >= 0xD800 && scalar < 0xDC00 {
                     guard i + 6 <= end, p[i] == UInt8(ascii: "\\"), p[i + 1] == UInt8(ascii: "u"),
-                          let low = hex4(p, i + 2, end), low >= 0xDC00 && low < 0xE000 else { return false }
+                        let low = hex4(p, i + 2, end), low >= 0xDC00 && low < 0xE000
+                    else { return false }
                     i += 6
                     scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
                 }

@@ -52,7 +52,8 @@ public enum WebSocketClientCodec {
     public static func nextFrame(from buffer: inout ByteBuffer) throws(WebSocketClientError) -> WebSocketInboundFrame? {
         let start = buffer.readerIndex
         guard let b0 = buffer.getInteger(at: start, as: UInt8.self),
-              let b1 = buffer.getInteger(at: start + 1, as: UInt8.self) else { return nil }
+            let b1 = buffer.getInteger(at: start + 1, as: UInt8.self)
+        else { return nil }
         if b0 & 0x70 != 0 { throw WebSocketClientError("frame with reserved bits 0x\(String(b0 & 0x70, radix: 16)) set (no extension was negotiated)") }
         let opcode = b0 & 0x0F
         let fin = b0 & 0x80 != 0
@@ -234,7 +235,6 @@ public struct SplitMix64: Sendable {
         return z ^ (z >> 31)
     }
 }
-
 
 /// SHA-1 (FIPS 180-4), only for the WebSocket accept value.
 public enum SHA1 {

@@ -297,13 +297,14 @@ final class SayContext: Sendable {
 
 /// The handler behind every `say` closure: `args[0]` points at the `const char *` argument, `userData` is the
 /// call's ``SayContext`` (kept alive by the call for as long as the closure exists).
-private let sayTrampoline: @convention(c) (
-    UnsafeMutablePointer<ffi_cif>?, UnsafeMutableRawPointer?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutableRawPointer?
-) -> Void = { _, _, args, userData in
-    guard let userData, let args, let first = args[0] else { return }
-    let text = first.load(as: UnsafePointer<CChar>?.self)
-    Unmanaged<SayContext>.fromOpaque(userData).takeUnretainedValue().receive(text)
-}
+private let sayTrampoline:
+    @convention(c) (
+        UnsafeMutablePointer<ffi_cif>?, UnsafeMutableRawPointer?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutableRawPointer?
+    ) -> Void = { _, _, args, userData in
+        guard let userData, let args, let first = args[0] else { return }
+        let text = first.load(as: UnsafePointer<CChar>?.self)
+        Unmanaged<SayContext>.fromOpaque(userData).takeUnretainedValue().receive(text)
+    }
 
 extension FFIType {
     /// The libffi type descriptor (`bool` is passed as a byte, `cstring` and `say` as pointers).

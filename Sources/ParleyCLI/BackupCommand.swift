@@ -37,7 +37,10 @@ struct BackupCommand: ParsableCommand {
                 throw ExitCode(78)
             }
             guard configuration.store.kind == .sqlite else {
-                FileHandle.standardError.write(Data("parley: \(config ?? "parley.yml"): store.type is \(configuration.store.kind.rawValue); only the sqlite store has a file to back up\n".utf8))
+                FileHandle.standardError.write(
+                    Data(
+                        "parley: \(config ?? "parley.yml"): store.type is \(configuration.store.kind.rawValue); only the sqlite store has a file to back up\n"
+                            .utf8))
                 throw ExitCode(64)
             }
             source = configuration.store.path

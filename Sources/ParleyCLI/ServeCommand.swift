@@ -48,12 +48,16 @@ struct ServeCommand: AsyncParsableCommand {
             c.server.host = host
         }
         if let port {
-            guard (0...65535).contains(port) else { throw ConfigError(file: cli, keyPath: "--port", message: "expected a TCP port number between 0 and 65535, got \(port)") }
+            guard (0...65535).contains(port) else {
+                throw ConfigError(file: cli, keyPath: "--port", message: "expected a TCP port number between 0 and 65535, got \(port)")
+            }
             c.server.port = port
         }
         if let logLevel {
             guard let l = LoggingConfiguration.Level(rawValue: logLevel.lowercased()) else {
-                throw ConfigError(file: cli, keyPath: "--log-level", message: "expected one of \(LoggingConfiguration.Level.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(logLevel)\"")
+                throw ConfigError(
+                    file: cli, keyPath: "--log-level",
+                    message: "expected one of \(LoggingConfiguration.Level.allCases.map(\.rawValue).joined(separator: ", ")), got \"\(logLevel)\"")
             }
             c.logging.level = l
         }

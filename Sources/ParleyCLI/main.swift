@@ -12,12 +12,12 @@ struct Parley: AsyncParsableCommand {
             ServeCommand.self,
             VersionCommand.self,
             // ── Subcommands from other parts (added at merge, keep one per line) ──
-            PluginsCommand.self,      // `parley plugins check`  (Sources/ParleyCLI/PluginsCommand.swift, branch plugins)
-            FFICallCommand.self,      // `parley ffi-call`       (Sources/ParleyCLI/FFICallCommand.swift, branch actions)
-            LoadTestCommand.self,     // `parley loadtest`       (Sources/ParleyCLI/LoadTestCommand.swift, branch bench)
-            BackupCommand.self,       // `parley backup`         (Sources/ParleyCLI/BackupCommand.swift)
-            ShellCommand.self,        // `parley shell`          (Sources/ParleyCLI/ShellCommand.swift)
-            // ── end of subcommands from other parts ──
+            PluginsCommand.self,  // `parley plugins check`  (Sources/ParleyCLI/PluginsCommand.swift, branch plugins)
+            FFICallCommand.self,  // `parley ffi-call`       (Sources/ParleyCLI/FFICallCommand.swift, branch actions)
+            LoadTestCommand.self,  // `parley loadtest`       (Sources/ParleyCLI/LoadTestCommand.swift, branch bench)
+            BackupCommand.self,  // `parley backup`         (Sources/ParleyCLI/BackupCommand.swift)
+            ShellCommand.self,  // `parley shell`          (Sources/ParleyCLI/ShellCommand.swift)
+                // ── end of subcommands from other parts ──
         ],
         defaultSubcommand: nil
     )

@@ -26,7 +26,8 @@ public struct CORSRouteMiddleware<Context: RequestContext>: RouterMiddleware {
         guard !cors.allowedOrigins.isEmpty else { return try await next(request, context) }
         let origin = request.headers[.origin]
         guard let headers = cors.responseHeaders(origin: origin) else {
-            return HTTPJSON.error(.forbidden, reason: "OriginNotAllowed", message: "origin \(origin ?? "") is not allowed; add it to channels.socketio.cors_origins")
+            return HTTPJSON.error(
+                .forbidden, reason: "OriginNotAllowed", message: "origin \(origin ?? "") is not allowed; add it to channels.socketio.cors_origins")
         }
         if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
             let preflight = cors.preflightHeaders(origin: origin, requestedHeaders: request.headers[.accessControlRequestHeaders]) ?? headers

@@ -177,4 +177,3 @@ public struct APIConfiguration: Sendable, Hashable {
         return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
     }
 }
-

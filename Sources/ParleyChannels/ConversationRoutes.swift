@@ -46,7 +46,8 @@ public enum ConversationRoutes {
         }
         if api.token != nil, (try? api.authorize(token: query, authorization: header)) != nil { return }
         guard let token = RESTChannel.bearerToken(header) ?? query.map({ String($0) }) else {
-            throw ConversationAPIError(status: 401, reason: "NotAuthenticated", message: "this endpoint needs a token: Authorization: Bearer <the API token or the session's JWT>")
+            throw ConversationAPIError(
+                status: 401, reason: "NotAuthenticated", message: "this endpoint needs a token: Authorization: Bearer <the API token or the session's JWT>")
         }
         switch sessionTokens.verify(token: token) {
         case .success(let identity) where identity.sessionID == id:

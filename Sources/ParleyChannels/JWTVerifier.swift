@@ -158,7 +158,9 @@ public struct JWTVerifier: Sendable {
     public func verify(token: String, now: Date = Date()) -> Result<JWTIdentity, JWTRejection> {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3 else { return .failure(.malformed("expected 3 dot-separated parts, got \(parts.count)")) }
-        guard let headerBytes = Base64URL.decode(parts[0]), let header = try? JSONValue.parse(headerBytes, maxDepth: JSONValue.inputParseDepth), case .object(let h) = header else {
+        guard let headerBytes = Base64URL.decode(parts[0]), let header = try? JSONValue.parse(headerBytes, maxDepth: JSONValue.inputParseDepth),
+            case .object(let h) = header
+        else {
             return .failure(.malformed("the header is not base64url-encoded JSON"))
         }
         guard case .string(let alg)? = h["alg"] else { return .failure(.malformed("the header has no alg")) }

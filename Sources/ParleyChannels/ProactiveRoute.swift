@@ -26,7 +26,8 @@ public enum ProactiveRoute {
         router.post("/conversations/:id/messages") { request, context in
             await ConversationRoutes.respond(status: .accepted) {
                 guard api.token != nil else {
-                    throw ConversationAPIError(status: 403, reason: "NotAuthorized", message: "sending messages over HTTP needs a token: set api.token in the configuration")
+                    throw ConversationAPIError(
+                        status: 403, reason: "NotAuthorized", message: "sending messages over HTTP needs a token: set api.token in the configuration")
                 }
                 try api.authorize(token: request.uri.queryParameters.get("token"), authorization: request.headers[.authorization])
                 let id = try context.parameters.require("id")

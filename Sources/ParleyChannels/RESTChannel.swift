@@ -47,14 +47,16 @@ public struct RESTChannel: Sendable {
             body = try await request.body.collect(upTo: maxBodySize)
         } catch is NIOTooManyBytesError {
             logger.info("rest: body too large", metadata: ["limit": "\(maxBodySize)"])
-            return HTTPJSON.error(.contentTooLarge, reason: "PayloadTooLarge", message: "the request body is larger than \(maxBodySize) bytes (channels.rest.max_body_size)")
+            return HTTPJSON.error(
+                .contentTooLarge, reason: "PayloadTooLarge", message: "the request body is larger than \(maxBodySize) bytes (channels.rest.max_body_size)")
         } catch {
             return HTTPJSON.error(.badRequest, reason: "BadRequest", message: "could not read the request body: \(error)")
         }
         var identity: JWTIdentity?
         if let jwt {
             guard let token = Self.bearerToken(request.headers[.authorization]) else {
-                return HTTPJSON.error(.unauthorized, reason: "NotAuthenticated", message: "this channel needs a JWT: send the header Authorization: Bearer <token>")
+                return HTTPJSON.error(
+                    .unauthorized, reason: "NotAuthenticated", message: "this channel needs a JWT: send the header Authorization: Bearer <token>")
             }
             switch jwt.verify(token: token) {
             case .success(let verified): identity = verified
@@ -96,7 +98,10 @@ public struct RESTChannel: Sendable {
         }
         if let session = identity?.sessionID, session != message.senderID {
             logger.info("rest: sender is not the token's session; refused", metadata: ["sender_id": "\(message.senderID)", "token_session": "\(session)"])
-            return Reply(status: .forbidden, body: HTTPJSON.errorBody(.forbidden, reason: "NotAuthorized", message: "this token may only write as sender \(JSONValue.string(session).serialized)"))
+            return Reply(
+                status: .forbidden,
+                body: HTTPJSON.errorBody(
+                    .forbidden, reason: "NotAuthorized", message: "this token may only write as sender \(JSONValue.string(session).serialized)"))
         }
         logger.debug("rest: message", metadata: ["sender_id": "\(message.senderID)", "message_id": "\(message.messageID)"])
         do {
@@ -110,10 +115,14 @@ public struct RESTChannel: Sendable {
         } catch let error as DispatchError where error.code == .mailboxFull {
             ChannelMetrics.refused(code: "mailbox_full")
             logger.info("rest: message refused", metadata: ["sender_id": "\(message.senderID)", "error": "\(error)"])
-            return Reply(status: .tooManyRequests, body: HTTPJSON.errorBody(.tooManyRequests, reason: "MailboxFull", message: "\(error); wait for the answers to the earlier messages"))
+            return Reply(
+                status: .tooManyRequests,
+                body: HTTPJSON.errorBody(.tooManyRequests, reason: "MailboxFull", message: "\(error); wait for the answers to the earlier messages"))
         } catch {
             logger.warning("rest: message refused", metadata: ["sender_id": "\(message.senderID)", "error": "\(error)"])
-            return Reply(status: .serviceUnavailable, body: HTTPJSON.errorBody(.serviceUnavailable, reason: "MessageRefused", message: "the message was not handled: \(error)"))
+            return Reply(
+                status: .serviceUnavailable,
+                body: HTTPJSON.errorBody(.serviceUnavailable, reason: "MessageRefused", message: "the message was not handled: \(error)"))
         }
     }
 

@@ -73,13 +73,17 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
                 case .failure(let rejection):
                     logger.info(
                         "socketio: connection rejected",
-                        metadata: ["engineio.sid": "\(socket.handshake.engineID)", "reason": "\(rejection)", "remote": "\(socket.handshake.engine.remoteAddress ?? "?")"])
+                        metadata: [
+                            "engineio.sid": "\(socket.handshake.engineID)", "reason": "\(rejection)",
+                            "remote": "\(socket.handshake.engine.remoteAddress ?? "?")",
+                        ])
                     return .refuse(message: Self.rejectionMessage)
                 }
             }
         }
         namespace.onConnection { [self] socket in
-            logger.debug("socketio: connected", metadata: ["sid": "\(socket.id)", "engineio.sid": "\(socket.handshake.engineID)", "namespace": "\(namespace.name)"])
+            logger.debug(
+                "socketio: connected", metadata: ["sid": "\(socket.id)", "engineio.sid": "\(socket.handshake.engineID)", "namespace": "\(namespace.name)"])
             ChannelMetrics.socketConnected()
             // Per socket, captured by its handlers (which run on the socket's event loop).
             let refusals = RefusalLog()
@@ -88,7 +92,10 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             socket.on(configuration.userMessageEvent) { [self] socket, event in
                 if let bucket, !bucket.take() {
                     refuse(
-                        socket, Refusal("rate_limited", "more than \(configuration.messageBurst) messages at once or \(configuration.messagesPerSecond) per second; slow down"),
+                        socket,
+                        Refusal(
+                            "rate_limited",
+                            "more than \(configuration.messageBurst) messages at once or \(configuration.messagesPerSecond) per second; slow down"),
                         event: configuration.userMessageEvent, log: refusals)
                     return
                 }
@@ -156,7 +163,8 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             sessionID = .string(Identifier.random32Hex())
         }
         if let bound = boundSession(socket), Self.roomName(sessionID) != bound {
-            self.refuse(socket, Refusal("forbidden", "this token may only use session \(JSONValue.string(bound).serialized)"), event: "session_request", log: refusals)
+            self.refuse(
+                socket, Refusal("forbidden", "this token may only use session \(JSONValue.string(bound).serialized)"), event: "session_request", log: refusals)
             return
         }
         if configuration.sessionPersistence {
@@ -213,7 +221,8 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             guard let session = data["session_id"], !session.isFalsy else {
                 refuse(
                     "invalid_input",
-                    "A message without a valid session_id was received. This message will be ignored. Make sure to set a proper session id using the `session_request` socketIO event.")
+                    "A message without a valid session_id was received. This message will be ignored. Make sure to set a proper session id using the `session_request` socketIO event."
+                )
                 return
             }
             senderID = Self.roomName(session)

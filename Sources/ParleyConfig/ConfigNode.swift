@@ -40,10 +40,15 @@ struct ConfigScalar: Sendable {
         if t.hasPrefix("-") { negative = true; t.removeFirst() } else if t.hasPrefix("+") { t.removeFirst() }
         guard !t.isEmpty else { return nil }
         let value: Int64?
-        if t.hasPrefix("0x") { value = Int64(t.dropFirst(2), radix: 16) }
-        else if t.hasPrefix("0o") { value = Int64(t.dropFirst(2), radix: 8) }
-        else if t.allSatisfy({ $0.isASCII && $0.isNumber }) { value = Int64(t) }
-        else { value = nil }
+        if t.hasPrefix("0x") {
+            value = Int64(t.dropFirst(2), radix: 16)
+        } else if t.hasPrefix("0o") {
+            value = Int64(t.dropFirst(2), radix: 8)
+        } else if t.allSatisfy({ $0.isASCII && $0.isNumber }) {
+            value = Int64(t)
+        } else {
+            value = nil
+        }
         guard let value else { return nil }
         return negative ? -value : value
     }
@@ -182,7 +187,8 @@ struct ConfigParser {
             if text[i] == "$", text.index(after: i) < text.endIndex, text[text.index(after: i)] == "{" {
                 let start = text.index(i, offsetBy: 2)
                 guard let close = text[start...].firstIndex(of: "}") else {
-                    throw ConfigError(file: file, keyPath: path, message: "unterminated ${ in \(JSONValue.string(text).serialized); write ${NAME} or ${NAME:-default}")
+                    throw ConfigError(
+                        file: file, keyPath: path, message: "unterminated ${ in \(JSONValue.string(text).serialized); write ${NAME} or ${NAME:-default}")
                 }
                 let inner = text[start..<close]
                 let name: Substring

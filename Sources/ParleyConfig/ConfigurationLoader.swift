@@ -23,9 +23,11 @@ public struct ConfigurationLoader: Sendable {
     public static let sections = ["server", "channels", "agents", "formatters", "actions", "store", "session", "dispatcher", "api", "metrics", "logging"]
 
     /// Rasa's built-in channel names other than the two Parley serves; they are reported as ignored.
-    static let rasaChannels = ["rasa", "callback", "facebook", "slack", "telegram", "twilio", "twilio_voice", "mattermost", "rocketchat",
-                               "botframework", "microsoftbotframework", "webexteams", "hangouts", "cisco", "console", "audiocodes", "genesys",
-                               "vier_cvg", "twilio_media_streams", "browser_audio", "studio_chat", "development_inspector"]
+    static let rasaChannels = [
+        "rasa", "callback", "facebook", "slack", "telegram", "twilio", "twilio_voice", "mattermost", "rocketchat",
+        "botframework", "microsoftbotframework", "webexteams", "hangouts", "cisco", "console", "audiocodes", "genesys",
+        "vier_cvg", "twilio_media_streams", "browser_audio", "studio_chat", "development_inspector",
+    ]
 
     /// Loads the configuration `parley serve` runs with.
     ///
@@ -67,7 +69,9 @@ public struct ConfigurationLoader: Sendable {
     }
 
     /// Parses a Rasa `credentials.yml`: returns the channels it enables and warnings for the sections ignored.
-    public func parseCredentials(yaml: String, file: String = "credentials.yml", baseDirectory: String = ".") throws(ConfigError) -> (ChannelsConfiguration, [String]) {
+    public func parseCredentials(
+        yaml: String, file: String = "credentials.yml", baseDirectory: String = "."
+    ) throws(ConfigError) -> (ChannelsConfiguration, [String]) {
         let root = try ConfigParser(file: file, environment: environment).parse(yaml)
         var reader = try MapReader(root, file: file, path: "", what: "a mapping of channel names (socketio:, rest:, …)")
         var ctx = Context(file: file, base: baseDirectory, environment: environment)
@@ -213,7 +217,9 @@ private struct Context {
         if let v = try r.nonEmptyString("user_message_evt", expected: "an event name") { c.userMessageEvent = v }
         if let v = try r.nonEmptyString("bot_message_evt", expected: "an event name") { c.botMessageEvent = v }
         if let ns = try r.string("namespace", expected: "a namespace such as /chat"), !ns.isEmpty {
-            guard ns.hasPrefix("/") else { throw r.error("namespace", "expected a namespace starting with /, got \(JSONValue.string(ns).serialized); write \"/\(ns)\"") }
+            guard ns.hasPrefix("/") else {
+                throw r.error("namespace", "expected a namespace starting with /, got \(JSONValue.string(ns).serialized); write \"/\(ns)\"")
+            }
             c.namespace = ns
         }
         if let v = try r.bool("session_persistence") { c.sessionPersistence = v }
@@ -241,7 +247,9 @@ private struct Context {
 
         if let origins = try r.stringList("cors_origins", expected: "\"*\" or a list of origins such as https://example.com") {
             for (i, o) in origins.enumerated() where o != "*" && !(o.hasPrefix("http://") || o.hasPrefix("https://")) {
-                throw ConfigError(file: file, keyPath: "\(r.childPath("cors_origins"))[\(i)]", message: "expected \"*\" or an origin such as https://example.com, got \(JSONValue.string(o).serialized)")
+                throw ConfigError(
+                    file: file, keyPath: "\(r.childPath("cors_origins"))[\(i)]",
+                    message: "expected \"*\" or an origin such as https://example.com, got \(JSONValue.string(o).serialized)")
             }
             c.corsOrigins = origins
         }
@@ -291,7 +299,9 @@ private struct Context {
         let keyEnv = try r.nonEmptyString("jwt_key_env", expected: "the name of an environment variable holding the JWT key")
         let given = [inline.map { _ in "jwt_key" }, keyFile.map { _ in "jwt_key_file" }, keyEnv.map { _ in "jwt_key_env" }].compactMap { $0 }
         if given.count > 1 {
-            throw ConfigError(file: file, keyPath: r.childPath(given[1]), message: "give only one of jwt_key, jwt_key_file and jwt_key_env (found \(given.joined(separator: " and ")))")
+            throw ConfigError(
+                file: file, keyPath: r.childPath(given[1]),
+                message: "give only one of jwt_key, jwt_key_file and jwt_key_env (found \(given.joined(separator: " and ")))")
         }
         var key: (String, String)?
         if let inline {
@@ -318,10 +328,12 @@ private struct Context {
         var method = "HS256"
         if let m = try r.string("jwt_method", expected: "one of \(JWTConfiguration.supportedMethods.joined(separator: ", "))") {
             if m.lowercased() == "none" {
-                throw r.error("jwt_method", "\"none\" is never accepted (unsigned tokens); use one of \(JWTConfiguration.supportedMethods.joined(separator: ", "))")
+                throw r.error(
+                    "jwt_method", "\"none\" is never accepted (unsigned tokens); use one of \(JWTConfiguration.supportedMethods.joined(separator: ", "))")
             }
             guard let canonical = JWTConfiguration.supportedMethods.first(where: { $0.lowercased() == m.lowercased() }) else {
-                throw r.error("jwt_method", "expected one of \(JWTConfiguration.supportedMethods.joined(separator: ", ")), got \(JSONValue.string(m).serialized)")
+                throw r.error(
+                    "jwt_method", "expected one of \(JWTConfiguration.supportedMethods.joined(separator: ", ")), got \(JSONValue.string(m).serialized)")
             }
             method = canonical
         }
@@ -366,10 +378,12 @@ private struct Context {
                 throw ConfigError(file: file, keyPath: "\(path).name", message: "missing; every agent needs a name")
             }
             if out.contains(where: { $0.name == name }) {
-                throw ConfigError(file: file, keyPath: "\(path).name", message: "duplicate agent name \(JSONValue.string(name).serialized); names must be unique")
+                throw ConfigError(
+                    file: file, keyPath: "\(path).name", message: "duplicate agent name \(JSONValue.string(name).serialized); names must be unique")
             }
             guard let plugin = try r.nonEmptyString("plugin", expected: "the path of the agent's shared object") else {
-                throw ConfigError(file: file, keyPath: "\(path).plugin", message: "missing; give the path of the agent's shared object (e.g. build/plugins/libmirror.so)")
+                throw ConfigError(
+                    file: file, keyPath: "\(path).plugin", message: "missing; give the path of the agent's shared object (e.g. build/plugins/libmirror.so)")
             }
             var agent = AgentConfiguration(name: name, pluginPath: resolve(plugin))
             agent.deadline = try r.seconds("deadline")
@@ -382,7 +396,8 @@ private struct Context {
                 route.prefix = try rr.nonEmptyString("prefix", expected: "a text prefix such as /admin")
                 if let m = rr.value("metadata") {
                     guard case .object(let o) = m.json else {
-                        throw ConfigError(file: file, keyPath: "\(path).route.metadata", message: "expected a mapping of metadata keys to values, got \(m.shortDescription)")
+                        throw ConfigError(
+                            file: file, keyPath: "\(path).route.metadata", message: "expected a mapping of metadata keys to values, got \(m.shortDescription)")
                     }
                     route.metadata = o
                 }
@@ -405,7 +420,8 @@ private struct Context {
                 throw ConfigError(file: file, keyPath: "\(path).name", message: "missing; every formatter needs a name")
             }
             if out.contains(where: { $0.name == name }) {
-                throw ConfigError(file: file, keyPath: "\(path).name", message: "duplicate formatter name \(JSONValue.string(name).serialized); names must be unique")
+                throw ConfigError(
+                    file: file, keyPath: "\(path).name", message: "duplicate formatter name \(JSONValue.string(name).serialized); names must be unique")
             }
             guard let plugin = try r.nonEmptyString("plugin", expected: "the path of the formatter's shared object") else {
                 throw ConfigError(file: file, keyPath: "\(path).plugin", message: "missing; give the path of the formatter's shared object")
@@ -429,7 +445,8 @@ private struct Context {
     func channelList(_ r: inout MapReader, _ key: String) throws(ConfigError) -> [String]? {
         guard let list = try r.stringList(key, expected: "a list of channel names (socketio, rest)") else { return nil }
         for (i, name) in list.enumerated() where name != "socketio" && name != "rest" {
-            throw ConfigError(file: file, keyPath: "\(r.childPath(key))[\(i)]", message: "expected \"socketio\" or \"rest\", got \(JSONValue.string(name).serialized)")
+            throw ConfigError(
+                file: file, keyPath: "\(r.childPath(key))[\(i)]", message: "expected \"socketio\" or \"rest\", got \(JSONValue.string(name).serialized)")
         }
         return list
     }

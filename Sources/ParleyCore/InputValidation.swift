@@ -78,12 +78,14 @@ public enum InputValidation {
         guard !metadata.isEmpty else { return }
         let depth = JSONValue.object(metadata).nestingDepth
         guard depth <= maxDepth else {
-            throw InputError(.metadataTooDeep, "metadata is nested \(depth) levels deep, the limit is \(maxDepth) (dispatcher.max_metadata_depth); send flatter metadata")
+            throw InputError(
+                .metadataTooDeep, "metadata is nested \(depth) levels deep, the limit is \(maxDepth) (dispatcher.max_metadata_depth); send flatter metadata")
         }
         var bytes: [UInt8] = []
         JSONValue.object(metadata).serialize(into: &bytes)
         guard bytes.count <= maxBytes else {
-            throw InputError(.metadataTooLarge, "metadata is \(bytes.count) bytes of JSON, the limit is \(maxBytes) (dispatcher.max_metadata_bytes); send less metadata")
+            throw InputError(
+                .metadataTooLarge, "metadata is \(bytes.count) bytes of JSON, the limit is \(maxBytes) (dispatcher.max_metadata_bytes); send less metadata")
         }
     }
 

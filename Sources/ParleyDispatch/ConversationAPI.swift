@@ -43,7 +43,8 @@ public struct ConversationAPI: Sendable {
             }
         }
         guard let offered, !offered.isEmpty else {
-            throw ConversationAPIError(status: 401, reason: "NotAuthenticated", message: "this endpoint needs a token: add ?token=<token> or the header Authorization: Bearer <token>")
+            throw ConversationAPIError(
+                status: 401, reason: "NotAuthenticated", message: "this endpoint needs a token: add ?token=<token> or the header Authorization: Bearer <token>")
         }
         guard Self.constantTimeEqual(offered, expected) else {
             throw ConversationAPIError(status: 403, reason: "NotAuthorized", message: "the token is not valid for this server")

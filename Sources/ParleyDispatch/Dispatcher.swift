@@ -122,7 +122,8 @@ public final class Dispatcher: TurnHandler, Service {
 
     /// ``emit(_:to:channel:createConversation:)`` without waiting (for callbacks from plugin threads);
     /// `completion` is called once.
-    public func submitEmit(_ responses: [JSONValue], to senderID: String, channel: String?, createConversation: Bool = false, completion: @escaping Completion) {
+    public func submitEmit(_ responses: [JSONValue], to senderID: String, channel: String?, createConversation: Bool = false, completion: @escaping Completion)
+    {
         enqueue(.emit(responses, channel: channel, create: createConversation, completion), senderID: senderID)
     }
 
@@ -130,8 +131,13 @@ public final class Dispatcher: TurnHandler, Service {
 
     private func enqueue(_ item: WorkItem, senderID: String) {
         let refusal: DispatchError? = scheduler.withLock { s in
-            if s.finished { return DispatchError(.notRunning, senderID: senderID, "dispatcher has stopped (its run() returned); message for conversation \(senderID) refused") }
-            if s.stopping { return DispatchError(.shuttingDown, senderID: senderID, "dispatcher is shutting down; message for conversation \(senderID) refused") }
+            if s.finished {
+                return DispatchError(
+                    .notRunning, senderID: senderID, "dispatcher has stopped (its run() returned); message for conversation \(senderID) refused")
+            }
+            if s.stopping {
+                return DispatchError(.shuttingDown, senderID: senderID, "dispatcher is shutting down; message for conversation \(senderID) refused")
+            }
             return nil
         }
         if let refusal {
@@ -166,9 +172,12 @@ public final class Dispatcher: TurnHandler, Service {
                 // message here would let a flood fill the disk.
                 logger.debug("mailbox full", metadata: ["parley.sender_id": "\(senderID)"])
                 DispatchMetrics.mailboxRejected()
-                item.complete(.failure(DispatchError(
-                    .mailboxFull, senderID: senderID,
-                    "conversation \(senderID) has \(configuration.mailboxCapacity) messages waiting (dispatch.mailboxCapacity); wait for replies before sending more")))
+                item.complete(
+                    .failure(
+                        DispatchError(
+                            .mailboxFull, senderID: senderID,
+                            "conversation \(senderID) has \(configuration.mailboxCapacity) messages waiting (dispatch.mailboxCapacity); wait for replies before sending more"
+                        )))
             case .queued: break
             case .activate: schedule(conversation)
             }
@@ -195,16 +204,16 @@ public final class Dispatcher: TurnHandler, Service {
             await withTaskCancellationHandler {
                 // Drain tasks (children of this group) inherit the executor preference.
                 await withTaskExecutorPreference(executor) {
-                await withDiscardingTaskGroup { group in
-                    group.addTask { await self.watchdogLoop() }
-                    group.addTask { await self.evictionLoop() }
-                    while let batch = await self.nextReady() {
-                        for conversation in batch {
-                            group.addTask { await self.drain(conversation) }
+                    await withDiscardingTaskGroup { group in
+                        group.addTask { await self.watchdogLoop() }
+                        group.addTask { await self.evictionLoop() }
+                        while let batch = await self.nextReady() {
+                            for conversation in batch {
+                                group.addTask { await self.drain(conversation) }
+                            }
                         }
+                        group.cancelAll()
                     }
-                    group.cancelAll()
-                }
                 }
             } onCancel: {
                 self.shutdown(cancel: true)
@@ -344,7 +353,8 @@ public final class Dispatcher: TurnHandler, Service {
             } catch {
                 logger.error("store load failed", metadata: ["parley.sender_id": "\(conversation.id)", "error": "\(error)"])
                 guard claim(conversation, generation: generation) else { return .abandoned }
-                item.complete(.failure(DispatchError(.storeFailed, senderID: conversation.id, "could not load conversation \(conversation.id) from the store: \(error)")))
+                item.complete(
+                    .failure(DispatchError(.storeFailed, senderID: conversation.id, "could not load conversation \(conversation.id) from the store: \(error)")))
                 return .done
             }
         }
@@ -355,13 +365,19 @@ public final class Dispatcher: TurnHandler, Service {
             result = .success(await runTurn(message, tracker: &current, fallbackOnly: false))
         case .expired(let inner):
             guard case .turn(let message, _) = inner else {
-                result = .failure(DispatchError(.deadlineExceeded, senderID: conversation.id, "emit to \(conversation.id) missed the turn deadline (dispatch.turnDeadline); nothing was recorded"))
+                result = .failure(
+                    DispatchError(
+                        .deadlineExceeded, senderID: conversation.id,
+                        "emit to \(conversation.id) missed the turn deadline (dispatch.turnDeadline); nothing was recorded"))
                 break
             }
             result = .success(await runTurn(message, tracker: &current, fallbackOnly: true))
         case .emit(let responses, let channel, let create, _):
             if current.isEmpty && !create {
-                result = .failure(DispatchError(.unknownConversation, senderID: conversation.id, "no conversation \(conversation.id): emit needs a conversation that has had a message"))
+                result = .failure(
+                    DispatchError(
+                        .unknownConversation, senderID: conversation.id, "no conversation \(conversation.id): emit needs a conversation that has had a message")
+                )
             } else {
                 result = .success(await runEmit(responses, channel: channel, tracker: &current))
             }
@@ -391,7 +407,8 @@ public final class Dispatcher: TurnHandler, Service {
                 // Nothing of the turn is stored; drop the in-memory state so the next item reloads it.
                 tracker = nil
                 logger.error("store append failed", metadata: ["parley.sender_id": "\(conversation.id)", "error": "\(error)"])
-                item.complete(.failure(DispatchError(.storeFailed, senderID: conversation.id, "could not record the turn of conversation \(conversation.id): \(error)")))
+                item.complete(
+                    .failure(DispatchError(.storeFailed, senderID: conversation.id, "could not record the turn of conversation \(conversation.id): \(error)")))
                 return .done
             }
             if case .emit(_, let channel, _, _) = item {
@@ -415,7 +432,8 @@ public final class Dispatcher: TurnHandler, Service {
                 item.complete(.success(turn))
             case .failure(let error):
                 logger.error("store append failed", metadata: ["parley.sender_id": "\(conversation.id)", "error": "\(error)"])
-                item.complete(.failure(DispatchError(.storeFailed, senderID: conversation.id, "could not record the turn of conversation \(conversation.id): \(error)")))
+                item.complete(
+                    .failure(DispatchError(.storeFailed, senderID: conversation.id, "could not record the turn of conversation \(conversation.id): \(error)")))
             }
             let waiter = conversation.state.withLock { s in
                 if case .failure = result {
@@ -497,12 +515,15 @@ public final class Dispatcher: TurnHandler, Service {
                         let runner = actionRunner, runner.hasAction(named: name)
                     {
                         let invocation = ActionInvocation(senderID: message.senderID, slots: tracker.slots, latestMessage: tracker.latestMessage)
-                        actionResponses += await runAction(name, runner: runner, invocation: invocation, message: message, record: record, now: now, fallbacks: &fallbacks)
+                        actionResponses += await runAction(
+                            name, runner: runner, invocation: invocation, message: message, record: record, now: now, fallbacks: &fallbacks)
                     }
                 }
                 responses = try await format(reply.responses + actionResponses, channel: message.inputChannel, senderID: message.senderID)
             } catch {
-                logger.error("agent failed; sending the fallback", metadata: ["parley.agent": "\(agent.name)", "parley.sender_id": "\(message.senderID)", "error": "\(error)"])
+                logger.error(
+                    "agent failed; sending the fallback",
+                    metadata: ["parley.agent": "\(agent.name)", "parley.sender_id": "\(message.senderID)", "error": "\(error)"])
                 fallbacks.append(.agentError)
                 responses = [fallbackResponse]
             }
@@ -526,7 +547,8 @@ public final class Dispatcher: TurnHandler, Service {
             }
             return reply.responses
         } catch {
-            logger.error("action failed; sending the fallback", metadata: ["parley.action": "\(name)", "parley.sender_id": "\(message.senderID)", "error": "\(error)"])
+            logger.error(
+                "action failed; sending the fallback", metadata: ["parley.action": "\(name)", "parley.sender_id": "\(message.senderID)", "error": "\(error)"])
             record(TrackerEvent.actionExecutionRejected(name, timestamp: now))
             fallbacks.append(.actionError)
             return [fallbackResponse]
@@ -748,7 +770,9 @@ public final class Dispatcher: TurnHandler, Service {
                 }
             }
             if evicted > 0 {
-                logger.info("conversations evicted from memory: over dispatcher.max_resident_conversations", metadata: ["evicted": "\(evicted)", "resident": "\(map.count)"])
+                logger.info(
+                    "conversations evicted from memory: over dispatcher.max_resident_conversations",
+                    metadata: ["evicted": "\(evicted)", "resident": "\(map.count)"])
             }
             return evicted
         }

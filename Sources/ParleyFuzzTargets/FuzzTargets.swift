@@ -74,6 +74,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     }
 
     static func config(_ data: [UInt8]) {
-        _ = try? ConfigurationLoader(environment: ["PARLEY_FUZZ": "x"]).parse(yaml: String(decoding: data, as: UTF8.self), file: "fuzz.yml", baseDirectory: "/nonexistent")
+        _ = try? ConfigurationLoader(environment: ["PARLEY_FUZZ": "x"]).parse(
+            yaml: String(decoding: data, as: UTF8.self), file: "fuzz.yml", baseDirectory: "/nonexistent")
     }
 }

@@ -137,7 +137,8 @@ final class CallRegistry: Sendable {
                 ? PluginCallError(code: .cancelled, plugin: name, reason: "call cancelled by the host; the late reply will be dropped")
                 : PluginCallError(
                     code: .deadlineExceeded, plugin: name,
-                    reason: "no reply within \(formatDuration(deadline)); sent the fallback, a late reply will be dropped (raise the plugin's deadline or make it faster)"
+                    reason:
+                        "no reply within \(formatDuration(deadline)); sent the fallback, a late reply will be dropped (raise the plugin's deadline or make it faster)"
                 )
             r.expired = true
             r.owner.updateStatistics { $0.expired += 1 }

@@ -168,7 +168,8 @@ public final class PluginHost: Sendable {
                 }
             }
         } catch {
-            throw fail(.initFailed, "\(PARLEY_PLUGIN_INIT_SYMBOL) did not return within \(formatDuration(configuration.initDeadline)) (\(error)); it must not block")
+            throw fail(
+                .initFailed, "\(PARLEY_PLUGIN_INIT_SYMBOL) did not return within \(formatDuration(configuration.initDeadline)) (\(error)); it must not block")
         }
         guard let defPointer = defBox.pointer else {
             throw fail(.initReturnedNull, "\(PARLEY_PLUGIN_INIT_SYMBOL) returned NULL: the plugin refused to load (see its log lines above; check its config)")
@@ -221,7 +222,10 @@ public final class PluginHost: Sendable {
         let name = config.name ?? ownName
         if let expectedKind, expectedKind != kind {
             let list = expectedKind == .agent ? "formatters" : "agents"
-            throw await refuse(.wrongKind, "\"\(name)\" is \(kind == .agent ? "an agent" : "a formatter") but is configured as \(expectedKind == .agent ? "an agent" : "a formatter"); list it under \(list)")
+            throw await refuse(
+                .wrongKind,
+                "\"\(name)\" is \(kind == .agent ? "an agent" : "a formatter") but is configured as \(expectedKind == .agent ? "an agent" : "a formatter"); list it under \(list)"
+            )
         }
         let plugin = LoadedPlugin(
             name: name, definition: definition, path: path, kind: kind,
@@ -233,7 +237,8 @@ public final class PluginHost: Sendable {
             return nil
         }
         if let clash {
-            throw await refuse(.duplicateName, "plugin name \"\(name)\" is already used by \(clash.path); give one of them another name (name: in the configuration)")
+            throw await refuse(
+                .duplicateName, "plugin name \"\(name)\" is already used by \(clash.path); give one of them another name (name: in the configuration)")
         }
         instance.name = name
         logger.info("plugin loaded: \(plugin)")

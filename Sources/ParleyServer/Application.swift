@@ -69,13 +69,16 @@ public struct ParleyApplication: Service {
         groupConfiguration.maximumGracefulShutdownDuration = .milliseconds(Int64(configuration.server.shutdownTimeout * 1000))
         let group = ServiceGroup(configuration: groupConfiguration)
         let host = configuration.server.host, port = configuration.server.port
-        logger.info("starting", metadata: ["agents": "\(configuration.agents.map(\.name).joined(separator: ","))", "store": "\(configuration.store.kind.rawValue)"])
+        logger.info(
+            "starting", metadata: ["agents": "\(configuration.agents.map(\.name).joined(separator: ","))", "store": "\(configuration.store.kind.rawValue)"])
         do {
             try await group.run()
         } catch let error as IOError where error.errnoCode == EADDRINUSE {
-            throw StartupError(key: "server.port", "\(host):\(port): the address is already in use; stop the other process or choose another port (--port or server.port)")
+            throw StartupError(
+                key: "server.port", "\(host):\(port): the address is already in use; stop the other process or choose another port (--port or server.port)")
         } catch let error as IOError where error.errnoCode == EACCES {
-            throw StartupError(key: "server.port", "\(host):\(port): permission denied; ports below 1024 need privileges, choose another (--port or server.port)")
+            throw StartupError(
+                key: "server.port", "\(host):\(port): permission denied; ports below 1024 need privileges, choose another (--port or server.port)")
         } catch let error as IOError {
             throw StartupError(key: "server", "\(host):\(port): \(error)")
         }
@@ -110,7 +113,8 @@ public struct ParleyApplication: Service {
         var engines: [EngineIOServer] = []
         if let socketConfig = configuration.channels.socketIO {
             let jwt = try await Self.verifier(socketConfig.jwt, section: "channels.socketio")
-            let io = SocketIOServer(configuration: socketConfig.socketIO, scheduler: EventLoopScheduler(group: eventLoops), logger: Logger(label: "parley.socketio"))
+            let io = SocketIOServer(
+                configuration: socketConfig.socketIO, scheduler: EventLoopScheduler(group: eventLoops), logger: Logger(label: "parley.socketio"))
             _ = SocketIOChannel(
                 server: io, configuration: socketConfig, turns: runtime.dispatcher, jwt: jwt, outputs: runtime.dispatcher.outputs,
                 logger: Logger(label: "parley.socketio"))
@@ -131,10 +135,13 @@ public struct ParleyApplication: Service {
             ConversationRoutes.add(to: router, api: api, sessionTokens: sessionTokens)
             ProactiveRoute.add(to: router, api: api, dispatcher: runtime.dispatcher)
             if apiConfig.token == nil && !apiConfig.sessionToken {
-                logger.info("conversation API on without a token: the server listens on a loopback address only (set api.token before listening on a public address)")
+                logger.info(
+                    "conversation API on without a token: the server listens on a loopback address only (set api.token before listening on a public address)")
             }
         } else if apiConfig.enabled {
-            logger.warning("conversation API off: the server listens on \(configuration.server.host), not loopback only, and api.token is not set; set api.token (or api.session_token) to serve history")
+            logger.warning(
+                "conversation API off: the server listens on \(configuration.server.host), not loopback only, and api.token is not set; set api.token (or api.session_token) to serve history"
+            )
         }
 
         let host = configuration.server.host

@@ -3,7 +3,6 @@ import HummingbirdCore
 import HummingbirdTLS
 import NIOSSL
 
-
 /// `server.tls`: loads and checks the PEM certificate chain and private key at startup and wraps the server's
 /// child channel (HTTP/1.1 + Engine.IO) in TLS, so HTTPS and WSS are served on the one configured port.
 ///
@@ -32,7 +31,8 @@ struct ServerTLS: Sendable {
         }
         guard !chain.isEmpty else {
             throw StartupError(
-                "server.tls.cert \(certPath): no PEM certificate in the file (expected -----BEGIN CERTIFICATE-----); give the certificate chain in PEM form, the server's certificate first")
+                "server.tls.cert \(certPath): no PEM certificate in the file (expected -----BEGIN CERTIFICATE-----); give the certificate chain in PEM form, the server's certificate first"
+            )
         }
 
         let privateKey: NIOSSLPrivateKey
@@ -41,10 +41,12 @@ struct ServerTLS: Sendable {
         } catch {
             if String(decoding: keyBytes, as: UTF8.self).contains("ENCRYPTED") {
                 throw StartupError(
-                    "server.tls.key \(keyPath): the private key is encrypted; give an unencrypted PEM key (openssl pkey -in \(keyPath) -out key-decrypted.pem) and protect it with file permissions")
+                    "server.tls.key \(keyPath): the private key is encrypted; give an unencrypted PEM key (openssl pkey -in \(keyPath) -out key-decrypted.pem) and protect it with file permissions"
+                )
             }
             throw StartupError(
-                "server.tls.key \(keyPath): no PEM private key in the file (expected -----BEGIN PRIVATE KEY----- or -----BEGIN EC/RSA PRIVATE KEY-----); give the private key of the certificate in PEM form")
+                "server.tls.key \(keyPath): no PEM private key in the file (expected -----BEGIN PRIVATE KEY----- or -----BEGIN EC/RSA PRIVATE KEY-----); give the private key of the certificate in PEM form"
+            )
         }
 
         var configuration = NIOSSL.TLSConfiguration.makeServerConfiguration(

@@ -43,18 +43,20 @@ final class Checkpointer: Sendable {
     /// Installs the WAL hook on a connection of the store (called for each connection GRDB opens; readers
     /// never commit, so the hook only fires on the writer).
     func install(on db: OpaquePointer) {
-        sqlite3_wal_hook(db, { context, db, name, pages in
-            guard let context else { return SQLITE_OK }
-            let checkpointer = Unmanaged<Checkpointer>.fromOpaque(context).takeUnretainedValue()
-            guard pages >= checkpointer.softLimit else { return SQLITE_OK }
-            if pages < checkpointer.hardLimit && checkpointer.averageBatch.load(ordering: .relaxed) >= 200 {
-                checkpointer.request()
-            } else {
-                // Nobody waits, or the background checkpoint is far behind: the writer checkpoints itself.
-                _ = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
-            }
-            return SQLITE_OK
-        }, Unmanaged.passUnretained(self).toOpaque())
+        sqlite3_wal_hook(
+            db,
+            { context, db, name, pages in
+                guard let context else { return SQLITE_OK }
+                let checkpointer = Unmanaged<Checkpointer>.fromOpaque(context).takeUnretainedValue()
+                guard pages >= checkpointer.softLimit else { return SQLITE_OK }
+                if pages < checkpointer.hardLimit && checkpointer.averageBatch.load(ordering: .relaxed) >= 200 {
+                    checkpointer.request()
+                } else {
+                    // Nobody waits, or the background checkpoint is far behind: the writer checkpoints itself.
+                    _ = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+                }
+                return SQLITE_OK
+            }, Unmanaged.passUnretained(self).toOpaque())
     }
 
     /// Runs a PASSIVE checkpoint on the checkpointer's thread unless one is already pending.

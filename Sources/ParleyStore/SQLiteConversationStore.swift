@@ -416,7 +416,9 @@ public final class SQLiteConversationStore: ConversationStore {
     public func events(of senderID: String, types: Set<String>?) async throws -> [JSONValue]? {
         let typeFilter: String? = types.map { types in
             // Event type names are plain identifiers; anything else cannot match a stored type.
-            let names = types.filter { !$0.isEmpty && $0.utf8.allSatisfy { $0 == UInt8(ascii: "_") || (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) } }
+            let names = types.filter {
+                !$0.isEmpty && $0.utf8.allSatisfy { $0 == UInt8(ascii: "_") || (0x30...0x39).contains($0) || (0x61...0x7A).contains($0) }
+            }
             let list = names.sorted().map { "'\($0)'" }.joined(separator: ", ")
             return "(\(list.isEmpty ? "NULL" : list))"
         }
@@ -525,7 +527,11 @@ public final class SQLiteConversationStore: ConversationStore {
             return true
         }
         guard let startWriter else {
-            done(.failure(StoreError(code: .other, path: configuration.path, description: "conversation store \(configuration.path): closed (the server is stopping); the turn was not recorded")))
+            done(
+                .failure(
+                    StoreError(
+                        code: .other, path: configuration.path,
+                        description: "conversation store \(configuration.path): closed (the server is stopping); the turn was not recorded")))
             return
         }
         guard startWriter else { return }
@@ -584,7 +590,7 @@ public final class SQLiteConversationStore: ConversationStore {
                 }
                 for w in batch { w.done(.success(())) }
                 committedRows = batch.reduce(0) { $0 + $1.rows.count }
-            } catch where batch.count > 1 {
+            } catch  where batch.count > 1 {
                 // Find which appends fail on their own; the others still get written.
                 for w in batch {
                     do {
@@ -790,25 +796,33 @@ public final class SQLiteConversationStore: ConversationStore {
         case .SQLITE_NOTADB, .SQLITE_CORRUPT:
             return StoreError(
                 code: .corrupt, path: path,
-                description: "conversation store \(path): the file is not a SQLite database or is damaged (\(detail)); move it away to start empty, or set store.path to another file")
+                description:
+                    "conversation store \(path): the file is not a SQLite database or is damaged (\(detail)); move it away to start empty, or set store.path to another file"
+            )
         case .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_AUTH:
             return StoreError(
                 code: .readOnly, path: path,
-                description: "conversation store \(path): the file is read-only (\(detail)); make it and its directory writable, or set store.path to a writable file")
+                description:
+                    "conversation store \(path): the file is read-only (\(detail)); make it and its directory writable, or set store.path to a writable file")
         case .SQLITE_CANTOPEN:
             if access(path, F_OK) == 0 {
                 return StoreError(
                     code: .readOnly, path: path,
-                    description: "conversation store \(path): the file cannot be opened for writing (\(detail)); make it and its directory writable, or set store.path to a writable file")
+                    description:
+                        "conversation store \(path): the file cannot be opened for writing (\(detail)); make it and its directory writable, or set store.path to a writable file"
+                )
             }
             return StoreError(
                 code: .cannotOpen, path: path,
-                description: "conversation store \(path): cannot create the file (\(detail)); check that the directory exists and is writable, or set store.path")
+                description:
+                    "conversation store \(path): cannot create the file (\(detail)); check that the directory exists and is writable, or set store.path")
         case .SQLITE_FULL:
             return StoreError(code: .full, path: path, description: "conversation store \(path): disk full (\(detail)); free space on the disk")
         default:
             if detail.contains("unknown migration") || detail.contains("newer") {
-                return StoreError(code: .newerSchema, path: path, description: "conversation store \(path): written by a newer Parley (\(detail)); use that version or another file")
+                return StoreError(
+                    code: .newerSchema, path: path,
+                    description: "conversation store \(path): written by a newer Parley (\(detail)); use that version or another file")
             }
             return StoreError(code: .other, path: path, description: "conversation store \(path): \(detail)")
         }
@@ -819,7 +833,9 @@ public final class SQLiteConversationStore: ConversationStore {
         if let db = error as? DatabaseError, db.resultCode.primaryResultCode == .SQLITE_FULL {
             return StoreError(
                 code: .full, path: path,
-                description: "conversation store \(path): disk full, the turn was not recorded (nothing of it was written); free space on the disk or raise store.maxPageCount")
+                description:
+                    "conversation store \(path): disk full, the turn was not recorded (nothing of it was written); free space on the disk or raise store.maxPageCount"
+            )
         }
         return openError(error, path: path)
     }
@@ -854,10 +870,13 @@ extension SQLiteConversationStore {
     ///   or not writable, a damaged copy.
     public static func backup(from source: String, to destination: String) throws -> BackupSummary {
         guard FileManagerShim.exists(source) else {
-            throw StoreError(code: .cannotOpen, path: source, description: "conversation store \(source): no such file; give the store.path of the running server (or --config)")
+            throw StoreError(
+                code: .cannotOpen, path: source,
+                description: "conversation store \(source): no such file; give the store.path of the running server (or --config)")
         }
         guard !FileManagerShim.exists(destination) else {
-            throw StoreError(code: .cannotOpen, path: destination, description: "backup \(destination): the file exists; choose a new file name (a backup never overwrites)")
+            throw StoreError(
+                code: .cannotOpen, path: destination, description: "backup \(destination): the file exists; choose a new file name (a backup never overwrites)")
         }
         do {
             var readOnly = Configuration()

@@ -173,7 +173,11 @@ public enum ConversationStoreConformance {
                 let failed = Mutex(false)
                 for i in 0..<count {
                     store.append(TurnRecord(senderID: "o", events: [event("user", ["n": .int(Int64(i))])])) { result in
-                        if case .failure(let error) = result, failed.withLock({ f in defer { f = true }; return !f }) {
+                        if case .failure(let error) = result,
+                            failed.withLock({ f in
+                                defer { f = true }; return !f
+                            })
+                        {
                             continuation.resume(throwing: error)
                         } else if counter.increment() == count, !failed.withLock({ $0 }) {
                             continuation.resume()

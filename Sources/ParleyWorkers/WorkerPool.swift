@@ -109,10 +109,11 @@ public final class WorkerPool: BlockingExecutor, @unchecked Sendable {
         let once = Mutex<CheckedContinuation<T, any Error>?>(nil)
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             once.withLock { $0 = continuation }
-            let accepted = push(.closure { [self] in
-                let result = runBlocking { Result { try body() } }
-                once.withLock { $0.take() }?.resume(with: result)
-            })
+            let accepted = push(
+                .closure { [self] in
+                    let result = runBlocking { Result { try body() } }
+                    once.withLock { $0.take() }?.resume(with: result)
+                })
             guard accepted else {
                 once.withLock { $0.take() }?.resume(throwing: WorkerPoolError.shutDown)
                 return
@@ -307,11 +308,13 @@ public final class WorkerPool: BlockingExecutor, @unchecked Sendable {
         available += 1
         let box = Unmanaged.passRetained(ThreadStart(pool: self)).toOpaque()
         var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let start = Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue()
-            start.pool.threadMain()
-            return nil
-        }, box)
+        let rc = pthread_create(
+            &thread, nil,
+            { raw in
+                let start = Unmanaged<ThreadStart>.fromOpaque(raw!).takeRetainedValue()
+                start.pool.threadMain()
+                return nil
+            }, box)
         if rc != 0 {
             Unmanaged<ThreadStart>.fromOpaque(box).release()
             started -= 1

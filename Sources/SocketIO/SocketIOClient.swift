@@ -37,7 +37,9 @@ final class SocketIOClient: EngineConnectionDelegate, Sendable {
         self.logger = logger
         let config = server.configuration
         self.state = Mutex(
-            State(decoder: SocketIOPacketDecoder(maxAttachments: config.maxAttachments, maxDepth: config.maxPayloadDepth, maxAttachmentBytes: config.maxAttachmentBytes)))
+            State(
+                decoder: SocketIOPacketDecoder(
+                    maxAttachments: config.maxAttachments, maxDepth: config.maxPayloadDepth, maxAttachmentBytes: config.maxAttachmentBytes)))
     }
 
     func start() {

@@ -173,7 +173,6 @@ public struct SocketIOHandshake: Sendable {
     }
 }
 
-
 /// A process-wide byte budget shared by every connection (an atomic counter: clients on every event loop
 /// reserve from it; no lock).
 final class ByteBudget: Sendable {

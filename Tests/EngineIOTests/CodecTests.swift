@@ -3,18 +3,20 @@ import Testing
 
 @Suite("Engine.IO codec (no sockets)")
 struct CodecTests {
-    @Test("every text packet type decodes", arguments: [
-        ("0{}", EnginePacket.open("{}")),
-        ("1", .close),
-        ("2", .ping("")),
-        ("2probe", .ping("probe")),
-        ("3probe", .pong("probe")),
-        ("4hello", .message(.text("hello"))),
-        ("4", .message(.text(""))),
-        ("4€ 😀", .message(.text("€ 😀"))),
-        ("5", .upgrade),
-        ("6", .noop),
-    ])
+    @Test(
+        "every text packet type decodes",
+        arguments: [
+            ("0{}", EnginePacket.open("{}")),
+            ("1", .close),
+            ("2", .ping("")),
+            ("2probe", .ping("probe")),
+            ("3probe", .pong("probe")),
+            ("4hello", .message(.text("hello"))),
+            ("4", .message(.text(""))),
+            ("4€ 😀", .message(.text("€ 😀"))),
+            ("5", .upgrade),
+            ("6", .noop),
+        ])
     func decodeText(input: String, expected: EnginePacket) throws {
         #expect(try EngineCodec.decodeText(Array(input.utf8)) == expected)
     }

@@ -34,8 +34,9 @@ struct DeflateNegotiationTests {
         let bounded = try #require(negotiate(["permessage-deflate; client_max_window_bits=10"]))
         #expect(bounded.clientWindowBits == 10 && bounded.serverWindowBits == 15)
         #expect(bounded.responseHeader == "permessage-deflate; client_max_window_bits=10")
-        #expect(negotiate(["permessage-deflate; client_max_window_bits=10"], .init(maxWindowBits: 11))?.responseHeader
-            == "permessage-deflate; client_max_window_bits=10")
+        #expect(
+            negotiate(["permessage-deflate; client_max_window_bits=10"], .init(maxWindowBits: 11))?.responseHeader
+                == "permessage-deflate; client_max_window_bits=10")
     }
 
     @Test func contextTakeoverParameters() throws {
@@ -100,7 +101,8 @@ struct DeflateNegotiationTests {
         // Corrupt input.
         var garbage = allocator.buffer(capacity: 0)
         #expect(throws: DeflateError.self) {
-            try RawInflater(windowBits: 15, resetAfterMessage: false).decompress(ByteBuffer(bytes: [0xFF, 0xFF, 0xFF, 0x00, 0x12]), final: true, limit: 1000, into: &garbage)
+            try RawInflater(windowBits: 15, resetAfterMessage: false).decompress(
+                ByteBuffer(bytes: [0xFF, 0xFF, 0xFF, 0x00, 0x12]), final: true, limit: 1000, into: &garbage)
         }
     }
 }

@@ -12,12 +12,16 @@ import Testing
 struct EmbeddedHandlerTests {
     static let mask = WebSocketMaskingKey([1, 2, 3, 4])!
 
-    static func frame(_ opcode: WebSocketOpcode, _ text: String = "x", fin: Bool = true, masked: Bool = true, rsv1: Bool = false, rsv2: Bool = false) -> WebSocketFrame {
+    static func frame(
+        _ opcode: WebSocketOpcode, _ text: String = "x", fin: Bool = true, masked: Bool = true, rsv1: Bool = false, rsv2: Bool = false
+    ) -> WebSocketFrame {
         maskedFrame(fin: fin, rsv1: rsv1, rsv2: rsv2, opcode: opcode, masked: masked, ByteBuffer(string: text))
     }
 
     /// A frame as a client sends it: `payload` masked with ``mask`` (unless `masked` is false).
-    static func maskedFrame(fin: Bool = true, rsv1: Bool = false, rsv2: Bool = false, opcode: WebSocketOpcode, masked: Bool = true, _ payload: ByteBuffer) -> WebSocketFrame {
+    static func maskedFrame(
+        fin: Bool = true, rsv1: Bool = false, rsv2: Bool = false, opcode: WebSocketOpcode, masked: Bool = true, _ payload: ByteBuffer
+    ) -> WebSocketFrame {
         var data = payload
         if masked { data.webSocketMask(mask) }
         return WebSocketFrame(fin: fin, rsv1: rsv1, rsv2: rsv2, opcode: opcode, maskKey: masked ? mask : nil, data: data)

@@ -65,9 +65,11 @@ struct KeepAliveUpgradeTests {
         }
     }
 
-    @Test("refused upgrades on a reused connection get 400 and a close", arguments: [
-        "/engine.io/?EIO=4&transport=websocket&sid=unknown", "/engine.io/?EIO=3&transport=websocket", "/hello",
-    ])
+    @Test(
+        "refused upgrades on a reused connection get 400 and a close",
+        arguments: [
+            "/engine.io/?EIO=4&transport=websocket&sid=unknown", "/engine.io/?EIO=3&transport=websocket", "/hello",
+        ])
     func refusedUpgrade(target: String) async throws {
         try await TestServer.with { server in
             let connection = try await RawConnection.connect(port: server.port)

@@ -66,7 +66,8 @@ struct WebSocketTests {
             #expect(try await client.waitForCloseFrame(answerPings: true) == 1002)
             await server.expectNoSessions()
             #expect(server.delegate.closeReasons.count == 1)
-            if case .protocolViolation = server.delegate.closeReasons.first {} else {
+            if case .protocolViolation = server.delegate.closeReasons.first {
+            } else {
                 Issue.record("expected a protocol violation, got \(server.delegate.closeReasons)")
             }
         }

@@ -35,11 +35,15 @@ struct WebSocketFramingTests {
         for length in [3, 200, 70000] {
             var wire = ByteBuffer()
             wire.writeInteger(UInt8(0x81))
-            if length < 126 { wire.writeInteger(UInt8(length)) } else if length <= 0xFFFF {
+            if length < 126 {
+                wire.writeInteger(UInt8(length))
+            } else if length <= 0xFFFF {
                 wire.writeInteger(UInt8(126)); wire.writeInteger(UInt16(length))
-            } else { wire.writeInteger(UInt8(127)); wire.writeInteger(UInt64(length)) }
+            } else {
+                wire.writeInteger(UInt8(127)); wire.writeInteger(UInt64(length))
+            }
             wire.writeBytes([UInt8](repeating: 0x61, count: length))
-            wire.writeBytes([0x89, 0x00]) // a ping after it
+            wire.writeBytes([0x89, 0x00])  // a ping after it
             var partial = wire.getSlice(at: 0, length: wire.readableBytes - 3)!
             #expect(try WebSocketClientCodec.nextFrame(from: &partial) == nil)
             let frame = try #require(try WebSocketClientCodec.nextFrame(from: &wire))
@@ -65,11 +69,16 @@ struct WebSocketFramingTests {
     func handshake() {
         #expect(WebSocketHandshake.acceptValue(forKey: "dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
         let ok = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
-        #expect(withBytes(ok + "\u{81}\u{01}0") { WebSocketHandshake.checkResponse($0, key: "dGhlIHNhbXBsZSBub25jZQ==") } == .upgraded(headerLength: ok.utf8.count))
+        #expect(
+            withBytes(ok + "\u{81}\u{01}0") { WebSocketHandshake.checkResponse($0, key: "dGhlIHNhbXBsZSBub25jZQ==") } == .upgraded(headerLength: ok.utf8.count))
         #expect(withBytes(String(ok.dropLast(2))) { WebSocketHandshake.checkResponse($0, key: "dGhlIHNhbXBsZSBub25jZQ==") } == .incomplete)
         let wrong = ok.replacingOccurrences("s3pP", "XXXX")
-        guard case .rejected = withBytes(wrong, { WebSocketHandshake.checkResponse($0, key: "dGhlIHNhbXBsZSBub25jZQ==") }) else { Issue.record("wrong accept passed"); return }
-        guard case .rejected = withBytes("HTTP/1.1 400 Bad Request\r\n\r\n", { WebSocketHandshake.checkResponse($0, key: "k") }) else { Issue.record("400 passed"); return }
+        guard case .rejected = withBytes(wrong, { WebSocketHandshake.checkResponse($0, key: "dGhlIHNhbXBsZSBub25jZQ==") }) else {
+            Issue.record("wrong accept passed"); return
+        }
+        guard case .rejected = withBytes("HTTP/1.1 400 Bad Request\r\n\r\n", { WebSocketHandshake.checkResponse($0, key: "k") }) else {
+            Issue.record("400 passed"); return
+        }
     }
 
     @Test("SHA-1 and base64 against known vectors")
@@ -98,11 +107,14 @@ struct SocketIOWireTests {
 
     @Test("session_confirm: bare id or {session_id}")
     func sessionConfirm() throws {
-        for (packet, sid) in [(#"42["session_confirm","abc123"]"#, #""abc123""#),
-                              (#"42["session_confirm",{"other":[1,{"x":2}],"session_id":"s\"1"}]"#, #""s\"1""#)] {
+        for (packet, sid) in [
+            (#"42["session_confirm","abc123"]"#, #""abc123""#),
+            (#"42["session_confirm",{"other":[1,{"x":2}],"session_id":"s\"1"}]"#, #""s\"1""#),
+        ] {
             let token: String? = withBytes(packet) { p in
                 guard case .socketEvent(let start) = SocketIOWire.classify(p), let e = SocketIOWire.event(p, arrayStart: start),
-                      let arg = e.firstArgument, let r = SocketIOWire.sessionIDToken(p, argument: arg) else { return nil }
+                    let arg = e.firstArgument, let r = SocketIOWire.sessionIDToken(p, argument: arg)
+                else { return nil }
                 let nameOK = Array("session_confirm".utf8).withUnsafeBytes { SocketIOWire.stringToken(p, e.name, equals: $0) }
                 return nameOK ? String(decoding: UnsafeRawBufferPointer(rebasing: p[r]), as: UTF8.self) : nil
             }
@@ -120,7 +132,8 @@ struct SocketIOWireTests {
         func textMatches(_ packet: String, _ expected: String) -> Bool {
             withBytes(packet) { p in
                 guard case .socketEvent(let start) = SocketIOWire.classify(p), let e = SocketIOWire.event(p, arrayStart: start),
-                      let arg = e.firstArgument, let v = JSONScanner.member(p, object: arg, key: Array("text".utf8)) else { return false }
+                    let arg = e.firstArgument, let v = JSONScanner.member(p, object: arg, key: Array("text".utf8))
+                else { return false }
                 return Array(expected.utf8).withUnsafeBytes { SocketIOWire.stringToken(p, v, equals: $0) }
             }
         }

@@ -16,7 +16,8 @@ import Testing
         #expect(try FFICall.run(library: lib, symbol: "fx_greet", signature: "void(cstring,say)", arguments: ["Ada"]) == ["say: hello, Ada", "say: bye"])
         #expect(try FFICall.run(library: lib, symbol: "fx_null_string", signature: "cstring()", arguments: []) == ["NULL"])
         #expect(try FFICall.run(library: lib, symbol: "fx_not", signature: "bool(bool)", arguments: ["false"]) == ["true"])
-        #expect(try FFICall.run(library: lib, symbol: "fx_concat", signature: "cstring(cstring,cstring)", arguments: ["a", "b"], freeFunction: "fx_free") == ["ab"])
+        #expect(
+            try FFICall.run(library: lib, symbol: "fx_concat", signature: "cstring(cstring,cstring)", arguments: ["a", "b"], freeFunction: "fx_free") == ["ab"])
     }
 
     @Test(arguments: [

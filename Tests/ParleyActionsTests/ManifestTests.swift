@@ -8,28 +8,30 @@ import Testing
     }
 
     @Test func loadsEveryKey() throws {
-        let manifest = try Fixture.loadManifest(try yaml("""
-              action_add:
-                symbol: fx_add_double_int32
-                signature: double(double,int32)
-                args: [slot:amount, 15]
-                slot: total
-                reply: "Total: {result:.2f}"
-                timeout: 0.5
-              action_greet:
-                symbol: fx_greet
-                signature: void(cstring,say)
-                args: [entity:name, say]
-              action_len:
-                symbol: fx_strlen
-                signature: int64(cstring)
-                args: ["literal:abc"]
-              action_concat:
-                symbol: fx_concat
-                signature: cstring(cstring,cstring)
-                args: [text, metadata:suffix]
-                free: fx_free
-            """))
+        let manifest = try Fixture.loadManifest(
+            try yaml(
+                """
+                  action_add:
+                    symbol: fx_add_double_int32
+                    signature: double(double,int32)
+                    args: [slot:amount, 15]
+                    slot: total
+                    reply: "Total: {result:.2f}"
+                    timeout: 0.5
+                  action_greet:
+                    symbol: fx_greet
+                    signature: void(cstring,say)
+                    args: [entity:name, say]
+                  action_len:
+                    symbol: fx_strlen
+                    signature: int64(cstring)
+                    args: ["literal:abc"]
+                  action_concat:
+                    symbol: fx_concat
+                    signature: cstring(cstring,cstring)
+                    args: [text, metadata:suffix]
+                    free: fx_free
+                """))
         #expect(manifest.actions.map(\.name) == ["action_add", "action_greet", "action_len", "action_concat"])
         let add = try #require(manifest.action(named: "action_add"))
         #expect(add.arguments == [.slot("amount"), .literal(15)])
@@ -43,7 +45,8 @@ import Testing
 
     @Test func symbolDefaultsToActionNameAndLibraryResolvesNextToManifest() throws {
         // libm by soname; the action name is the symbol.
-        let manifest = try Fixture.loadManifest("""
+        let manifest = try Fixture.loadManifest(
+            """
             actions:
               cbrt:
                 library: libm.so.6
@@ -54,17 +57,19 @@ import Testing
     }
 
     @Test func unknownKeysAndWrongTypesNameFileAndKeyPath() throws {
-        let error = try Fixture.manifestError(try yaml("""
-              action_a:
-                symbol: fx_neg_int32
-                signature: int32(int32)
-                args: [slot:x]
-                repyl: "{result}"
-              action_b:
-                symbol: [fx_neg_int32]
-                signature: int32(int32)
-                args: slot:x
-            """) + "\nextra: 1\n")
+        let error = try Fixture.manifestError(
+            try yaml(
+                """
+                  action_a:
+                    symbol: fx_neg_int32
+                    signature: int32(int32)
+                    args: [slot:x]
+                    repyl: "{result}"
+                  action_b:
+                    symbol: [fx_neg_int32]
+                    signature: int32(int32)
+                    args: slot:x
+                """) + "\nextra: 1\n")
         let text = error.message
         #expect(error.code == .manifest)
         #expect(text.contains("actions.yml:7:5: actions.action_a.repyl: unknown key"))
@@ -97,7 +102,8 @@ import Testing
     }
 
     @Test func missingLibraryAndSymbol() throws {
-        let lib = try Fixture.manifestError("""
+        let lib = try Fixture.manifestError(
+            """
             actions:
               x:
                 library: libdoes-not-exist.so
@@ -109,7 +115,8 @@ import Testing
         #expect(sym.code == .symbol)
         #expect(sym.description.contains("actions.action_nope.symbol: symbol 'fx_nope' not found"))
         #expect(sym.action == "action_nope")
-        let free = try Fixture.manifestError(try yaml("  c:\n    symbol: fx_concat\n    signature: cstring(cstring,cstring)\n    args: [text, text]\n    free: no_free\n"))
+        let free = try Fixture.manifestError(
+            try yaml("  c:\n    symbol: fx_concat\n    signature: cstring(cstring,cstring)\n    args: [text, text]\n    free: no_free\n"))
         #expect(free.description.contains("actions.c.free: symbol 'no_free' not found"))
         let noLibrary = try Fixture.manifestError("actions:\n  x:\n    signature: void()\n")
         #expect(noLibrary.description.contains("actions.x.library: missing"))
@@ -128,13 +135,15 @@ import Testing
     }
 
     @Test func everyProblemIsListed() throws {
-        let error = try Fixture.manifestError(try yaml("""
-              a:
-                signature: double(float)
-              b:
-                signature: int32(int32)
-                args: [slots:x]
-            """))
+        let error = try Fixture.manifestError(
+            try yaml(
+                """
+                  a:
+                    signature: double(float)
+                  b:
+                    signature: int32(int32)
+                    args: [slots:x]
+                """))
         #expect(error.message.split(separator: "\n").count == 2)
         #expect(error.action == nil)
     }

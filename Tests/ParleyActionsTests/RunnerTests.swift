@@ -12,7 +12,8 @@ import Testing
     }
 
     @Test func tipFromSlotsSetsSlotAndReplies() async throws {
-        let runner = try runner("""
+        let runner = try runner(
+            """
               action_tip:
                 symbol: fx_add_double_int32
                 signature: double(double,int32)
@@ -28,7 +29,8 @@ import Testing
     }
 
     @Test func sourcesFromEntitiesMetadataTextAndLiterals() async throws {
-        let runner = try runner("""
+        let runner = try runner(
+            """
               concat_text_meta:
                 symbol: fx_concat
                 signature: cstring(cstring,cstring)
@@ -58,7 +60,8 @@ import Testing
     }
 
     @Test func sayMessagesComeBeforeTheReply() async throws {
-        let runner = try runner("""
+        let runner = try runner(
+            """
               two:
                 symbol: fx_two_says
                 signature: int32(say,int32,say)
@@ -70,7 +73,8 @@ import Testing
     }
 
     @Test func sayReachesTheRightConversationWhenTwoCallConcurrently() async throws {
-        let runner = try runner("""
+        let runner = try runner(
+            """
               rendezvous:
                 symbol: fx_rendezvous
                 signature: int32(cstring,say)
@@ -102,14 +106,15 @@ import Testing
         }
     }
 
-    @Test(arguments: [
-        (JSONObject(), "argument 1 (slot:amount, double): slot 'amount' is not set"),
-        (["amount": nil], "slot 'amount' is not set"),
-        (["amount": "42", "percent": 15], "argument 1 (slot:amount, double): expected a number, got the string \"42\""),
-        (["amount": 42, "percent": 15.5], "argument 2 (slot:percent, int32): 15.5 is not an integer"),
-        (["amount": 42, "percent": 3_000_000_000], "argument 2 (slot:percent, int32): 3000000000 is out of range for int32"),
-        (["amount": 42, "percent": true], "expected an integer, got the bool true"),
-    ] as [(JSONObject, String)])
+    @Test(
+        arguments: [
+            (JSONObject(), "argument 1 (slot:amount, double): slot 'amount' is not set"),
+            (["amount": nil], "slot 'amount' is not set"),
+            (["amount": "42", "percent": 15], "argument 1 (slot:amount, double): expected a number, got the string \"42\""),
+            (["amount": 42, "percent": 15.5], "argument 2 (slot:percent, int32): 15.5 is not an integer"),
+            (["amount": 42, "percent": 3_000_000_000], "argument 2 (slot:percent, int32): 3000000000 is out of range for int32"),
+            (["amount": 42, "percent": true], "expected an integer, got the bool true"),
+        ] as [(JSONObject, String)])
     func callTimeErrorsNameTheAction(slots: JSONObject, expected: String) async throws {
         let runner = try runner("  action_tip:\n    symbol: fx_add_double_int32\n    signature: double(double,int32)\n    args: [slot:amount, slot:percent]\n")
         await #expect {
@@ -131,7 +136,8 @@ import Testing
     }
 
     @Test func deadlineExpiryIsAnErrorAndTheRunnerKeepsWorking() async throws {
-        let runner = try runner("""
+        let runner = try runner(
+            """
               slow:
                 symbol: fx_sleep_ms
                 signature: int32(int32)

@@ -39,7 +39,11 @@ final class MemoryConnection: EngineConnection {
     }
 
     /// Returns and forgets what was sent.
-    func take() -> [String] { state.withLock { s in defer { s.sent = [] }; return s.sent } }
+    func take() -> [String] {
+        state.withLock { s in
+            defer { s.sent = [] }; return s.sent
+        }
+    }
 }
 
 /// A channel on an in-memory server with the in-process mirror agent.
@@ -145,9 +149,19 @@ struct SocketIOChannelTests {
         c.receive(#"2["session_request",{"session_id":"s"}]"#)
         _ = c.take()
         let cases: [(String, [String])] = [
-            ("/buttons", [#"2["bot_uttered",{"text":"pick one","quick_replies":[{"content_type":"text","title":"Yes","payload":"/yes"},{"content_type":"text","title":"No","payload":"/no"}]}]"#]),
+            (
+                "/buttons",
+                [
+                    #"2["bot_uttered",{"text":"pick one","quick_replies":[{"content_type":"text","title":"Yes","payload":"/yes"},{"content_type":"text","title":"No","payload":"/no"}]}]"#
+                ]
+            ),
             ("/image", [#"2["bot_uttered",{"attachment":{"type":"image","payload":{"src":"https://example.com/cat.png"}}}]"#]),
-            ("/elements", [#"2["bot_uttered",{"attachment":{"type":"template","payload":{"template_type":"generic","elements":{"title":"Card","subtitle":"sub","buttons":[{"title":"Go","payload":"/go"}]}}}}]"#]),
+            (
+                "/elements",
+                [
+                    #"2["bot_uttered",{"attachment":{"type":"template","payload":{"template_type":"generic","elements":{"title":"Card","subtitle":"sub","buttons":[{"title":"Go","payload":"/go"}]}}}}]"#
+                ]
+            ),
             ("/custom", [#"2["bot_uttered",{"foo":"bar","n":1}]"#]),
             ("/metadata", [#"2["bot_uttered",{"metadata":{}}]"#]),
         ]
@@ -208,10 +222,11 @@ struct SocketIOChannelTests {
         c.receive(#"2["session_request",{"session_id":"q"}]"#)
         _ = c.take()
         c.receive(#"2["user_uttered",{"message":"buttons","session_id":"q"}]"#)
-        #expect(c.take() == [
-            #"2["bot_uttered",{"text":"a","quick_replies":[]}]"#,
-            #"2["bot_uttered",{"text":"b","quick_replies":[{"content_type":"text","title":"t","payload":"t"}]}]"#,
-        ])
+        #expect(
+            c.take() == [
+                #"2["bot_uttered",{"text":"a","quick_replies":[]}]"#,
+                #"2["bot_uttered",{"text":"b","quick_replies":[{"content_type":"text","title":"t","payload":"t"}]}]"#,
+            ])
         c.receive(#"2["user_uttered",{"message":"null","session_id":"q"}]"#)
         #expect(c.take() == [#"2["bot_uttered"]"#])
     }

@@ -147,7 +147,8 @@ struct ConfigurationValueTests {
 @Suite("Environment substitution")
 struct EnvironmentSubstitutionTests {
     @Test func substitutesSetVariables() throws {
-        let c = try parse("server:\n  host: ${HOST}\n  port: ${PORT}\napi: {token: \"Bearer-${TOKEN}-x\"}", env: ["HOST": "::1", "PORT": "6000", "TOKEN": "abc"])
+        let c = try parse(
+            "server:\n  host: ${HOST}\n  port: ${PORT}\napi: {token: \"Bearer-${TOKEN}-x\"}", env: ["HOST": "::1", "PORT": "6000", "TOKEN": "abc"])
         #expect(c.server.host == "::1" && c.server.port == 6000 && c.api.token == "Bearer-abc-x")
     }
 
@@ -164,8 +165,9 @@ struct EnvironmentSubstitutionTests {
     }
 
     @Test func missingVariableIsAnError() {
-        #expect(failure("channels: {socketio: {jwt_key: \"${JWT_SECRET}\"}}")
-            == "parley.yml: channels.socketio.jwt_key: environment variable JWT_SECRET is not set (set it, or give a default with ${JWT_SECRET:-default})")
+        #expect(
+            failure("channels: {socketio: {jwt_key: \"${JWT_SECRET}\"}}")
+                == "parley.yml: channels.socketio.jwt_key: environment variable JWT_SECRET is not set (set it, or give a default with ${JWT_SECRET:-default})")
     }
 
     @Test func malformedReferencesAreErrors() {
@@ -182,25 +184,32 @@ struct EnvironmentSubstitutionTests {
 @Suite("Configuration errors")
 struct ConfigurationErrorTests {
     @Test func wrongTypeNamesFileKeyAndExpectation() {
-        #expect(failure("channels:\n  socketio:\n    ping_interval: fast\n")
-            == "parley.yml: channels.socketio.ping_interval: expected a number of seconds, got \"fast\"")
+        #expect(
+            failure("channels:\n  socketio:\n    ping_interval: fast\n")
+                == "parley.yml: channels.socketio.ping_interval: expected a number of seconds, got \"fast\"")
         #expect(failure("server: {port: eighty}") == "parley.yml: server.port: expected a TCP port number, got \"eighty\"")
         #expect(failure("server: {port: 70000}") == "parley.yml: server.port: expected a TCP port number between 0 and 65535, got 70000")
-        #expect(failure("channels: {socketio: {session_persistence: maybe}}")
-            == "parley.yml: channels.socketio.session_persistence: expected true or false, got \"maybe\"")
-        #expect(failure("channels: {socketio: {user_message_evt: [a]}}")
-            == "parley.yml: channels.socketio.user_message_evt: expected an event name, got a list")
+        #expect(
+            failure("channels: {socketio: {session_persistence: maybe}}")
+                == "parley.yml: channels.socketio.session_persistence: expected true or false, got \"maybe\"")
+        #expect(
+            failure("channels: {socketio: {user_message_evt: [a]}}")
+                == "parley.yml: channels.socketio.user_message_evt: expected an event name, got a list")
         #expect(failure("server: [1]") == "parley.yml: server: expected a mapping, got a list")
         #expect(failure("agents: {name: a}") == "parley.yml: agents: expected a list of agents (- name: …, plugin: …), got a mapping")
-        #expect(failure("channels: {socketio: {ping_timeout: -1}}")
-            == "parley.yml: channels.socketio.ping_timeout: expected a positive number of seconds, got -1")
-        #expect(failure("session: {session_expiration_time: soon}")
-            == "parley.yml: session.session_expiration_time: expected a number of minutes (0 = sessions never expire), got \"soon\"")
-        #expect(failure("logging: {level: loud}")
-            == "parley.yml: logging.level: expected one of \"trace\", \"debug\", \"info\", \"notice\", \"warning\", \"error\", \"critical\", got \"loud\"")
+        #expect(
+            failure("channels: {socketio: {ping_timeout: -1}}")
+                == "parley.yml: channels.socketio.ping_timeout: expected a positive number of seconds, got -1")
+        #expect(
+            failure("session: {session_expiration_time: soon}")
+                == "parley.yml: session.session_expiration_time: expected a number of minutes (0 = sessions never expire), got \"soon\"")
+        #expect(
+            failure("logging: {level: loud}")
+                == "parley.yml: logging.level: expected one of \"trace\", \"debug\", \"info\", \"notice\", \"warning\", \"error\", \"critical\", got \"loud\"")
         #expect(failure("store: {type: redis}") == "parley.yml: store.type: expected one of \"sqlite\", \"memory\", got \"redis\"")
-        #expect(failure("agents: [{name: a, plugin: a.so, config: [1]}]")
-            == "parley.yml: agents[0].config: expected a mapping (the object handed to the plugin), got a list")
+        #expect(
+            failure("agents: [{name: a, plugin: a.so, config: [1]}]")
+                == "parley.yml: agents[0].config: expected a mapping (the object handed to the plugin), got a list")
     }
 
     @Test func quotedNumberIsAString() {
@@ -229,38 +238,51 @@ struct ConfigurationErrorTests {
     @Test func agentsAndFormatters() {
         #expect(failure("agents: [{plugin: a.so}]") == "parley.yml: agents[0].name: missing; every agent needs a name")
         #expect(failure("agents: [{name: a}]")?.hasPrefix("parley.yml: agents[0].plugin: missing;") == true)
-        #expect(failure("agents: [{name: a, plugin: a.so}, {name: a, plugin: b.so}]")
-            == "parley.yml: agents[1].name: duplicate agent name \"a\"; names must be unique")
-        #expect(failure("agents: [{name: a, plugin: a.so, route: {channels: [sms]}}]")
-            == "parley.yml: agents[0].route.channels[0]: expected \"socketio\" or \"rest\", got \"sms\"")
-        #expect(failure("agents: [{name: a, plugin: a.so, route: {metadata: 3}}]")
-            == "parley.yml: agents[0].route.metadata: expected a mapping of metadata keys to values, got 3")
-        #expect(failure("formatters: [{name: f, plugin: f.so}, {name: f, plugin: g.so}]")
-            == "parley.yml: formatters[1].name: duplicate formatter name \"f\"; names must be unique")
+        #expect(
+            failure("agents: [{name: a, plugin: a.so}, {name: a, plugin: b.so}]")
+                == "parley.yml: agents[1].name: duplicate agent name \"a\"; names must be unique")
+        #expect(
+            failure("agents: [{name: a, plugin: a.so, route: {channels: [sms]}}]")
+                == "parley.yml: agents[0].route.channels[0]: expected \"socketio\" or \"rest\", got \"sms\"")
+        #expect(
+            failure("agents: [{name: a, plugin: a.so, route: {metadata: 3}}]")
+                == "parley.yml: agents[0].route.metadata: expected a mapping of metadata keys to values, got 3")
+        #expect(
+            failure("formatters: [{name: f, plugin: f.so}, {name: f, plugin: g.so}]")
+                == "parley.yml: formatters[1].name: duplicate formatter name \"f\"; names must be unique")
     }
 
     @Test func socketIOSpecificChecks() {
-        #expect(failure("channels: {socketio: {namespace: chat}}")
-            == "parley.yml: channels.socketio.namespace: expected a namespace starting with /, got \"chat\"; write \"/chat\"")
-        #expect(failure("channels: {socketio: {cors_origins: [example.com]}}")
-            == "parley.yml: channels.socketio.cors_origins[0]: expected \"*\" or an origin such as https://example.com, got \"example.com\"")
-        #expect(failure("channels: {socketio: {socketio_path: /}}")
-            == "parley.yml: channels.socketio.socketio_path: expected a URL path such as /socket.io, got \"/\"")
+        #expect(
+            failure("channels: {socketio: {namespace: chat}}")
+                == "parley.yml: channels.socketio.namespace: expected a namespace starting with /, got \"chat\"; write \"/chat\"")
+        #expect(
+            failure("channels: {socketio: {cors_origins: [example.com]}}")
+                == "parley.yml: channels.socketio.cors_origins[0]: expected \"*\" or an origin such as https://example.com, got \"example.com\"")
+        #expect(
+            failure("channels: {socketio: {socketio_path: /}}")
+                == "parley.yml: channels.socketio.socketio_path: expected a URL path such as /socket.io, got \"/\"")
     }
 
     @Test func jwtChecks() throws {
-        #expect(failure("channels: {socketio: {jwt_key: k, jwt_method: none}}")?
-            .hasPrefix("parley.yml: channels.socketio.jwt_method: \"none\" is never accepted") == true)
-        #expect(failure("channels: {socketio: {jwt_key: k, jwt_method: PS256}}")?
-            .hasPrefix("parley.yml: channels.socketio.jwt_method: expected one of HS256") == true)
-        #expect(failure("channels: {socketio: {jwt_key: k, jwt_key_env: K}}")
-            == "parley.yml: channels.socketio.jwt_key_env: give only one of jwt_key, jwt_key_file and jwt_key_env (found jwt_key and jwt_key_env)")
-        #expect(failure("channels: {socketio: {jwt_key_file: /nonexistent/key.pem}}")
-            == "parley.yml: channels.socketio.jwt_key_file: cannot read \"/nonexistent/key.pem\"; check that the file exists and is readable")
-        #expect(failure("channels: {socketio: {jwt_key_env: NOPE}}")
-            == "parley.yml: channels.socketio.jwt_key_env: environment variable NOPE is not set or empty")
-        #expect(failure("channels: {socketio: {jwt_session_claim: sub}}")
-            == "parley.yml: channels.socketio.jwt_session_claim: needs a JWT key; set jwt_key, jwt_key_file or jwt_key_env")
+        #expect(
+            failure("channels: {socketio: {jwt_key: k, jwt_method: none}}")?
+                .hasPrefix("parley.yml: channels.socketio.jwt_method: \"none\" is never accepted") == true)
+        #expect(
+            failure("channels: {socketio: {jwt_key: k, jwt_method: PS256}}")?
+                .hasPrefix("parley.yml: channels.socketio.jwt_method: expected one of HS256") == true)
+        #expect(
+            failure("channels: {socketio: {jwt_key: k, jwt_key_env: K}}")
+                == "parley.yml: channels.socketio.jwt_key_env: give only one of jwt_key, jwt_key_file and jwt_key_env (found jwt_key and jwt_key_env)")
+        #expect(
+            failure("channels: {socketio: {jwt_key_file: /nonexistent/key.pem}}")
+                == "parley.yml: channels.socketio.jwt_key_file: cannot read \"/nonexistent/key.pem\"; check that the file exists and is readable")
+        #expect(
+            failure("channels: {socketio: {jwt_key_env: NOPE}}")
+                == "parley.yml: channels.socketio.jwt_key_env: environment variable NOPE is not set or empty")
+        #expect(
+            failure("channels: {socketio: {jwt_session_claim: sub}}")
+                == "parley.yml: channels.socketio.jwt_session_claim: needs a JWT key; set jwt_key, jwt_key_file or jwt_key_env")
 
         let fromEnv = try parse("channels: {socketio: {jwt_key_env: K, jwt_method: RS256}}", env: ["K": "pem"])
         #expect(fromEnv.channels.socketIO?.jwt == JWTConfiguration(key: "pem", keySource: "environment variable K", method: "RS256"))
@@ -305,10 +327,11 @@ struct CredentialsTests {
         #expect(s.sessionPersistence && s.socketIOPath == "/socket.io" && s.metadataKey == "customData")
         #expect(s.jwt == JWTConfiguration(key: "my_public_key", keySource: "socketio.jwt_key", method: "HS256"))
         #expect(channels.rest == RESTChannelConfiguration())
-        #expect(warnings == [
-            "credentials.yml: rasa: Rasa channel \"rasa\" is not supported by Parley and is ignored (Parley serves socketio and rest)",
-            "credentials.yml: facebook: Rasa channel \"facebook\" is not supported by Parley and is ignored (Parley serves socketio and rest)",
-        ])
+        #expect(
+            warnings == [
+                "credentials.yml: rasa: Rasa channel \"rasa\" is not supported by Parley and is ignored (Parley serves socketio and rest)",
+                "credentials.yml: facebook: Rasa channel \"facebook\" is not supported by Parley and is ignored (Parley serves socketio and rest)",
+            ])
     }
 
     @Test func proKeyIsAcceptedWithAWarning() throws {
@@ -393,19 +416,25 @@ struct PerMessageDeflateConfigurationTests {
 
     @Test func errorsNameTheKeyAndTheFix() {
         let key = "parley.yml: channels.socketio.per_message_deflate"
-        let expected = "expected true, false or a mapping (threshold, server_no_context_takeover, client_no_context_takeover, max_window_bits, compression_level)"
+        let expected =
+            "expected true, false or a mapping (threshold, server_no_context_takeover, client_no_context_takeover, max_window_bits, compression_level)"
         #expect(failure("channels: {socketio: {per_message_deflate: sometimes}}") == "\(key): \(expected), got \"sometimes\"")
         #expect(failure("channels: {socketio: {per_message_deflate: [1]}}") == "\(key): \(expected), got a list")
-        #expect(failure("channels: {socketio: {per_message_deflate: {max_window_bits: 16}}}")
-            == "\(key).max_window_bits: expected a window size in bits between 9 and 15, got 16")
-        #expect(failure("channels: {socketio: {per_message_deflate: {compression_level: 0}}}")
-            == "\(key).compression_level: expected a zlib level between 1 and 9, got 0")
-        #expect(failure("channels: {socketio: {per_message_deflate: {threshold: -1}}}")
-            == "\(key).threshold: expected a number of bytes between 0 and 1073741824, got -1")
-        #expect(failure("channels: {socketio: {per_message_deflate: {threshold: big}}}")
-            == "\(key).threshold: expected a number of bytes, got \"big\"")
-        #expect(failure("channels: {socketio: {per_message_deflate: {server_no_context_takeover: 2}}}")
-            == "\(key).server_no_context_takeover: expected true or false, got 2")
+        #expect(
+            failure("channels: {socketio: {per_message_deflate: {max_window_bits: 16}}}")
+                == "\(key).max_window_bits: expected a window size in bits between 9 and 15, got 16")
+        #expect(
+            failure("channels: {socketio: {per_message_deflate: {compression_level: 0}}}")
+                == "\(key).compression_level: expected a zlib level between 1 and 9, got 0")
+        #expect(
+            failure("channels: {socketio: {per_message_deflate: {threshold: -1}}}")
+                == "\(key).threshold: expected a number of bytes between 0 and 1073741824, got -1")
+        #expect(
+            failure("channels: {socketio: {per_message_deflate: {threshold: big}}}")
+                == "\(key).threshold: expected a number of bytes, got \"big\"")
+        #expect(
+            failure("channels: {socketio: {per_message_deflate: {server_no_context_takeover: 2}}}")
+                == "\(key).server_no_context_takeover: expected true or false, got 2")
         let unknown = failure("channels: {socketio: {per_message_deflate: {max_windowbits: 10}}}")
         #expect(unknown?.hasPrefix("\(key).max_windowbits: unknown key; did you mean \"max_window_bits\"?") == true, "\(unknown ?? "")")
     }
@@ -430,7 +459,8 @@ struct APIExposureTests {
     }
 
     @Test func restAndAPIKeys() throws {
-        let c = try parse("""
+        let c = try parse(
+            """
             channels:
               rest:
                 jwt_key: rest-secret
@@ -461,7 +491,8 @@ struct SecurityAndOperationsKeysTests {
     }
 
     @Test func values() throws {
-        let c = try parse("""
+        let c = try parse(
+            """
             server:
               chat_page: true
               limits:

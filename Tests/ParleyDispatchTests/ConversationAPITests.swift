@@ -57,7 +57,10 @@ import Testing
         let api = ConversationAPI(store: InMemoryConversationStore(), token: "s3cret")
         try api.authorize(token: "s3cret", authorization: nil)
         try api.authorize(token: nil, authorization: "Bearer s3cret")
-        #expect(throws: ConversationAPIError(status: 401, reason: "NotAuthenticated", message: "this endpoint needs a token: add ?token=<token> or the header Authorization: Bearer <token>")) {
+        #expect(
+            throws: ConversationAPIError(
+                status: 401, reason: "NotAuthenticated", message: "this endpoint needs a token: add ?token=<token> or the header Authorization: Bearer <token>")
+        ) {
             try api.authorize(token: nil, authorization: nil)
         }
         let wrong = #expect(throws: ConversationAPIError.self) { try api.authorize(token: "nope", authorization: nil) }

@@ -60,7 +60,9 @@ let socketIOTable: [MappingCase] = [
             ["text": "t"], ["k": 1], ["attachment": ["type": "image", "payload": ["src": "u"]]], ["attachment": ["type": "file"]],
             ["attachment": ["type": "template", "payload": ["template_type": "generic", "elements": element2]]],
         ]),
-    .init(name: "buttons and custom", response: ["text": "t", "buttons": [buttonA], "custom": ["data": "d"]], expected: [["text": "t", "quick_replies": [quickA]], "d"]),
+    .init(
+        name: "buttons and custom", response: ["text": "t", "buttons": [buttonA], "custom": ["data": "d"]],
+        expected: [["text": "t", "quick_replies": [quickA]], "d"]),
     .init(name: "falsy parts skipped", response: ["text": "t", "image": "", "attachment": nil, "elements": [], "custom": [:]], expected: [["text": "t"]]),
     .init(name: "metadata and unknown keys ignored", response: ["text": "t", "metadata": ["a": 1], "template_name": "utter_x"], expected: [["text": "t"]]),
     .init(name: "not an object", response: "hi", expected: []),
@@ -73,7 +75,9 @@ let restTable: [MappingCase] = [
         name: "buttons keep the whole text and raw buttons",
         response: ["text": "p1\n\np2", "buttons": [["title": "A", "payload": "/a", "type": "postback"]]],
         expected: [["recipient_id": "u", "text": "p1\n\np2", "buttons": [["title": "A", "payload": "/a", "type": "postback"]]]]),
-    .init(name: "quick_replies as buttons", response: ["text": "q", "quick_replies": [buttonA]], expected: [["recipient_id": "u", "text": "q", "buttons": [buttonA]]]),
+    .init(
+        name: "quick_replies as buttons", response: ["text": "q", "quick_replies": [buttonA]],
+        expected: [["recipient_id": "u", "text": "q", "buttons": [buttonA]]]),
     .init(name: "buttons without text", response: ["buttons": [buttonA]], expected: [["recipient_id": "u", "buttons": [buttonA]]]),
     .init(name: "image", response: ["image": "http://i"], expected: [["recipient_id": "u", "image": "http://i"]]),
     .init(name: "attachment", response: ["attachment": ["type": "file"]], expected: [["recipient_id": "u", "attachment": ["type": "file"]]]),

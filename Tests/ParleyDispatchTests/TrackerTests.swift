@@ -41,7 +41,9 @@ import Testing
         t.apply(TrackerEvent.action("action_listen", timestamp: 3))
         let json = t.json()
         let keys = json.objectValue?.keys ?? []
-        for key in ["sender_id", "slots", "latest_message", "latest_event_time", "paused", "events", "latest_input_channel", "active_loop", "latest_action_name"] {
+        for key in [
+            "sender_id", "slots", "latest_message", "latest_event_time", "paused", "events", "latest_input_channel", "active_loop", "latest_action_name",
+        ] {
             #expect(keys.contains(key), "missing \(key)")
         }
         #expect(json["events"]?.arrayValue?.count == 3)

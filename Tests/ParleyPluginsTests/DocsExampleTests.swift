@@ -32,8 +32,10 @@ import Testing
     @Test func cExample() async throws {
         let source = Build.dir + "/docs-echo.c", out = Build.dir + "/libdocs-echo.so"
         try Self.example("c").write(toFile: source, atomically: true, encoding: .utf8)
-        try Build.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC", "-fvisibility=hidden", "-shared", "-Wl,-z,defs",
-                       "-I", Build.root + "/include", "-o", out, source])
+        try Build.run([
+            "cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fPIC", "-fvisibility=hidden", "-shared", "-Wl,-z,defs",
+            "-I", Build.root + "/include", "-o", out, source,
+        ])
         try await Self.loadAndCall(out, expecting: "got ")
     }
 

@@ -14,15 +14,19 @@ import Testing
     @Test(arguments: 0..<compilers.count)
     func headerCompilesPedantically(_ index: Int) throws {
         try Build.run(
-            Self.compilers[index] + ["-Wall", "-Wextra", "-Werror", "-pedantic", "-I", Build.root + "/include", "-fsyntax-only",
-                                     Build.root + "/Tests/ParleyPluginsTests/Fixtures/header_check.c"])
+            Self.compilers[index] + [
+                "-Wall", "-Wextra", "-Werror", "-pedantic", "-I", Build.root + "/include", "-fsyntax-only",
+                Build.root + "/Tests/ParleyPluginsTests/Fixtures/header_check.c",
+            ])
     }
 
     @Test func smallestPluginLoadsAndAnswers() async throws {
         let out = Build.dir + "/libheader-check.so"
         try Build.run(
-            ["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fPIC", "-fvisibility=hidden", "-shared", "-Wl,-z,defs",
-             "-I", Build.root + "/include", "-o", out, Build.root + "/Tests/ParleyPluginsTests/Fixtures/header_check.c"])
+            [
+                "cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-fPIC", "-fvisibility=hidden", "-shared", "-Wl,-z,defs",
+                "-I", Build.root + "/include", "-o", out, Build.root + "/Tests/ParleyPluginsTests/Fixtures/header_check.c",
+            ])
         let exports = try Build.run(["nm", "-D", "--defined-only", out])
         #expect(exports.contains("parley_plugin_init_v1"))
         try await withHost { host in

@@ -101,7 +101,8 @@ enum BrokenPlugin: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .notSharedObject: return (agent(try Build.textFile()), .notSharedObject, "not a shared object")
         case .entrySymbolMissing:
             return (agent(try Build.fixture(["-DFIX_NO_ENTRY"])), .entrySymbolMissing, "entry symbol parley_plugin_init_v1 not found; export it")
-        case .entrySymbolV2: return (agent(try Build.fixture(["-DFIX_V2_SYMBOL"])), .abiMajorMismatch, "ABI major 2 (exports parley_plugin_init_v2), host supports 1")
+        case .entrySymbolV2:
+            return (agent(try Build.fixture(["-DFIX_V2_SYMBOL"])), .abiMajorMismatch, "ABI major 2 (exports parley_plugin_init_v2), host supports 1")
         case .abiMajorInDef: return (agent(try Build.fixture(["-DFIX_MAJOR=2"])), .abiMajorMismatch, "ABI major 2, host supports 1; rebuild")
         case .minorTooNew: return (agent(try Build.fixture(["-DFIX_MINOR=99"])), .abiMinorTooNew, "ABI 1.99 is newer than the host's 1.1")
         case .initReturnedNull: return (agent(try Build.fixture(["-DFIX_INIT_NULL"])), .initReturnedNull, "returned NULL")
@@ -111,7 +112,9 @@ enum BrokenPlugin: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .unknownKind: return (agent(try Build.fixture(["-DFIX_KIND=7"])), .invalidDefinition, "kind is 7")
         case .duplicateName: return (agent(mirror), .duplicateName, "plugin name \"mirror\" is already used by")
         case .wrongKind:
-            return (PluginConfiguration(path: mirror, kind: .formatter), .wrongKind, "\"mirror\" is an agent but is configured as a formatter; list it under agents")
+            return (
+                PluginConfiguration(path: mirror, kind: .formatter), .wrongKind, "\"mirror\" is an agent but is configured as a formatter; list it under agents"
+            )
         }
     }
 }

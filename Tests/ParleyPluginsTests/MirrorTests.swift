@@ -68,7 +68,9 @@ import Testing
             let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent, deadline: .milliseconds(300)))
             let error = await #expect(throws: PluginCallError.self) { _ = try await agent.respond(to: request("/slow")) }
             #expect(error?.code == .deadlineExceeded)
-            #expect(error?.description == "plugin mirror: no reply within 300 ms; sent the fallback, a late reply will be dropped (raise the plugin's deadline or make it faster)")
+            #expect(
+                error?.description
+                    == "plugin mirror: no reply within 300 ms; sent the fallback, a late reply will be dropped (raise the plugin's deadline or make it faster)")
             #expect(await eventually { agent.plugin.statistics.lateCompletions == 1 })
             let stats = agent.plugin.statistics
             #expect(stats.cancelHookCalls == 1 && stats.expired == 1)

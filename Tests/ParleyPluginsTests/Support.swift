@@ -87,8 +87,10 @@ enum Build {
         let built = try cached(key) {
             let out = dir + "/fixture-\(counter.wrappingAdd(1, ordering: .relaxed).newValue).so"
             try run(
-                ["cc", "-std=c99", "-w", "-fPIC", "-fvisibility=hidden", "-I", root + "/include", "-I", root + "/Plugins/common", "-shared",
-                 "-o", out, root + "/Tests/ParleyPluginsTests/Fixtures/fixture.c", "-pthread"] + defines)
+                [
+                    "cc", "-std=c99", "-w", "-fPIC", "-fvisibility=hidden", "-I", root + "/include", "-I", root + "/Plugins/common", "-shared",
+                    "-o", out, root + "/Tests/ParleyPluginsTests/Fixtures/fixture.c", "-pthread",
+                ] + defines)
             return out
         }
         let copy = dir + "/copy-\(counter.wrappingAdd(1, ordering: .relaxed).newValue).so"

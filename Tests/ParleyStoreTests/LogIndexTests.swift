@@ -13,12 +13,18 @@ import Testing
     }
 
     /// Every read the store offers, compared with the in-memory store fed the same appends.
-    func expectSameReads(_ store: SQLiteConversationStore, _ reference: InMemoryConversationStore, senders: [String], sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    func expectSameReads(
+        _ store: SQLiteConversationStore, _ reference: InMemoryConversationStore, senders: [String], sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
         for sender in senders + ["nobody"] {
-            #expect(try await store.currentSession(of: sender) == reference.currentSession(of: sender), "currentSession(\(sender))", sourceLocation: sourceLocation)
-            #expect(try await store.events(of: sender, types: nil) == reference.events(of: sender, types: nil), "events(\(sender))", sourceLocation: sourceLocation)
+            #expect(
+                try await store.currentSession(of: sender) == reference.currentSession(of: sender), "currentSession(\(sender))", sourceLocation: sourceLocation)
+            #expect(
+                try await store.events(of: sender, types: nil) == reference.events(of: sender, types: nil), "events(\(sender))", sourceLocation: sourceLocation)
             for types: Set<String> in [["user"], ["bot", "restart"], ["session_started"], ["no_such_type"], ["bad'type"]] {
-                #expect(try await store.events(of: sender, types: types) == reference.events(of: sender, types: types), "events(\(sender), \(types))", sourceLocation: sourceLocation)
+                #expect(
+                    try await store.events(of: sender, types: types) == reference.events(of: sender, types: types), "events(\(sender), \(types))",
+                    sourceLocation: sourceLocation)
             }
         }
     }
@@ -153,7 +159,8 @@ import Testing
                 ("a", "user", #"{"event":"user","timestamp":5,"text":"again"}"#),
                 ("b", "bot", #"{"event":"bot","timestamp":6,"text":"b!"}"#),
             ]
-            let inserts = rows.map { "INSERT INTO events (sender_id, type, timestamp, data) VALUES ('\($0.0)', '\($0.1)', 1.0, '\($0.2)');" }.joined(separator: "\n")
+            let inserts = rows.map { "INSERT INTO events (sender_id, type, timestamp, data) VALUES ('\($0.0)', '\($0.1)', 1.0, '\($0.2)');" }.joined(
+                separator: "\n")
             let script = """
                 PRAGMA journal_mode = WAL;
                 CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
@@ -187,7 +194,9 @@ import Testing
             let indexes = sqlite(path, "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'events%' ORDER BY name;")
             #expect(indexes == "")
             // The migrated rows are indexed; the append after the migration is still in the tail.
-            #expect(sqlite(path, "SELECT count(*) FROM event_index; SELECT count(*) FROM session_starts; SELECT indexed_through FROM event_index_state;") == "7\n2\n7\n")
+            #expect(
+                sqlite(path, "SELECT count(*) FROM event_index; SELECT count(*) FROM session_starts; SELECT indexed_through FROM event_index_state;")
+                    == "7\n2\n7\n")
         }
     }
 
@@ -270,7 +279,8 @@ struct SplitMix {
                     for c in 0..<40 {
                         group.addTask {
                             for i in 0..<10 {
-                                try await store.append([event("user", ["text": .string(String(repeating: "x", count: 300)), "n": .int(Int64(i))], at: Double(i))], to: "c\(c)")
+                                try await store.append(
+                                    [event("user", ["text": .string(String(repeating: "x", count: 300)), "n": .int(Int64(i))], at: Double(i))], to: "c\(c)")
                             }
                         }
                     }
@@ -292,7 +302,8 @@ struct SplitMix {
             do {
                 let store = try SQLiteConversationStore(configuration: .init(path: path, walAutocheckpointPages: Self.pages))
                 for i in 0..<300 {
-                    try await store.append([event("user", ["text": .string(String(repeating: "x", count: 300)), "n": .int(Int64(i))], at: Double(i))], to: "c\(i % 7)")
+                    try await store.append(
+                        [event("user", ["text": .string(String(repeating: "x", count: 300)), "n": .int(Int64(i))], at: Double(i))], to: "c\(i % 7)")
                 }
                 #expect(store.checkpointRuns == 0)
                 #expect(walSize(path) <= Self.pages * 2 * 4096 + 64 * 1024 + 8 * 4096)

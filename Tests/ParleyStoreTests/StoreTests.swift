@@ -82,7 +82,9 @@ func event(_ kind: String, _ extra: JSONObject = [:], at t: Double = 1.5) -> JSO
         try await withTemporaryDirectory { dir in
             let path = dir + "/future.db"
             do { _ = try SQLiteConversationStore(configuration: .init(path: path)) }
-            #expect(shell("/usr/bin/sqlite3", [path, "INSERT INTO grdb_migrations VALUES ('v99: future')"]) == 0 || !FileManager.default.fileExists(atPath: "/usr/bin/sqlite3"))
+            #expect(
+                shell("/usr/bin/sqlite3", [path, "INSERT INTO grdb_migrations VALUES ('v99: future')"]) == 0
+                    || !FileManager.default.fileExists(atPath: "/usr/bin/sqlite3"))
             guard FileManager.default.fileExists(atPath: "/usr/bin/sqlite3") else { return }
             let error = #expect(throws: StoreError.self) { try SQLiteConversationStore(configuration: .init(path: path)) }
             #expect(error?.code == .newerSchema)
@@ -160,7 +162,9 @@ func event(_ kind: String, _ extra: JSONObject = [:], at t: Double = 1.5) -> JSO
                         let done = AsyncStream<Void>.makeStream()
                         dispatcher.submit(UserMessage(text: "m\(i)", senderID: "bob", inputChannel: "rest")) { result in
                             if case .success(let turn) = result {
-                                replies.withLock { $0.append(String(turn.responses.first?["text"]?.stringValue?.split(separator: " ").prefix(2).joined(separator: " ") ?? "")) }
+                                replies.withLock {
+                                    $0.append(String(turn.responses.first?["text"]?.stringValue?.split(separator: " ").prefix(2).joined(separator: " ") ?? ""))
+                                }
                             }
                             done.continuation.finish()
                         }

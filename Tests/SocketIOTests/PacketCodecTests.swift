@@ -78,7 +78,10 @@ private func decodeOne(_ text: String) throws -> SocketIOPacket {
         #expect(
             SocketIOPacketEncoder.encodeAck(namespace: "/", ackID: 789, arguments: [.binary([1, 2, 3]), .binary([4, 5, 6])]).map(TestConnection.render)
                 == [#"62-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#, "<bin:1,2,3>", "<bin:4,5,6>"])
-        #expect(wire(SocketIOPacket(type: .binaryAck, namespace: "/a", ackID: 1, data: .array([.binary([])]))) == [#"61-/a,1[{"_placeholder":true,"num":0}]"#, "<bin:>"])
+        #expect(
+            wire(SocketIOPacket(type: .binaryAck, namespace: "/a", ackID: 1, data: .array([.binary([])]))) == [
+                #"61-/a,1[{"_placeholder":true,"num":0}]"#, "<bin:>",
+            ])
     }
 
     @Test func nonCanonicalArrayWithoutBinaryIsPlainEvent() {
@@ -229,4 +232,3 @@ private func decodeOne(_ text: String) throws -> SocketIOPacket {
         #expect(throws: SocketIOProtocolError.self) { _ = try shallow.decode(.text(#"2["x",[[[[[[1]]]]]]]"#)) }
     }
 }
-

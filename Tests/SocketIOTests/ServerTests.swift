@@ -563,7 +563,6 @@ private func installEcho(on namespace: SocketIONamespace) {
     }
 }
 
-
 @Suite struct ConcurrencyTests {
     /// Joins, leaves, broadcasts, emits with acks and disconnects from several tasks at once (bounded loops);
     /// afterwards every room and pending ack is gone.

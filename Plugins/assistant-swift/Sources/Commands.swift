@@ -64,7 +64,8 @@ enum Command: Equatable {
     /// `tip AMOUNT [at] [PERCENT[%]]`: percent is a whole number from 0 to 100 (default 15).
     static func tip(_ words: [String]) -> Command {
         let usage = Command.usage(
-            "Tell me the bill and a whole percent, for example: tip 42.50 at 15%", buttons: [tipExample, Button(title: "Tip 40 at 20%", payload: "tip 40 at 20%")])
+            "Tell me the bill and a whole percent, for example: tip 42.50 at 15%",
+            buttons: [tipExample, Button(title: "Tip 40 at 20%", payload: "tip 40 at 20%")])
         let values = words.filter { !["at", "of", "on", "for", "with", "percent", "%"].contains($0) }
         guard (1...2).contains(values.count), let amount = number(values[0]), amount >= 0, amount <= 1e12 else { return usage }
         var percent = 15.0
@@ -94,7 +95,8 @@ enum Command: Equatable {
             let from = units[words[1]], let to = units[words[3]]
         else { return explicit ? usage : nil }
         return .action(
-            "action_convert", slots: [Slot(name: "distance", value: .double(value)), Slot(name: "from_unit", value: .string(from)), Slot(name: "to_unit", value: .string(to))])
+            "action_convert",
+            slots: [Slot(name: "distance", value: .double(value)), Slot(name: "from_unit", value: .string(from)), Slot(name: "to_unit", value: .string(to))])
     }
 
     /// `A^B`, `A ^ B`, `A ** B`, `A to the power of B`, `A raised to B`, `power A B`; nil if none of these.
@@ -131,7 +133,9 @@ enum Command: Equatable {
     /// Greets by the learned name (`say` sends two messages); without a name, asks for it first.
     static func greet(name: String?) -> Command {
         guard let name else {
-            return .usage("I'd love to greet you, but I don't know your name yet. Tell me: my name is Ada", buttons: [Button(title: "My name is Ada", payload: "my name is Ada")])
+            return .usage(
+                "I'd love to greet you, but I don't know your name yet. Tell me: my name is Ada",
+                buttons: [Button(title: "My name is Ada", payload: "my name is Ada")])
         }
         return .action("action_greet", slots: [Slot(name: "user_name", value: .string(name))])
     }
