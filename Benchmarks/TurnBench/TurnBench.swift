@@ -18,7 +18,7 @@
 import ParleyCore
 import ParleyDispatch
 import ParleyJSON
-import ParleyStore
+@_spi(Testing) import ParleyStore
 
 #if canImport(Glibc)
 import Glibc

@@ -194,7 +194,8 @@ public final class SQLiteConversationStore: ConversationStore {
     private let tail = Mutex(TailIndex())
 
     /// Transactions committed and appends they held since opening (appends / commits = the group-commit batch).
-    public var commitStatistics: (commits: Int, appends: Int) {
+    /// For tests and benchmarks (`@_spi(Testing) import ParleyStore`), not part of the store's API.
+    @_spi(Testing) public var commitStatistics: (commits: Int, appends: Int) {
         pending.withLock { ($0.commits, $0.committedAppends) }
     }
 
@@ -375,8 +376,8 @@ public final class SQLiteConversationStore: ConversationStore {
         }
     }
 
-    /// The names of the applied schema migrations.
-    public func appliedMigrations() throws -> [String] {
+    /// The names of the applied schema migrations (for tests: `@_spi(Testing) import ParleyStore`).
+    @_spi(Testing) public func appliedMigrations() throws -> [String] {
         try pool.read { db in try Array(Self.migrator.appliedIdentifiers(db)).sorted() }
     }
 
@@ -498,8 +499,8 @@ public final class SQLiteConversationStore: ConversationStore {
         }
     }
 
-    /// Number of stored events.
-    public func eventCount() throws -> Int {
+    /// Number of stored events (for tests: `@_spi(Testing) import ParleyStore`).
+    @_spi(Testing) public func eventCount() throws -> Int {
         try pool.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM events") ?? 0 }
     }
 

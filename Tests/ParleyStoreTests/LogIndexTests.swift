@@ -1,7 +1,7 @@
 import Foundation
 import ParleyDispatch
 import ParleyJSON
-@testable import ParleyStore
+@_spi(Testing) @testable import ParleyStore
 import Testing
 
 /// The batch-indexed log: reads combine the indexed part with the unindexed tail, before, during and after

@@ -3,7 +3,7 @@ import ParleyCore
 import ParleyDispatch
 import ParleyWorkers
 import ParleyJSON
-import ParleyStore
+@_spi(Testing) import ParleyStore
 import Synchronization
 import Testing
 
