@@ -73,7 +73,7 @@ let package = Package(
             dependencies: [
                 .product(name: "ExtrasBase64", package: "swift-extras-base64"),
                 .product(name: "Metrics", package: "swift-metrics"),
-                "CZlib",
+                "CZlib", "ParleyJSON",
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -259,6 +259,10 @@ let package = Package(
             path: "Benchmarks/PluginBench",
             swiftSettings: swiftSettings
         ),
+
+        /// ParleyJSON against Foundation's JSONSerialization and Codable on one turn's payloads:
+        /// `swift run -c release JSONBench` (docs/performance.md records the result).
+        .executableTarget(name: "JSONBench", dependencies: ["ParleyJSON"], path: "Benchmarks/JSONBench", swiftSettings: swiftSettings),
 
         // MARK: Example plugin in Swift
         .target(

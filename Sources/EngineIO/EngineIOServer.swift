@@ -1,3 +1,4 @@
+import ParleyJSON
 import HTTPTypes
 import HummingbirdCore
 import Logging
@@ -339,15 +340,8 @@ public struct EngineHTTPResponse: Sendable {
     static func json(_ status: HTTPResponse.Status, code: Int, _ message: String, headers: HTTPFields) -> Self {
         var fields = headers
         fields[.contentType] = "application/json"
-        var escaped = ""
-        for scalar in message.unicodeScalars {
-            switch scalar {
-            case "\"": escaped += "\\\""
-            case "\\": escaped += "\\\\"
-            case _ where scalar.value < 0x20: escaped += " "
-            default: escaped.unicodeScalars.append(scalar)
-            }
-        }
-        return .init(status: status, headers: fields, body: Array("{\"code\":\(code),\"message\":\"\(escaped)\"}".utf8))
+        var body: [UInt8] = []
+        JSONValue.object(["code": .int(Int64(code)), "message": .string(message)]).serialize(into: &body)
+        return .init(status: status, headers: fields, body: body)
     }
 }

@@ -1,3 +1,4 @@
+import ParleyJSON
 import ExtrasBase64
 // Engine.IO v4 packet codec: pure functions over bytes, no I/O (tested without sockets).
 
@@ -131,10 +132,11 @@ public enum EngineCodec {
         pingTimeoutMilliseconds: Int64,
         maxPayload: Int
     ) -> String {
-        // The sid is generated from a URL-safe alphabet and upgrades are fixed transport names, so no escaping.
-        let list = upgrades.map { "\"\($0)\"" }.joined(separator: ",")
-        return "{\"sid\":\"\(sid)\",\"upgrades\":[\(list)],\"pingInterval\":\(pingIntervalMilliseconds)"
-            + ",\"pingTimeout\":\(pingTimeoutMilliseconds),\"maxPayload\":\(maxPayload)}"
+        let open: JSONValue = [
+            "sid": .string(sid), "upgrades": .array(upgrades.map { .string($0) }), "pingInterval": .int(pingIntervalMilliseconds),
+            "pingTimeout": .int(pingTimeoutMilliseconds), "maxPayload": .int(Int64(maxPayload)),
+        ]
+        return open.serialized
     }
 
     static func describe(_ byte: UInt8) -> String {
