@@ -114,7 +114,7 @@ let package = Package(
         /// The fuzz targets' entry points (Fuzz/ builds them with libFuzzer; ParleyFuzzTargetsTests replays the inputs).
         .target(name: "ParleyFuzzTargets", dependencies: ["EngineIO", "SocketIO", "ParleyJSON", "ParleyConfig"], swiftSettings: swiftSettings),
         /// Test kit shipped for users: the ConversationStore conformance checks (framework-neutral).
-        .target(name: "ParleyTesting", dependencies: ["ParleyDispatch", "ParleyJSON"], swiftSettings: swiftSettings),
+        .target(name: "ParleyTesting", dependencies: ["ParleyDispatch", "ParleyCore", "ParleyJSON", "EngineIO", "SocketIO"], swiftSettings: swiftSettings),
         .target(
             name: "ParleyStore",
             dependencies: [
@@ -328,7 +328,7 @@ let package = Package(
         .testTarget(
             name: "ParleyServerTests",
             dependencies: [
-                "ParleyServer", "ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                "ParleyServer", "ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "ParleyTesting",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -338,7 +338,7 @@ let package = Package(
         .testTarget(
             name: "ParleyChannelsTests",
             dependencies: [
-                "ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO",
+                "ParleyChannels", "ParleyDispatch", "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO", "ParleyTesting",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -13,7 +13,7 @@ import ParleyStore
 import ParleyWorkers
 public import Prometheus
 public import ServiceLifecycle
-import SocketIO
+public import SocketIO
 public import UnixSignals
 import Synchronization
 
@@ -58,6 +58,9 @@ public struct ParleyApplication: Service {
     public let dispatcher: Dispatcher
     /// The conversation store.
     public let store: any ConversationStore
+    /// The Socket.IO server behind `channels.socketio` (nil when that channel is off): tests attach
+    /// `ParleyTesting.RasaTestClient` to it to talk to the bot in process, without a socket.
+    public let socketIOServer: SocketIOServer?
     let logger: Logger
 
     /// Runs every service in a `ServiceGroup` until a graceful shutdown (a signal, or cancellation of the
@@ -111,6 +114,7 @@ public struct ParleyApplication: Service {
         }
 
         var engines: [EngineIOServer] = []
+        var socketIOServer: SocketIOServer?
         if let socketConfig = configuration.channels.socketIO {
             let jwt = try await Self.verifier(socketConfig.jwt, section: "channels.socketio")
             let io = SocketIOServer(
@@ -119,6 +123,7 @@ public struct ParleyApplication: Service {
                 server: io, configuration: socketConfig, turns: runtime.dispatcher, jwt: jwt, outputs: runtime.dispatcher.outputs,
                 logger: Logger(label: "parley.socketio"))
             engines.append(EngineIOServer(configuration: socketConfig.engineIO, delegate: io, logger: Logger(label: "parley.engineio")))
+            socketIOServer = io
             router.get("/webhooks/socketio") { _, _ in HTTPJSON.ok }
         }
         // Sessions bound to tokens on the socket channel stay bound over REST: without its own JWT keys the REST
@@ -171,8 +176,8 @@ public struct ParleyApplication: Service {
             storeService + [PluginHostService(host: runtime.plugins, dispatcher: runtime.dispatcher), app] + engines
             + [runtime.dispatcher, ShutdownAnnouncer(timeout: configuration.server.shutdownTimeout, logger: logger)]
         return ParleyApplication(
-            configuration: configuration, services: services, dispatcher: runtime.dispatcher, store: runtime.store, logger: logger,
-            serverRunning: serverRunning)
+            configuration: configuration, services: services, dispatcher: runtime.dispatcher, store: runtime.store,
+            socketIOServer: socketIOServer, logger: logger, serverRunning: serverRunning)
     }
 }
 extension ParleyApplication {

@@ -5,46 +5,10 @@ import ParleyChannels
 import ParleyCore
 import ParleyDispatch
 import ParleyJSON
+import ParleyTesting
 import SocketIO
 import Synchronization
 import Testing
-
-/// An in-memory Engine.IO session: what the channel sends, as the Socket.IO packet texts (`2[…]` for an
-/// event; the wire adds the Engine.IO `4`).
-final class MemoryConnection: EngineConnection {
-    let id: String
-    let handshake = EngineHandshake()
-    private let state = Mutex<(sent: [String], delegate: (any EngineConnectionDelegate)?)>(([], nil))
-
-    init(id: String) { self.id = id }
-
-    static func open(on server: SocketIOServer) -> MemoryConnection {
-        let c = MemoryConnection(id: "eio-\(Int.random(in: 0..<1_000_000))")
-        let delegate = server.engineServer(didOpen: c)
-        c.state.withLock { $0.delegate = delegate }
-        return c
-    }
-
-    func send(_ messages: [EngineMessage]) {
-        state.withLock { s in
-            for m in messages { if case .text(let t) = m { s.sent.append(t) } }
-        }
-    }
-
-    func close() {}
-
-    func receive(_ packet: String) {
-        let d = state.withLock { $0.delegate }
-        d?.engineConnection(self, didReceive: .text(packet))
-    }
-
-    /// Returns and forgets what was sent.
-    func take() -> [String] {
-        state.withLock { s in
-            defer { s.sent = [] }; return s.sent
-        }
-    }
-}
 
 /// A channel on an in-memory server with the in-process mirror agent.
 struct Harness {
@@ -61,8 +25,8 @@ struct Harness {
     }
 
     /// A connected client (CONNECT answered and taken).
-    func connect(_ connect: String = "0") -> MemoryConnection {
-        let c = MemoryConnection.open(on: server)
+    func connect(_ connect: String = "0") -> InProcessConnection {
+        let c = InProcessConnection.open(on: server)
         c.receive(connect)
         return c
     }

@@ -5,6 +5,7 @@ import ParleyCore
 import ParleyDispatch
 import ParleyJSON
 import ParleyServer
+import ParleyTesting
 import Synchronization
 import Testing
 
@@ -98,6 +99,29 @@ func http(_ method: String, port: Int, path: String, body: String? = nil) throws
             #expect(history.contains("hello"))
         }
         #expect(try await app.store.events(of: "in-process", types: ["user"])?.count == 1)
+    }
+
+    /// A Rasa widget's conversation with the C mirror agent, in process (ParleyTesting's client on the
+    /// application's Socket.IO server), recorded in the store.
+    @Test func aRasaConversationInProcess() async throws {
+        var configuration = ParleyServerConfiguration(agents: [AgentConfiguration(name: "mirror", pluginPath: try Mirror.path.get())])
+        configuration.server.port = 0
+        configuration.store.kind = .memory
+        configuration.channels.socketIO?.sessionPersistence = true
+        let app = try await buildApplication(configuration, logger: quiet)
+        let io = try #require(app.socketIOServer)
+        try await withRunning(app) { _ in
+            let client = try await RasaTestClient.connect(to: io)
+            #expect(try await client.requestSession("widget-1") == "widget-1")
+            client.say("hello there")
+            #expect(try await client.botUtterances(1) == [["text": "hello there"]])
+            client.say("/buttons")
+            let buttons = try await client.botUtterances(1)
+            // Rasa's socketio channel sends buttons as quick replies.
+            #expect(buttons.first?["quick_replies"]?.arrayValue?.count == 2)
+        }
+        let users = try await app.store.events(of: "widget-1", types: ["user"]) ?? []
+        #expect(users.map { $0["text"]?.stringValue } == ["hello there", "/buttons"])
     }
 
     @Test func refusesWhatCannotServeWithTheKeyAndTheFix() async throws {
