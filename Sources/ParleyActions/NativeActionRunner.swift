@@ -96,7 +96,7 @@ public final class NativeActionRunner: ActionRunner {
             }
         } catch let error as ActionError {
             throw error.named(name)
-        } catch WorkerPoolError.deadlineExceeded {
+        } catch let error as WorkerPoolError where error == .deadlineExceeded {
             throw ActionError(.deadline, action: name, "\(function.symbol) did not return within \(timeout); sent the fallback")
         } catch {
             throw ActionError(.deadline, action: name, "\(function.symbol) could not run: \(error)")

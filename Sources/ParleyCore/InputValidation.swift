@@ -5,20 +5,27 @@ public import ParleyJSON
 /// The message of each case names the offending input and what a client should send instead; channels send
 /// it back to the client (or log it) and keep serving.
 public struct InputError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// What was wrong, for tests and metrics.
-    public enum Code: Sendable, Hashable {
+    /// What was wrong, for tests and metrics; compare with the static members (new kinds may be added).
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        private enum Base: String, Sendable, Hashable {
+            case invalidUTF8, messageTooLarge, metadataNotObject, invalidSenderID, metadataTooDeep, metadataTooLarge
+        }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+        public var description: String { base.rawValue }
+
         /// The text bytes are not valid UTF-8.
-        case invalidUTF8
+        public static let invalidUTF8 = Code(.invalidUTF8)
         /// The text is longer than the configured maximum.
-        case messageTooLarge
+        public static let messageTooLarge = Code(.messageTooLarge)
         /// The metadata is not a JSON object (or a string holding one).
-        case metadataNotObject
+        public static let metadataNotObject = Code(.metadataNotObject)
         /// The conversation id is empty, too long or has control characters.
-        case invalidSenderID
+        public static let invalidSenderID = Code(.invalidSenderID)
         /// The metadata is nested deeper than the configured maximum.
-        case metadataTooDeep
+        public static let metadataTooDeep = Code(.metadataTooDeep)
         /// The metadata's JSON is larger than the configured maximum.
-        case metadataTooLarge
+        public static let metadataTooLarge = Code(.metadataTooLarge)
     }
 
     /// The kind of problem.

@@ -79,20 +79,25 @@ public struct SQLiteStoreConfiguration: Sendable {
 
 /// Why the store could not open or write its database. The description names the file and the fix.
 public struct StoreError: Error, Sendable, CustomStringConvertible {
-    /// The kind of failure.
-    public enum Code: Sendable, Hashable {
+    /// The kind of failure; compare with the static members (new kinds may be added).
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
+        private enum Base: String, Sendable, Hashable { case readOnly, corrupt, cannotOpen, full, newerSchema, other }
+        private let base: Base
+        private init(_ base: Base) { self.base = base }
+        public var description: String { base.rawValue }
+
         /// The file exists but is not writable.
-        case readOnly
+        public static let readOnly = Code(.readOnly)
         /// The file is not a SQLite database or is damaged.
-        case corrupt
+        public static let corrupt = Code(.corrupt)
         /// The file or its directory cannot be opened or created.
-        case cannotOpen
+        public static let cannotOpen = Code(.cannotOpen)
         /// The disk (or `maxPageCount`) is full; the write was rolled back.
-        case full
+        public static let full = Code(.full)
         /// The schema was written by a newer Parley.
-        case newerSchema
+        public static let newerSchema = Code(.newerSchema)
         /// Any other SQLite error.
-        case other
+        public static let other = Code(.other)
     }
 
     /// The kind of failure.

@@ -373,14 +373,18 @@ private final class ThreadStart {
 }
 
 /// Why ``WorkerPool/run(deadline:_:)`` gave no result.
-public enum WorkerPoolError: Error, Sendable, Hashable, CustomStringConvertible {
+public struct WorkerPoolError: Error, Sendable, Hashable, CustomStringConvertible {
+    private enum Base: Hashable, Sendable { case deadlineExceeded, shutDown }
+    private let base: Base
+    private init(_ base: Base) { self.base = base }
+
     /// The body did not return before the deadline.
-    case deadlineExceeded
+    public static let deadlineExceeded = WorkerPoolError(.deadlineExceeded)
     /// The pool was shut down.
-    case shutDown
+    public static let shutDown = WorkerPoolError(.shutDown)
 
     public var description: String {
-        switch self {
+        switch base {
         case .deadlineExceeded: "deadline exceeded"
         case .shutDown: "worker pool shut down"
         }
