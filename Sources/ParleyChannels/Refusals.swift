@@ -57,57 +57,75 @@ public struct Refusal: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// A token bucket: `rate` messages per second on average, `burst` at once. One per socket; its handlers run
-/// on the socket's event loop, so the `Mutex` is never contended (it only makes the type `Sendable`).
-final class TokenBucket: Sendable {
+/// A token bucket: `rate` messages per second on average, `burst` at once.
+struct TokenBucket: Sendable {
     private let rate: Double
     private let burst: Double
-    private let state: Mutex<(tokens: Double, last: ContinuousClock.Instant)>
+    private var tokens: Double
+    private var last: ContinuousClock.Instant
 
     init(rate: Double, burst: Int) {
         self.rate = rate
         self.burst = Double(max(1, burst))
-        self.state = Mutex((Double(max(1, burst)), ContinuousClock.now))
+        self.tokens = Double(max(1, burst))
+        self.last = ContinuousClock.now
     }
 
     /// Takes one token; false when none is left (the message is over the limit).
-    func take() -> Bool {
-        let now = ContinuousClock.now
-        return state.withLock { s in
-            let elapsed = now - s.last
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-            s.tokens = min(burst, s.tokens + seconds * rate)
-            s.last = now
-            guard s.tokens >= 1 else { return false }
-            s.tokens -= 1
-            return true
-        }
+    mutating func take(now: ContinuousClock.Instant = .now) -> Bool {
+        let elapsed = now - last
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        tokens = min(burst, tokens + seconds * rate)
+        last = now
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
     }
 }
 
 /// At most one log line per client per interval for refusals, so that a flood does not fill the disk: the first
 /// refusal of an interval is logged with the number suppressed since the previous line.
-final class RefusalLog: Sendable {
+struct RefusalLog: Sendable {
     private let interval: Duration
-    private let state = Mutex<(last: ContinuousClock.Instant?, suppressed: Int)>((nil, 0))
+    private var last: ContinuousClock.Instant?
+    private var suppressed = 0
 
     init(interval: Duration = .seconds(10)) {
         self.interval = interval
     }
 
     /// Whether to log this refusal now, and how many were suppressed before it.
-    func shouldLog() -> (log: Bool, suppressed: Int) {
-        let now = ContinuousClock.now
-        return state.withLock { s in
-            if let last = s.last, now - last < interval {
-                s.suppressed += 1
-                return (false, 0)
-            }
-            defer {
-                s.last = now
-                s.suppressed = 0
-            }
-            return (true, s.suppressed)
+    mutating func shouldLog(now: ContinuousClock.Instant = .now) -> (log: Bool, suppressed: Int) {
+        if let last, now - last < interval {
+            suppressed += 1
+            return (false, 0)
         }
+        defer {
+            last = now
+            suppressed = 0
+        }
+        return (true, suppressed)
+    }
+}
+
+/// What the channel keeps per socket: its rate limit and its refusal log, in one object (an idle session costs
+/// one small allocation here). Its handlers run on the socket's event loop, so the `Mutex` is never contended;
+/// it only makes the type `Sendable`.
+final class SocketGuard: Sendable {
+    private let state: Mutex<(bucket: TokenBucket?, log: RefusalLog)>
+
+    /// `messagesPerSecond` 0 = no rate limit.
+    init(messagesPerSecond: Double, burst: Int) {
+        state = Mutex((messagesPerSecond > 0 ? TokenBucket(rate: messagesPerSecond, burst: burst) : nil, RefusalLog()))
+    }
+
+    /// Takes a token of the rate limit; false when the message is over it.
+    func admit() -> Bool {
+        state.withLock { s in s.bucket == nil ? true : s.bucket!.take() }
+    }
+
+    /// Whether to log a refusal now, and how many were suppressed before it.
+    func shouldLog() -> (log: Bool, suppressed: Int) {
+        state.withLock { $0.log.shouldLog() }
     }
 }

@@ -85,21 +85,26 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             logger.debug(
                 "socketio: connected", metadata: ["sid": "\(socket.id)", "engineio.sid": "\(socket.handshake.engineID)", "namespace": "\(namespace.name)"])
             ChannelMetrics.socketConnected()
-            // Per socket, captured by its handlers (which run on the socket's event loop).
-            let refusals = RefusalLog()
-            let bucket = configuration.messagesPerSecond > 0 ? TokenBucket(rate: configuration.messagesPerSecond, burst: configuration.messageBurst) : nil
-            socket.on("session_request") { [self] socket, event in sessionRequest(socket, event, refusals: refusals) }
-            socket.on(configuration.userMessageEvent) { [self] socket, event in
-                if let bucket, !bucket.take() {
-                    refuse(
-                        socket,
-                        Refusal(
-                            "rate_limited",
-                            "more than \(configuration.messageBurst) messages at once or \(configuration.messagesPerSecond) per second; slow down"),
-                        event: configuration.userMessageEvent, log: refusals)
-                    return
+            // Per socket: one guard object and one handler for every event (an idle session holds little).
+            let guardian = SocketGuard(messagesPerSecond: configuration.messagesPerSecond, burst: configuration.messageBurst)
+            socket.onAny { [self] socket, event in
+                switch event.name {
+                case "session_request":
+                    sessionRequest(socket, event, refusals: guardian)
+                case configuration.userMessageEvent:
+                    guard guardian.admit() else {
+                        refuse(
+                            socket,
+                            Refusal(
+                                "rate_limited",
+                                "more than \(configuration.messageBurst) messages at once or \(configuration.messagesPerSecond) per second; slow down"),
+                            event: configuration.userMessageEvent, log: guardian)
+                        return
+                    }
+                    userUttered(socket, event, refusals: guardian)
+                default:
+                    break
                 }
-                userUttered(socket, event, refusals: refusals)
             }
             socket.onDisconnect { [self] socket, reason in
                 ChannelMetrics.socketDisconnected()
@@ -120,7 +125,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
 
     /// Tells `socket` why its `event` was not handled (the error event, unless turned off) and logs it at most
     /// once per interval for that socket.
-    func refuse(_ socket: SocketIOSocket, _ refusal: Refusal, event: String, log: RefusalLog) {
+    func refuse(_ socket: SocketIOSocket, _ refusal: Refusal, event: String, log: SocketGuard) {
         ChannelMetrics.refused(code: refusal.code)
         if !configuration.errorEvent.isEmpty {
             socket.emit(configuration.errorEvent, arguments: [.json(refusal.payload(event: event))])
@@ -133,7 +138,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         }
     }
 
-    func sessionRequest(_ socket: SocketIOSocket, _ event: SocketIOEvent, refusals: RefusalLog) {
+    func sessionRequest(_ socket: SocketIOSocket, _ event: SocketIOEvent, refusals: SocketGuard) {
         func refuse(_ message: String) {
             self.refuse(socket, Refusal("invalid_input", message), event: "session_request", log: refusals)
         }
@@ -174,7 +179,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         logger.debug("socketio: session confirmed", metadata: ["sid": "\(socket.id)", "session_id": "\(Self.roomName(sessionID))"])
     }
 
-    func userUttered(_ socket: SocketIOSocket, _ event: SocketIOEvent, refusals: RefusalLog) {
+    func userUttered(_ socket: SocketIOSocket, _ event: SocketIOEvent, refusals: SocketGuard) {
         let eventName = configuration.userMessageEvent
         func refuse(_ code: String, _ message: String) {
             self.refuse(socket, Refusal(code, message), event: eventName, log: refusals)
