@@ -141,8 +141,7 @@ let package = Package(
         .target(
             name: "ParleyActions",
             dependencies: [
-                "CFFI", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON",
-                .product(name: "Yams", package: "Yams"),
+                "CFFI", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON", "ParleyYAML",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -177,12 +176,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        /// The one YAML reader (configuration and action manifests): `${ENV}` substitution, typed reads with the
+        /// key path, unknown-key refusal, and FILE:LINE:COL in every error.
+        .target(
+            name: "ParleyYAML", dependencies: ["ParleyJSON", .product(name: "Yams", package: "Yams")], swiftSettings: swiftSettings),
         /// YAML (`parley.yml`, Rasa's `credentials.yml`) onto the libraries' configuration structs; only the
         /// executable imports it.
         .target(
             name: "ParleyConfig",
             dependencies: [
-                "ParleyServer", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", .product(name: "Yams", package: "Yams"),
+                "ParleyServer", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", "ParleyYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
@@ -204,7 +207,7 @@ let package = Package(
             name: "ParleyCLI",
             dependencies: [
                 "ParleyServer", "ParleyChannels", "ParleyDispatch", "ParleyWorkers", "ParleyStore", "ParleyPlugins", "ParleyActions",
-                "ParleyConfig", "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO", "LoadTest",
+                "ParleyConfig", "ParleyYAML", "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO", "LoadTest",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -322,7 +325,8 @@ let package = Package(
         .testTarget(
             name: "ParleyConfigTests",
             dependencies: [
-                "ParleyConfig", "ParleyServer", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio"),
+                "ParleyConfig", "ParleyYAML", "ParleyServer", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON",
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),
         .testTarget(

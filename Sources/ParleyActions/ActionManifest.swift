@@ -1,6 +1,6 @@
 import Foundation
 import ParleyJSON
-import Yams
+import ParleyYAML
 
 /// One native action bound by a manifest: a C function, how to fill its arguments and what to do with its
 /// result. Everything is checked and the `ffi_cif` prepared when the manifest loads.
@@ -138,6 +138,8 @@ private struct ManifestReader {
 
     let file: String
     let baseDirectory: String
+    /// Where each key path starts (the shared YAML reader's positions).
+    var document: YAMLDocument
     var problems: [Problem] = []
     var libraries: [String: NativeLibrary] = [:]
     var failedLibraries: Set<String> = []
@@ -145,157 +147,158 @@ private struct ManifestReader {
     init(file: String, baseDirectory: String) {
         self.file = file
         self.baseDirectory = baseDirectory
+        self.document = YAMLDocument(file: file)
     }
 
-    mutating func report(_ node: Node?, _ keyPath: String, _ message: String, action: String? = nil) {
-        report(.manifest, node, keyPath, message, action: action)
+    /// A problem at `keyPath` (located by the YAML reader: the key's line and column, or its mapping's).
+    mutating func report(_ keyPath: String, _ message: String, action: String? = nil) {
+        report(.manifest, keyPath, message, action: action)
     }
 
-    mutating func report(_ code: ActionError.Code, _ node: Node?, _ keyPath: String, _ message: String, action: String? = nil) {
+    mutating func report(_ code: ActionError.Code, _ keyPath: String, _ message: String, action: String? = nil) {
+        let error = document.locate(ConfigError(file: file, keyPath: keyPath == "(top level)" ? "" : keyPath, message: message))
         var location = file
-        if let mark = node?.mark { location += ":\(mark.line):\(mark.column)" }
+        if let line = error.line { location += ":\(line):\(error.column ?? 1)" }
         problems.append(Problem(code: code, action: action, text: "\(location): \(keyPath): \(message)"))
     }
 
     mutating func read(_ yaml: String) -> [NativeAction] {
-        let root: Node?
         do {
-            root = try Yams.compose(yaml: yaml)
+            // Action manifests take their text verbatim: no `${NAME}` substitution.
+            document = try ConfigParser(file: file, substitutesEnvironment: false).parseDocument(yaml)
         } catch {
-            problems.append(Problem(code: .manifest, text: "\(file): not valid YAML: \(error)"))
+            problems.append(Problem(code: .manifest, text: "\(file): not valid YAML: \(error.message)"))
             return []
         }
+        let root = document.root
         guard let root, case .mapping(let top) = root else {
-            report(root, "(top level)", "expected a mapping with an 'actions' key")
+            report("(top level)", "expected a mapping with an 'actions' key")
             return []
         }
-        var defaultLibrary: (String, Node)?
-        var actionsNode: Node?
-        for (keyNode, value) in top {
-            guard let key = scalarKey(keyNode, "(top level)") else { continue }
+        var defaultLibrary: String?
+        var actionsNode: ConfigNode?
+        for (key, value) in top {
             switch key {
             case "library":
-                if let s = string(value, "library") { defaultLibrary = (s, value) }
+                if let s = string(value, "library") { defaultLibrary = s }
             case "actions":
                 actionsNode = value
             default:
-                report(keyNode, key, "unknown key (expected: library, actions)")
+                report(key, "unknown key (expected: library, actions)")
             }
         }
         guard let actionsNode else {
-            report(root, "actions", "missing (a mapping from action name to its binding)")
+            report("actions", "missing (a mapping from action name to its binding)")
             return []
         }
         guard case .mapping(let actionMap) = actionsNode else {
-            report(actionsNode, "actions", "expected a mapping from action name to its binding, got \(kind(actionsNode))")
+            report("actions", "expected a mapping from action name to its binding, got \(kind(actionsNode))")
             return []
         }
         var actions: [NativeAction] = []
-        for (nameNode, body) in actionMap {
-            guard let name = scalarKey(nameNode, "actions") else { continue }
-            if let action = readAction(name: name, nameNode: nameNode, body: body, defaultLibrary: defaultLibrary) {
+        for (name, body) in actionMap {
+            if let action = readAction(name: name, body: body, defaultLibrary: defaultLibrary) {
                 actions.append(action)
             }
         }
         return actions
     }
 
-    mutating func readAction(name: String, nameNode: Node, body: Node, defaultLibrary: (String, Node)?) -> NativeAction? {
+    mutating func readAction(name: String, body: ConfigNode, defaultLibrary: String?) -> NativeAction? {
         let base = "actions.\(name)"
         guard case .mapping(let fields) = body else {
-            report(body, base, "expected a mapping (library, symbol, signature, args, slot, reply, free, timeout), got \(kind(body))", action: name)
+            report(base, "expected a mapping (library, symbol, signature, args, slot, reply, free, timeout), got \(kind(body))", action: name)
             return nil
         }
-        var library = defaultLibrary
+        var library = defaultLibrary.map { ($0, "library") }
         var symbol: String?
-        var signatureText: (String, Node)?
-        var argumentNodes: [Node] = []
-        var argsNode: Node?
+        var signatureText: String?
+        var argumentNodes: [ConfigNode] = []
+        var hasArgs = false
         var slot: String?
         var reply: ResponseTemplate?
         var free: String?
         var timeout: Duration?
         let before = problems.count
-        for (keyNode, value) in fields {
-            guard let key = scalarKey(keyNode, base) else { continue }
+        for (key, value) in fields {
             let keyPath = "\(base).\(key)"
             switch key {
             case "library":
-                if let s = string(value, keyPath) { library = (s, value) }
+                if let s = string(value, keyPath) { library = (s, keyPath) }
             case "symbol":
                 symbol = string(value, keyPath)
             case "signature":
-                if let s = string(value, keyPath) { signatureText = (s, value) }
+                signatureText = string(value, keyPath)
             case "args":
-                argsNode = value
+                hasArgs = true
                 if case .sequence(let items) = value {
-                    argumentNodes = Array(items)
-                } else if case .scalar(let scalar) = value, scalar.string.isEmpty || value.tagName == .null {
+                    argumentNodes = items
+                } else if case .scalar(let scalar) = value, scalar.text.isEmpty || scalar.isNull {
                     argumentNodes = []
                 } else {
-                    report(value, keyPath, "expected a list of argument sources, got \(kind(value))", action: name)
+                    report(keyPath, "expected a list of argument sources, got \(kind(value))", action: name)
                 }
             case "slot":
                 slot = string(value, keyPath)
             case "reply":
                 if let s = string(value, keyPath) {
-                    do { reply = try ResponseTemplate(s) } catch { report(value, keyPath, error.message, action: name) }
+                    do { reply = try ResponseTemplate(s) } catch { report(keyPath, error.message, action: name) }
                 }
             case "free":
                 free = string(value, keyPath)
             case "timeout":
-                if let seconds = value.float, value.tagName == .int || value.tagName == .float, seconds > 0, seconds.isFinite {
+                if case .scalar(let scalar) = value, scalar.plain, let seconds = scalar.double, seconds > 0, seconds.isFinite {
                     timeout = .milliseconds(Int64((seconds * 1000).rounded()))
                 } else {
-                    report(value, keyPath, "expected a positive number of seconds, got \(kind(value))", action: name)
+                    report(keyPath, "expected a positive number of seconds, got \(kind(value))", action: name)
                 }
             default:
-                report(keyNode, keyPath, "unknown key (expected: library, symbol, signature, args, slot, reply, free, timeout)", action: name)
+                report(keyPath, "unknown key (expected: library, symbol, signature, args, slot, reply, free, timeout)", action: name)
             }
         }
-        guard let (libraryText, libraryNode) = library else {
-            report(body, "\(base).library", "missing (set it on the action or at the top level)", action: name)
+        guard let (libraryText, libraryKeyPath) = library else {
+            report("\(base).library", "missing (set it on the action or at the top level)", action: name)
             return nil
         }
-        guard let (signatureString, signatureNode) = signatureText else {
-            if problems.count == before { report(body, "\(base).signature", "missing (for example double(double,int32))", action: name) }
+        guard let signatureString = signatureText else {
+            if problems.count == before { report("\(base).signature", "missing (for example double(double,int32))", action: name) }
             return nil
         }
         let signature: FFISignature
         do {
             signature = try FFISignature(parsing: signatureString)
         } catch {
-            report(.signature, signatureNode, "\(base).signature", error.description, action: name)
+            report(.signature, "\(base).signature", error.description, action: name)
             return nil
         }
         // Sources: either one per non-say parameter, or one per parameter with 'say' at every say position.
         var sources: [ArgumentSource] = []
-        var sourceNodes: [Node] = []
+        var sourcePaths: [String] = []
         let explicitSay = argumentNodes.count == signature.parameters.count && signature.parameters.contains(.say)
         let valueTypes = signature.parameters.filter { $0 != .say }
         for (i, node) in argumentNodes.enumerated() {
             let keyPath = "\(base).args[\(i)]"
             let parameter = i < signature.parameters.count ? (explicitSay ? signature.parameters[i] : nil) : nil
-            if case .scalar(let scalar) = node, scalar.string == "say", node.tagName == .str {
+            if case .scalar(let scalar) = node, scalar.text == "say", Self.isString(scalar) {
                 if parameter != .say {
-                    report(.signature, node, keyPath, "'say' must be at a say position of \(signature) (or leave say out of args)", action: name)
+                    report(.signature, keyPath, "'say' must be at a say position of \(signature) (or leave say out of args)", action: name)
                 }
                 continue
             }
             if parameter == .say {
-                report(.signature, node, keyPath, "parameter \(i + 1) of \(signature) is say: write 'say' here or leave say out of args", action: name)
+                report(.signature, keyPath, "parameter \(i + 1) of \(signature) is say: write 'say' here or leave say out of args", action: name)
                 continue
             }
             if let source = readSource(node, keyPath, action: name) {
                 sources.append(source)
-                sourceNodes.append(node)
+                sourcePaths.append(keyPath)
             }
         }
         if problems.count > before { return nil }
         if sources.count != valueTypes.count {
             let says = signature.parameters.count - valueTypes.count
             report(
-                .signature, argsNode ?? body, "\(base).args",
+                .signature, hasArgs ? "\(base).args" : base,
                 "signature \(signature) takes \(valueTypes.count) argument\(valueTypes.count == 1 ? "" : "s")"
                     + (says > 0 ? " besides say" : "") + ", args lists \(argumentNodes.count)",
                 action: name)
@@ -306,57 +309,62 @@ private struct ManifestReader {
                 do {
                     _ = try FFIValue.convert(value, to: type)
                 } catch {
-                    report(.argument, sourceNodes[i], "\(base).args", "argument \(i + 1) (\(type) parameter): \(error.message)", action: name)
+                    report(.argument, sourcePaths[i], "argument \(i + 1) (\(type) parameter): \(error.message)", action: name)
                 }
             }
         }
         if problems.count > before { return nil }
-        guard let handle = open(libraryText, node: libraryNode, keyPath: "\(base).library", action: name) else { return nil }
+        guard let handle = open(libraryText, keyPath: libraryKeyPath == "library" ? "\(base).library" : libraryKeyPath, action: name) else {
+            return nil
+        }
         do {
             let function = try NativeFunction(library: handle, symbol: symbol ?? name, signature: signature, freeFunction: free)
             return try NativeAction(name: name, function: function, arguments: sources, slot: slot, reply: reply, timeout: timeout)
         } catch {
             let keyPath = error.code == .symbol ? "\(base).\(free != nil && error.message.contains("'\(free ?? "")'") ? "free" : "symbol")" : base
-            report(error.code, body, keyPath, error.message, action: name)
+            report(error.code, keyPath, error.message, action: name)
             return nil
         }
     }
 
-    mutating func readSource(_ node: Node, _ keyPath: String, action: String) -> ArgumentSource? {
+    /// Whether a scalar is a string by the YAML core schema (quoted, or plain and not null/bool/number).
+    static func isString(_ scalar: ConfigScalar) -> Bool {
+        !scalar.plain || (!scalar.isNull && scalar.bool == nil && scalar.int == nil && scalar.double == nil)
+    }
+
+    mutating func readSource(_ node: ConfigNode, _ keyPath: String, action: String) -> ArgumentSource? {
         guard case .scalar(let scalar) = node else {
-            report(node, keyPath, "expected an argument source such as slot:NAME or a number, got \(kind(node))", action: action)
+            report(keyPath, "expected an argument source such as slot:NAME or a number, got \(kind(node))", action: action)
             return nil
         }
-        switch node.tagName {
-        case .int:
-            guard let i = node.int else {
-                report(.argument, node, keyPath, "integer literal \(scalar.string) is out of range for int64", action: action)
-                return nil
-            }
-            return .literal(.int(Int64(i)))
-        case .float:
-            guard let d = node.float else { return nil }
-            return .literal(.double(d))
-        case .bool:
-            return .literal(.bool(node.bool ?? false))
-        case .null:
-            report(node, keyPath, "null is not an argument source", action: action)
-            return nil
-        default:
+        if Self.isString(scalar) {
             do {
-                return try ArgumentSource(parsing: scalar.string)
+                return try ArgumentSource(parsing: scalar.text)
             } catch {
-                report(node, keyPath, error.message, action: action)
+                report(keyPath, error.message, action: action)
                 return nil
             }
         }
+        if scalar.isNull {
+            report(keyPath, "null is not an argument source", action: action)
+            return nil
+        }
+        if let b = scalar.bool { return .literal(.bool(b)) }
+        if let i = scalar.int { return .literal(.int(i)) }
+        let digits = scalar.text.filter { $0 != "_" && $0 != "+" && $0 != "-" }
+        if !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) {
+            report(.argument, keyPath, "integer literal \(scalar.text) is out of range for int64", action: action)
+            return nil
+        }
+        if let d = scalar.double { return .literal(.double(d)) }
+        return nil
     }
 
-    mutating func open(_ library: String, node: Node, keyPath: String, action: String) -> NativeLibrary? {
+    mutating func open(_ library: String, keyPath: String, action: String) -> NativeLibrary? {
         let resolved = resolve(library)
         if let handle = libraries[resolved] { return handle }
         if failedLibraries.contains(resolved) {
-            report(.library, node, keyPath, "library \(resolved) could not be opened (see above)", action: action)
+            report(.library, keyPath, "library \(resolved) could not be opened (see above)", action: action)
             return nil
         }
         do {
@@ -365,7 +373,7 @@ private struct ManifestReader {
             return handle
         } catch {
             failedLibraries.insert(resolved)
-            report(.library, node, keyPath, error.message, action: action)
+            report(.library, keyPath, error.message, action: action)
             return nil
         }
     }
@@ -379,44 +387,34 @@ private struct ManifestReader {
         return FileManager.default.fileExists(atPath: local) ? local : library
     }
 
-    mutating func scalarKey(_ node: Node, _ parent: String) -> String? {
-        guard case .scalar(let scalar) = node else {
-            report(node, parent, "keys must be plain strings, got \(kind(node))")
+    mutating func string(_ node: ConfigNode, _ keyPath: String) -> String? {
+        guard case .scalar(let scalar) = node, Self.isString(scalar) else {
+            report(keyPath, "expected a string, got \(kind(node))")
             return nil
         }
-        return scalar.string
+        if scalar.text.isEmpty {
+            report(keyPath, "must not be empty")
+            return nil
+        }
+        return scalar.text
     }
 
-    mutating func string(_ node: Node, _ keyPath: String) -> String? {
-        guard case .scalar(let scalar) = node, node.tagName == .str else {
-            report(node, keyPath, "expected a string, got \(kind(node))")
-            return nil
-        }
-        if scalar.string.isEmpty {
-            report(node, keyPath, "must not be empty")
-            return nil
-        }
-        return scalar.string
-    }
-
-    func kind(_ node: Node) -> String {
+    func kind(_ node: ConfigNode) -> String {
         switch node {
         case .mapping: "a mapping"
         case .sequence: "a list"
-        case .alias: "an alias"
         case .scalar(let s):
-            switch node.tagName {
-            case .int: "the integer \(s.string)"
-            case .float: "the number \(s.string)"
-            case .bool: "the bool \(s.string)"
-            case .null: "null"
-            default: "the string \"\(s.string)\""
+            if Self.isString(s) {
+                "the string \"\(s.text)\""
+            } else if s.isNull {
+                "null"
+            } else if s.bool != nil {
+                "the bool \(s.text)"
+            } else if s.int != nil {
+                "the integer \(s.text)"
+            } else {
+                "the number \(s.text)"
             }
         }
     }
-}
-
-extension Node {
-    /// The resolved tag (`tag:yaml.org,2002:int`, `…:str`, …); quoted scalars resolve to `str`.
-    fileprivate var tagName: Tag.Name { Tag.Name(rawValue: tag.description) }
 }

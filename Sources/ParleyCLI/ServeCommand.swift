@@ -4,6 +4,7 @@ import Prometheus
 import Foundation
 import Logging
 import ParleyConfig
+import ParleyYAML
 import ParleyServer
 
 /// `parley serve`: loads the configuration, then serves the channels until SIGTERM/SIGINT.

@@ -1,4 +1,5 @@
 public import ParleyServer
+public import ParleyYAML
 
 /// What `parley.yml` (and optionally a Rasa `credentials.yml`) says: the application's settings, as the
 /// libraries' own configuration structs (``ParleyServer/ParleyServerConfiguration``), plus what only the

@@ -4,6 +4,7 @@ import NIOCore
 public import ParleyChannels
 import ParleyDispatch
 import ParleyJSON
+public import ParleyYAML
 public import ParleyServer
 
 /// Loads ``ParleyConfiguration`` from `parley.yml` and/or a Rasa `credentials.yml`.
@@ -72,7 +73,15 @@ public struct ConfigurationLoader: Sendable {
     public func parseCredentials(
         yaml: String, file: String = "credentials.yml", baseDirectory: String = "."
     ) throws(ConfigError) -> (ChannelsConfiguration, [String]) {
-        let root = try ConfigParser(file: file, environment: environment).parse(yaml)
+        let document = try ConfigParser(file: file, environment: environment).parseDocument(yaml)
+        do {
+            return try readCredentials(document.root, file: file, baseDirectory: baseDirectory)
+        } catch {
+            throw document.locate(error)
+        }
+    }
+
+    private func readCredentials(_ root: ConfigNode?, file: String, baseDirectory: String) throws(ConfigError) -> (ChannelsConfiguration, [String]) {
         var reader = try MapReader(root, file: file, path: "", what: "a mapping of channel names (socketio:, rest:, …)")
         var ctx = Context(file: file, base: baseDirectory, environment: environment)
         var channels = ChannelsConfiguration(socketIO: nil, rest: nil)
@@ -93,7 +102,15 @@ public struct ConfigurationLoader: Sendable {
     }
 
     private func parseConfig(yaml: String, file: String, baseDirectory: String) throws(ConfigError) -> (ParleyConfiguration, Bool) {
-        let root = try ConfigParser(file: file, environment: environment).parse(yaml)
+        let document = try ConfigParser(file: file, environment: environment).parseDocument(yaml)
+        do {
+            return try readConfig(document.root, file: file, baseDirectory: baseDirectory)
+        } catch {
+            throw document.locate(error)
+        }
+    }
+
+    private func readConfig(_ root: ConfigNode?, file: String, baseDirectory: String) throws(ConfigError) -> (ParleyConfiguration, Bool) {
         var top = try MapReader(root, file: file, path: "", what: "a mapping with sections such as server:, channels:, agents:")
         var ctx = Context(file: file, base: baseDirectory, environment: environment)
         var config = ParleyConfiguration()

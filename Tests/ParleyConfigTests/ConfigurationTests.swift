@@ -2,6 +2,7 @@ import Foundation
 import EngineIO
 import ParleyChannels
 import ParleyConfig
+import ParleyYAML
 import ParleyDispatch
 import NIOCore
 import ParleyServer
@@ -13,13 +14,48 @@ private func parse(_ yaml: String, env: [String: String] = [:], file: String = "
     try ConfigurationLoader(environment: env).parse(yaml: yaml, file: file, baseDirectory: base)
 }
 
-/// The message of the ``ConfigError`` that parsing `yaml` throws (nil when it parses).
+/// The message of the ``ConfigError`` that parsing `yaml` throws (nil when it parses), without its `:LINE:COL`
+/// (``ConfigurationPositionTests`` checks the positions).
 private func failure(_ yaml: String, env: [String: String] = [:]) -> String? {
     do {
         _ = try parse(yaml, env: env)
         return nil
+    } catch var e as ConfigError {
+        (e.line, e.column) = (nil, nil)
+        return "\(e)"
     } catch {
         return "\(error)"
+    }
+}
+
+@Suite("Configuration error positions")
+struct ConfigurationPositionTests {
+    /// Every error names FILE:LINE:COL: the key's position, or its mapping's for a missing key.
+    @Test func errorsNameLineAndColumn() {
+        let yaml = "server:\n  port: 80\nchannels:\n  socketio:\n    ping_interval: fast\n"
+        #expect(throws: ConfigError.self) { try parse(yaml) }
+        do {
+            _ = try parse(yaml)
+        } catch let error as ConfigError {
+            #expect(error.description == "parley.yml:5:5: channels.socketio.ping_interval: expected a number of seconds, got \"fast\"")
+        } catch {
+            Issue.record("not a ConfigError: \(error)")
+        }
+        do {
+            _ = try parse("agents:\n  - plugin: a.so\n")
+        } catch let error as ConfigError {
+            // The missing `name` is reported where its agent's mapping starts.
+            #expect(error.description == "parley.yml:2:5: agents[0].name: missing; every agent needs a name")
+        } catch {
+            Issue.record("not a ConfigError: \(error)")
+        }
+        do {
+            _ = try parse("server:\n  port: [1\n")
+        } catch let error as ConfigError {
+            #expect(error.line != nil && error.description.hasPrefix("parley.yml:"))
+        } catch {
+            Issue.record("not a ConfigError: \(error)")
+        }
     }
 }
 
@@ -345,7 +381,7 @@ struct CredentialsTests {
         do {
             _ = try ConfigurationLoader(environment: [:]).parseCredentials(yaml: "socketio:\n  sesion_persistence: true\n")
         } catch {
-            #expect("\(error)".hasPrefix("credentials.yml: socketio.sesion_persistence: unknown key; did you mean \"session_persistence\"?"))
+            #expect("\(error)".hasPrefix("credentials.yml:2:3: socketio.sesion_persistence: unknown key; did you mean \"session_persistence\"?"))
         }
     }
 

@@ -1,15 +1,15 @@
-import ParleyJSON
+public import ParleyJSON
 
 /// Reads one mapping of the configuration, tracking the key path for errors and the keys it consumed, so
 /// that ``finish()`` can refuse unknown keys.
-struct MapReader {
-    let file: String
-    let path: String
+public struct MapReader {
+    public let file: String
+    public let path: String
     private let pairs: [(key: String, value: ConfigNode)]
     private var used: Set<String> = []
 
     /// Reads `node` as a mapping; null counts as an empty mapping (`rest:` with nothing after it).
-    init(_ node: ConfigNode?, file: String, path: String, what: String = "a mapping") throws(ConfigError) {
+    public init(_ node: ConfigNode?, file: String, path: String, what: String = "a mapping") throws(ConfigError) {
         self.file = file
         self.path = path
         switch node {
@@ -21,47 +21,47 @@ struct MapReader {
         }
     }
 
-    var keys: [String] { pairs.map(\.key) }
-    func has(_ key: String) -> Bool { pairs.contains { $0.key == key } }
+    public var keys: [String] { pairs.map(\.key) }
+    public func has(_ key: String) -> Bool { pairs.contains { $0.key == key } }
 
-    func childPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    public func childPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
-    func error(_ key: String, _ message: String) -> ConfigError {
+    public func error(_ key: String, _ message: String) -> ConfigError {
         ConfigError(file: file, keyPath: childPath(key), message: message)
     }
 
     /// The raw node of `key` (nil when absent), marking it used.
-    mutating func node(_ key: String) -> ConfigNode? {
+    public mutating func node(_ key: String) -> ConfigNode? {
         used.insert(key)
         return pairs.first { $0.key == key }?.value
     }
 
     /// A node that is present and not null.
-    mutating func value(_ key: String) -> ConfigNode? {
+    public mutating func value(_ key: String) -> ConfigNode? {
         guard let n = node(key), !n.isNull else { return nil }
         return n
     }
 
-    mutating func string(_ key: String, expected: String = "a string") throws(ConfigError) -> String? {
+    public mutating func string(_ key: String, expected: String = "a string") throws(ConfigError) -> String? {
         guard let n = value(key) else { return nil }
         guard case .scalar(let s) = n else { throw error(key, "expected \(expected), got \(n.shortDescription)") }
         return s.text
     }
 
     /// A string that must not be empty.
-    mutating func nonEmptyString(_ key: String, expected: String = "a non-empty string") throws(ConfigError) -> String? {
+    public mutating func nonEmptyString(_ key: String, expected: String = "a non-empty string") throws(ConfigError) -> String? {
         guard let s = try string(key, expected: expected) else { return nil }
         guard !s.isEmpty else { throw error(key, "expected \(expected), got \"\"") }
         return s
     }
 
-    mutating func bool(_ key: String) throws(ConfigError) -> Bool? {
+    public mutating func bool(_ key: String) throws(ConfigError) -> Bool? {
         guard let n = value(key) else { return nil }
         guard case .scalar(let s) = n, let b = s.bool else { throw error(key, "expected true or false, got \(n.shortDescription)") }
         return b
     }
 
-    mutating func int(_ key: String, expected: String, range: ClosedRange<Int64>) throws(ConfigError) -> Int? {
+    public mutating func int(_ key: String, expected: String, range: ClosedRange<Int64>) throws(ConfigError) -> Int? {
         guard let n = value(key) else { return nil }
         guard case .scalar(let s) = n, let i = s.int ?? s.double.flatMap({ $0.rounded() == $0 && abs($0) < 9e18 ? Int64($0) : nil }) else {
             throw error(key, "expected \(expected), got \(n.shortDescription)")
@@ -73,7 +73,7 @@ struct MapReader {
     }
 
     /// A number in `range`.
-    mutating func number(_ key: String, expected: String, range: ClosedRange<Double>) throws(ConfigError) -> Double? {
+    public mutating func number(_ key: String, expected: String, range: ClosedRange<Double>) throws(ConfigError) -> Double? {
         guard let n = value(key) else { return nil }
         guard case .scalar(let s) = n, let d = s.double ?? s.int.map(Double.init), d.isFinite else {
             throw error(key, "expected \(expected), got \(n.shortDescription)")
@@ -85,7 +85,7 @@ struct MapReader {
     }
 
     /// A duration in seconds: a number (`25`, `2.5`) or a string with a unit (`"500ms"`, `"25s"`, `"2m"`).
-    mutating func seconds(_ key: String, allowZero: Bool = false) throws(ConfigError) -> Double? {
+    public mutating func seconds(_ key: String, allowZero: Bool = false) throws(ConfigError) -> Double? {
         guard let n = value(key) else { return nil }
         let expected = "a number of seconds"
         guard case .scalar(let s) = n else { throw error(key, "expected \(expected), got \(n.shortDescription)") }
@@ -105,7 +105,7 @@ struct MapReader {
     }
 
     /// One of `choices` (compared case-sensitively unless `caseInsensitive`).
-    mutating func choice(_ key: String, _ choices: [String], caseInsensitive: Bool = false) throws(ConfigError) -> String? {
+    public mutating func choice(_ key: String, _ choices: [String], caseInsensitive: Bool = false) throws(ConfigError) -> String? {
         let expected = "one of " + choices.map { "\"\($0)\"" }.joined(separator: ", ")
         guard let s = try string(key, expected: expected) else { return nil }
         if let c = choices.first(where: { caseInsensitive ? $0.lowercased() == s.lowercased() : $0 == s }) { return c }
@@ -113,7 +113,7 @@ struct MapReader {
     }
 
     /// A list of strings; a single string counts as a one-element list.
-    mutating func stringList(_ key: String, expected: String = "a list of strings") throws(ConfigError) -> [String]? {
+    public mutating func stringList(_ key: String, expected: String = "a list of strings") throws(ConfigError) -> [String]? {
         guard let n = value(key) else { return nil }
         switch n {
         case .scalar(let s): return [s.text]
@@ -131,10 +131,10 @@ struct MapReader {
     }
 
     /// Any YAML value as JSON (plugin configuration objects).
-    mutating func json(_ key: String) -> JSONValue? { node(key)?.json }
+    public mutating func json(_ key: String) -> JSONValue? { node(key)?.json }
 
     /// Refuses keys that were never read.
-    func finish(known extra: [String] = []) throws(ConfigError) {
+    public func finish(known extra: [String] = []) throws(ConfigError) {
         for (key, _) in pairs where !used.contains(key) && !extra.contains(key) {
             let known = Array(used) + extra
             var message = "unknown key"
@@ -145,7 +145,7 @@ struct MapReader {
     }
 
     /// The known key closest to a misspelt one (edit distance ≤ 3, or same letters ignoring case and `_`).
-    static func closest(to key: String, in known: [String]) -> String? {
+    public static func closest(to key: String, in known: [String]) -> String? {
         func norm(_ s: String) -> String { s.lowercased().filter { $0 != "_" && $0 != "-" } }
         if let k = known.first(where: { norm($0) == norm(key) }) { return k }
         var best: (String, Int)?
@@ -172,7 +172,7 @@ struct MapReader {
 }
 
 extension StringProtocol {
-    var trimmingSpaces: String {
+    public var trimmingSpaces: String {
         var s = Substring(self)
         while let f = s.first, f == " " || f == "\t" || f == "\n" || f == "\r" { s.removeFirst() }
         while let l = s.last, l == " " || l == "\t" || l == "\n" || l == "\r" { s.removeLast() }

@@ -1,29 +1,29 @@
 import Foundation
-import ParleyJSON
+public import ParleyJSON
 import Yams
 
 /// A YAML document reduced to what the configuration reader needs: mappings keep their key order, scalars
 /// keep their text and whether they were quoted (a quoted `"5005"` is a string, a plain `5005` a number).
-indirect enum ConfigNode: Sendable {
+public indirect enum ConfigNode: Sendable {
     case scalar(ConfigScalar)
     case mapping([(key: String, value: ConfigNode)])
     case sequence([ConfigNode])
 }
 
 /// One YAML scalar after `${ENV}` substitution.
-struct ConfigScalar: Sendable {
+public struct ConfigScalar: Sendable {
     /// The text after substitution.
-    var text: String
+    public var text: String
     /// Whether the scalar was written without quotes (so `true`, `12`, `~` have their YAML meaning).
-    var plain: Bool
+    public var plain: Bool
     /// Whether any `${…}` was substituted; such values may be given as strings where numbers are expected.
-    var substituted: Bool
+    public var substituted: Bool
 
     /// `null`, `~`, or an empty plain scalar.
-    var isNull: Bool { plain && (text.isEmpty || text == "~" || text == "null" || text == "Null" || text == "NULL") }
+    public var isNull: Bool { plain && (text.isEmpty || text == "~" || text == "null" || text == "Null" || text == "NULL") }
 
     /// YAML 1.2 core-schema booleans for plain scalars (and `yes`/`no` as YAML 1.1 writers produce them).
-    var bool: Bool? {
+    public var bool: Bool? {
         guard plain || substituted else { return nil }
         switch text {
         case "true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON": return true
@@ -33,7 +33,7 @@ struct ConfigScalar: Sendable {
     }
 
     /// An integer (decimal, `0x`, `0o`, `_` separators allowed) for plain scalars.
-    var int: Int64? {
+    public var int: Int64? {
         guard plain || substituted else { return nil }
         var t = String(text.filter { $0 != "_" })
         var negative = false
@@ -54,7 +54,7 @@ struct ConfigScalar: Sendable {
     }
 
     /// A floating-point number for plain scalars (integers included).
-    var double: Double? {
+    public var double: Double? {
         guard plain || substituted else { return nil }
         if let i = int { return Double(i) }
         let t = String(text.filter { $0 != "_" })
@@ -69,7 +69,7 @@ struct ConfigScalar: Sendable {
     }
 
     /// The scalar as JSON, by the YAML core schema.
-    var json: JSONValue {
+    public var json: JSONValue {
         if isNull { return .null }
         if let b = bool, plain { return .bool(b) }
         if let i = int, plain { return .int(i) }
@@ -80,7 +80,7 @@ struct ConfigScalar: Sendable {
 
 extension ConfigNode {
     /// The node as JSON (plugin `config:` objects, route metadata).
-    var json: JSONValue {
+    public var json: JSONValue {
         switch self {
         case .scalar(let s): return s.json
         case .sequence(let items): return .array(items.map(\.json))
@@ -92,7 +92,7 @@ extension ConfigNode {
     }
 
     /// How the value is described in "got …" messages.
-    var shortDescription: String {
+    public var shortDescription: String {
         switch self {
         case .scalar(let s):
             if s.isNull { return "nothing (null)" }
@@ -103,25 +103,54 @@ extension ConfigNode {
         }
     }
 
-    var isNull: Bool { if case .scalar(let s) = self { s.isNull } else { false } }
+    public var isNull: Bool { if case .scalar(let s) = self { s.isNull } else { false } }
 }
 
 /// Parses YAML text into a ``ConfigNode`` tree, substituting `${NAME}` and `${NAME:-default}` in scalars.
-struct ConfigParser {
-    var file: String
-    var environment: [String: String]
+public struct ConfigParser {
+    public var file: String
+    public var environment: [String: String]
+    /// Whether `${NAME}` references are replaced (the configuration); off for files that take text verbatim.
+    public var substitutesEnvironment: Bool
 
-    func parse(_ text: String) throws(ConfigError) -> ConfigNode? {
+    public init(file: String, environment: [String: String] = [:], substitutesEnvironment: Bool = true) {
+        self.file = file
+        self.environment = environment
+        self.substitutesEnvironment = substitutesEnvironment
+    }
+
+    /// The document's root (nil for an empty document).
+    public func parse(_ text: String) throws(ConfigError) -> ConfigNode? {
+        try parseDocument(text).root
+    }
+
+    /// The document's root and where each key path starts in the file. Errors carry the line and column.
+    public func parseDocument(_ text: String) throws(ConfigError) -> YAMLDocument {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
         } catch let error as YamlError {
-            throw ConfigError(file: file, keyPath: "", message: "invalid YAML: \(Self.describe(error))")
+            var e = ConfigError(file: file, keyPath: "", message: "invalid YAML: \(Self.describe(error))")
+            if let mark = Self.mark(of: error) { (e.line, e.column) = (mark.line, mark.column) }
+            throw e
         } catch {
             throw ConfigError(file: file, keyPath: "", message: "invalid YAML: \(error)")
         }
-        guard let root else { return nil }
-        return try convert(root, path: "")
+        var document = YAMLDocument(file: file)
+        guard let root else { return document }
+        do {
+            document.root = try convert(root, path: "", positions: &document.positions)
+        } catch {
+            throw document.locate(error)
+        }
+        return document
+    }
+
+    private static func mark(of error: YamlError) -> Mark? {
+        switch error {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): return mark
+        default: return nil
+        }
     }
 
     private static func describe(_ error: YamlError) -> String {
@@ -137,17 +166,18 @@ struct ConfigParser {
         }
     }
 
-    private func convert(_ node: Node, path: String) throws(ConfigError) -> ConfigNode {
+    private func convert(_ node: Node, path: String, positions: inout [String: YAMLDocument.Position]) throws(ConfigError) -> ConfigNode {
+        if let mark = node.mark, positions[path] == nil { positions[path] = .init(line: mark.line, column: mark.column) }
         switch node {
         case .scalar(let scalar):
             let plain = scalar.style == .plain || scalar.style == .any
-            let (text, substituted) = try substitute(scalar.string, path: path)
+            let (text, substituted) = substitutesEnvironment ? try substitute(scalar.string, path: path) : (scalar.string, false)
             return .scalar(ConfigScalar(text: text, plain: plain, substituted: substituted))
         case .alias:
             throw ConfigError(file: file, keyPath: path, message: "YAML aliases are not supported here; write the value out")
         case .sequence(let seq):
             var items: [ConfigNode] = []
-            for (i, item) in seq.enumerated() { items.append(try convert(item, path: "\(path)[\(i)]")) }
+            for (i, item) in seq.enumerated() { items.append(try convert(item, path: "\(path)[\(i)]", positions: &positions)) }
             return .sequence(items)
         case .mapping(let mapping):
             var pairs: [(key: String, value: ConfigNode)] = []
@@ -158,20 +188,21 @@ struct ConfigParser {
                 }
                 let key = ks.string
                 let child = path.isEmpty ? key : "\(path).\(key)"
+                if let mark = k.mark { positions[child] = .init(line: mark.line, column: mark.column) }
                 if key == "<<" {
                     throw ConfigError(file: file, keyPath: child, message: "YAML merge keys are not supported here; write the keys out")
                 }
                 guard seen.insert(key).inserted else {
                     throw ConfigError(file: file, keyPath: child, message: "key given twice; keep one")
                 }
-                pairs.append((key, try convert(v, path: child)))
+                pairs.append((key, try convert(v, path: child, positions: &positions)))
             }
             return .mapping(pairs)
         }
     }
 
     /// Replaces `${NAME}` and `${NAME:-default}`; `$${` stays a literal `${`.
-    func substitute(_ text: String, path: String) throws(ConfigError) -> (String, Bool) {
+    public func substitute(_ text: String, path: String) throws(ConfigError) -> (String, Bool) {
         guard text.contains("${") else { return (text, false) }
         var out = ""
         var substituted = false
@@ -222,6 +253,53 @@ struct ConfigParser {
             i = text.index(after: i)
         }
         return (out, substituted)
+    }
+}
+
+/// A parsed file: its root node and where each key path (`server.port`, `agents[0].route`) starts, so that an
+/// error about a key path names its line and column.
+public struct YAMLDocument: Sendable {
+    /// A 1-based line and column.
+    public struct Position: Sendable, Hashable {
+        public var line: Int
+        public var column: Int
+    }
+
+    /// The file's name in messages.
+    public let file: String
+    /// The root node (nil for an empty document).
+    public var root: ConfigNode?
+    /// Key path -> where its key (for a mapping entry) or its value (the root, list items) starts.
+    public var positions: [String: Position] = [:]
+
+    public init(file: String, root: ConfigNode? = nil) {
+        self.file = file
+        self.root = root
+    }
+
+    /// The position of `keyPath`, or of its nearest ancestor present in the file (a missing key is reported where
+    /// its mapping is).
+    public func position(of keyPath: String) -> Position? {
+        var path = Substring(keyPath)
+        while true {
+            if let p = positions[String(path)] { return p }
+            guard !path.isEmpty else { return nil }
+            if path.hasSuffix("]"), let open = path.lastIndex(of: "[") {
+                path = path[..<open]
+            } else if let dot = path.lastIndex(of: ".") {
+                path = path[..<dot]
+            } else {
+                path = ""
+            }
+        }
+    }
+
+    /// `error` with the line and column of its key path filled in (when it has none yet and is about this file).
+    public func locate(_ error: ConfigError) -> ConfigError {
+        guard error.line == nil, error.file == file, let p = position(of: error.keyPath) else { return error }
+        var located = error
+        (located.line, located.column) = (p.line, p.column)
+        return located
     }
 }
 

@@ -9,14 +9,24 @@ public struct ConfigError: Error, Sendable, Hashable, CustomStringConvertible {
     public var keyPath: String
     /// What is wrong and, where possible, what to write instead.
     public var message: String
+    /// Where in the file (1-based), when known: the key's line and column, or its mapping's for a missing key.
+    public var line: Int?
+    /// See ``line``.
+    public var column: Int?
 
-    public init(file: String, keyPath: String, message: String) {
+    public init(file: String, keyPath: String, message: String, line: Int? = nil, column: Int? = nil) {
         self.file = file
         self.keyPath = keyPath
         self.message = message
+        self.line = line
+        self.column = column
     }
 
+    /// `FILE:LINE:COL: key.path: message` (without `:LINE:COL` when the position is unknown, e.g. a command-line
+    /// option; without the key path for the whole file).
     public var description: String {
-        keyPath.isEmpty ? "\(file): \(message)" : "\(file): \(keyPath): \(message)"
+        var location = file
+        if let line { location += ":\(line):\(column ?? 1)" }
+        return keyPath.isEmpty ? "\(location): \(message)" : "\(location): \(keyPath): \(message)"
     }
 }
