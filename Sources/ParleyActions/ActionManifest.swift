@@ -210,7 +210,7 @@ private struct ManifestReader {
             report(base, "expected a mapping (library, symbol, signature, args, slot, reply, free, timeout), got \(kind(body))", action: name)
             return nil
         }
-        var library = defaultLibrary.map { ($0, "library") }
+        var library = defaultLibrary
         var symbol: String?
         var signatureText: String?
         var argumentNodes: [ConfigNode] = []
@@ -224,7 +224,7 @@ private struct ManifestReader {
             let keyPath = "\(base).\(key)"
             switch key {
             case "library":
-                if let s = string(value, keyPath) { library = (s, keyPath) }
+                if let s = string(value, keyPath) { library = s }
             case "symbol":
                 symbol = string(value, keyPath)
             case "signature":
@@ -256,7 +256,7 @@ private struct ManifestReader {
                 report(keyPath, "unknown key (expected: library, symbol, signature, args, slot, reply, free, timeout)", action: name)
             }
         }
-        guard let (libraryText, libraryKeyPath) = library else {
+        guard let libraryText = library else {
             report("\(base).library", "missing (set it on the action or at the top level)", action: name)
             return nil
         }
@@ -314,7 +314,7 @@ private struct ManifestReader {
             }
         }
         if problems.count > before { return nil }
-        guard let handle = open(libraryText, keyPath: libraryKeyPath == "library" ? "\(base).library" : libraryKeyPath, action: name) else {
+        guard let handle = open(libraryText, keyPath: "\(base).library", action: name) else {
             return nil
         }
         do {

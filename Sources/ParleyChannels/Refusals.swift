@@ -121,7 +121,7 @@ final class SocketGuard: Sendable {
 
     /// Takes a token of the rate limit; false when the message is over it.
     func admit() -> Bool {
-        state.withLock { s in s.bucket == nil ? true : s.bucket!.take() }
+        state.withLock { $0.bucket?.take() ?? true }
     }
 
     /// Whether to log a refusal now, and how many were suppressed before it.

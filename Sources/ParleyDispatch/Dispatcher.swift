@@ -392,7 +392,7 @@ public final class Dispatcher: TurnHandler, Service {
             tracker = current
             item.complete(.success(TurnResult()))
         case .success(.some(let computed)):
-            let (turn, deliver) = (computed.result, computed.deliver)
+            let turn = computed.result
             // Counted only by the turn that answers (a turn taken over at its deadline counts nothing).
             for cause in computed.fallbacks { DispatchMetrics.fallback(cause) }
             if !item.isEmit, conversation.state.withLock({ $0.queue.isEmpty }) {
@@ -412,7 +412,7 @@ public final class Dispatcher: TurnHandler, Service {
                 return .done
             }
             if case .emit(_, let channel, _, _) = item {
-                await outputs.deliver(deliver, to: conversation.id, channel: channel ?? current.latestInputChannel)
+                await outputs.deliver(turn.responses, to: conversation.id, channel: channel ?? current.latestInputChannel)
             }
             item.complete(.success(turn))
         }
@@ -531,7 +531,7 @@ public final class Dispatcher: TurnHandler, Service {
         for response in responses { record(TrackerEvent.bot(response: response, timestamp: now)) }
         if !tracker.paused { record(TrackerEvent.action(TrackerEvent.listenActionName, timestamp: now)) }
         return ComputedTurn(
-            result: TurnResult(responses: responses, events: events), deliver: responses,
+            result: TurnResult(responses: responses, events: events),
             record: TurnRecord(senderID: message.senderID, events: events, encoded: encoded), fallbacks: fallbacks)
     }
 
@@ -576,7 +576,7 @@ public final class Dispatcher: TurnHandler, Service {
             tracker.apply(event)
         }
         return ComputedTurn(
-            result: TurnResult(responses: formatted, events: events), deliver: formatted,
+            result: TurnResult(responses: formatted, events: events),
             record: TurnRecord(senderID: tracker.senderID, events: events), fallbacks: [])
     }
 
@@ -842,11 +842,10 @@ struct SchedulerState: Sendable {
     var cancelled = false
 }
 
-/// What computing one item produced, before it is stored: the turn, the responses to deliver, the record for
-/// the store and the fallbacks it sent (counted once it commits).
+/// What computing one item produced, before it is stored: the turn (whose responses an emit delivers), the
+/// record for the store and the fallbacks it sent (counted once it commits).
 struct ComputedTurn {
     var result: TurnResult
-    var deliver: [JSONValue]
     var record: TurnRecord
     var fallbacks: [DispatchMetrics.FallbackCause]
 }

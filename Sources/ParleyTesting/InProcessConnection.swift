@@ -36,14 +36,7 @@ public final class InProcessConnection: EngineConnection {
     }
 
     /// Closes the session as the server would (the delegate hears of it once).
-    public func close() {
-        let delegate: (any EngineConnectionDelegate)? = state.withLock { s in
-            guard !s.closed else { return nil }
-            s.closed = true
-            return s.delegate
-        }
-        delegate?.engineConnection(self, didCloseWith: .serverClose)
-    }
+    public func close() { end(.serverClose) }
 
     /// Whether the session was closed (by the server or by ``disconnect()``).
     public var isClosed: Bool { state.withLock { $0.closed } }
@@ -55,13 +48,16 @@ public final class InProcessConnection: EngineConnection {
     }
 
     /// The client goes away (its transport closed).
-    public func disconnect() {
+    public func disconnect() { end(.clientClose) }
+
+    /// Ends the session once; the delegate hears `reason`.
+    private func end(_ reason: EngineCloseReason) {
         let delegate: (any EngineConnectionDelegate)? = state.withLock { s in
             guard !s.closed else { return nil }
             s.closed = true
             return s.delegate
         }
-        delegate?.engineConnection(self, didCloseWith: .clientClose)
+        delegate?.engineConnection(self, didCloseWith: reason)
     }
 
     /// Returns and forgets everything sent so far.
