@@ -193,10 +193,11 @@ let package = Package(
         .target(
             name: "LoadTest",
             dependencies: [
-                .product(name: "ExtrasBase64", package: "swift-extras-base64"),
                 "ParleyJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: swiftSettings

@@ -1,4 +1,6 @@
 import NIOCore
+import NIOHTTP1
+import NIOWebSocket
 
 /// Error classes counted by the generator (every one is an error in the result).
 enum ErrorKind: Int, CaseIterable {
@@ -27,29 +29,34 @@ enum ErrorKind: Int, CaseIterable {
     }
 }
 
-/// One simulated user: a single channel handler that does the WebSocket handshake and framing,
-/// Engine.IO and Socket.IO itself (no codec handlers in between, so the generator stays cheap).
+/// One simulated user. The HTTP upgrade and WebSocket framing are NIO's (`NIOTypedWebSocketClientUpgrader`,
+/// its frame decoder/encoder and `NIOWebSocketFrameAggregator`); this handler speaks Engine.IO and Socket.IO on
+/// the frames, with a scanner of its own so the generator stays cheap (`SocketIOWire`).
 ///
 /// Confined to its worker's event loop.
 final class LoadConnection: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
 
     enum Phase: UInt8, Comparable {
         case connecting, handshaking, awaitingOpen, awaitingConnect, awaitingConfirm, ready, finished
         static func < (a: Phase, b: Phase) -> Bool { a.rawValue < b.rawValue }
     }
 
+    /// Largest message accepted from a server (16 MiB), as a frame or reassembled from fragments.
+    static let maxMessageSize = 16 << 20
+
     let id: Int
     unowned let worker: Worker
     /// When the session started (before `connect()`), monotonic ns.
     let startNs: UInt64
     var phase: Phase = .connecting
+    /// The TCP channel, from the moment it exists (so that `finish` can close it during the upgrade).
+    var channel: (any Channel)?
+    /// Set once the WebSocket handlers are in place and this handler is added after them.
     var context: ChannelHandlerContext?
-    private var key = ""
-    private var pending: ByteBuffer?
-    private var fragments: ByteBuffer?
-    private var fragmentOpcode: UInt8 = 0
+    /// Whether the server upgraded to WebSocket (fails when the connection ends first).
+    var upgraded: EventLoopFuture<Bool>?
     private var prefix: [UInt8] = []
     private var suffix: [UInt8] = []
     private var sequence = 0
@@ -68,19 +75,46 @@ final class LoadConnection: ChannelInboundHandler {
         expected.reserveCapacity(64)
     }
 
+    /// Configures `channel` for an HTTP/1.1 upgrade to WebSocket at the run's path; once upgraded, the
+    /// frame handlers and this connection's handler are added. The future answers whether the server upgraded.
+    func configure(_ channel: any Channel) throws -> EventLoopFuture<Bool> {
+        self.channel = channel
+        let bound = NIOLoopBound(self, eventLoop: channel.eventLoop)
+        let upgrader = NIOTypedWebSocketClientUpgrader<Bool>(
+            maxFrameSize: Self.maxMessageSize, enableAutomaticErrorHandling: false,
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16, maxAccumulatedFrameSize: Self.maxMessageSize),
+                        bound.value)
+                    return true
+                }
+            })
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: "\(worker.shared.hostHeader):\(worker.shared.port)")
+        headers.add(name: "User-Agent", value: "parley-loadtest")
+        let configuration = NIOTypedHTTPClientUpgradeConfiguration<Bool>(
+            upgradeRequestHead: HTTPRequestHead(version: .http1_1, method: .GET, uri: worker.shared.path, headers: headers),
+            upgraders: [upgrader],
+            notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(false) })
+        // The server's first frame (Engine.IO's open packet) often arrives in the same read as the 101.
+        var pipeline = NIOUpgradableHTTPClientPipelineConfiguration(upgradeConfiguration: configuration)
+        pipeline.leftOverBytesStrategy = .forwardBytes
+        return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(configuration: pipeline)
+    }
+
     // MARK: Channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        phase = .handshaking
-        key = WebSocketHandshake.makeKey(&rng)
-        let request = WebSocketHandshake.request(host: worker.shared.hostHeader, port: worker.shared.port, path: worker.shared.path, key: key)
-        var buffer = context.channel.allocator.buffer(capacity: request.utf8.count)
-        buffer.writeString(request)
-        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        guard phase <= .handshaking else { return }
+        if worker.shared.raw {
+            phase = .ready
+            worker.sessionReady(self)
+        } else {
+            phase = .awaitingOpen
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -89,79 +123,34 @@ final class LoadConnection: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if phase != .finished { worker.failed(self, phase <= .connecting ? .connect : .closed) }
+        guard phase != .finished else { return }
+        worker.failed(self, error is NIOWebSocketError || error is NIOWebSocketFrameAggregator.Error ? .protocol : .closed)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = unwrapInboundIn(data)
-        if var p = pending {
-            p.writeBuffer(&buffer)
-            buffer = p
-            pending = nil
-        }
-        if phase == .handshaking {
-            let check = buffer.withUnsafeReadableBytes { WebSocketHandshake.checkResponse($0, key: key) }
-            switch check {
-            case .incomplete:
-                pending = buffer
-                return
-            case .rejected:
-                worker.failed(self, .handshake)
-                return
-            case .upgraded(let headerLength):
-                buffer.moveReaderIndex(forwardBy: headerLength)
-                if worker.shared.raw {
-                    phase = .ready
-                    worker.sessionReady(self)
-                } else {
-                    phase = .awaitingOpen
-                }
-            }
-        }
-        do {
-            while phase != .finished, let frame = try WebSocketClientCodec.nextFrame(from: &buffer) {
-                handle(frame)
-            }
-        } catch {
+        guard phase != .finished else { return }
+        let frame = unwrapInboundIn(data)
+        // NIO's decoder leaves reserved bits to extensions; the generator negotiates none.
+        if frame.rsv1 || frame.rsv2 || frame.rsv3 {
             worker.failed(self, .protocol)
             return
         }
-        if phase != .finished, buffer.readableBytes > 0 { pending = buffer }
-    }
-
-    // MARK: Frames and packets
-
-    private func handle(_ frame: WebSocketInboundFrame) {
         switch frame.opcode {
-        case WebSocketClientCodec.opText, WebSocketClientCodec.opBinary:
-            if frame.fin {
-                handleMessage(frame.payload)
-            } else {
-                fragments = frame.payload
-                fragmentOpcode = frame.opcode
-            }
-        case WebSocketClientCodec.opContinuation:
-            guard var f = fragments else { worker.failed(self, .protocol); return }
-            var piece = frame.payload
-            f.writeBuffer(&piece)
-            if f.readableBytes > WebSocketClientCodec.maxPayload { worker.failed(self, .protocol); return }
-            if frame.fin {
-                fragments = nil
-                handleMessage(f)
-            } else {
-                fragments = f
-            }
-        case WebSocketClientCodec.opPing:
+        case .text, .binary:
+            handleMessage(frame.data)
+        case .ping:
             worker.stats.wsPings += 1
-            send(opcode: WebSocketClientCodec.opPong, payload: frame.payload)
-        case WebSocketClientCodec.opPong:
+            send(WebSocketFrame(fin: true, opcode: .pong, maskKey: nextMask(), data: frame.data))
+        case .pong:
             break
-        case WebSocketClientCodec.opClose:
+        case .connectionClose:
             worker.failed(self, .closed)
         default:
             worker.failed(self, .protocol)
         }
     }
+
+    // MARK: Packets
 
     private enum Action {
         case none, other, sendConnect, answerPing, sendSessionRequest, confirmed([UInt8]), replied, mismatch
@@ -211,13 +200,10 @@ final class LoadConnection: ChannelInboundHandler {
             var pong = payload
             pong.moveReaderIndex(forwardBy: 1)
             let body = pong
-            let frame = WebSocketClientCodec.clientFrame(
-                opcode: WebSocketClientCodec.opText, mask: nextMask(), allocator: allocator, capacity: body.readableBytes + 1
-            ) { b in
+            sendText(capacity: body.readableBytes + 1) { b in
                 b.writeInteger(UInt8(ascii: "3"))
                 b.writeImmutableBuffer(body)
             }
-            context?.writeAndFlush(wrapOutboundOut(frame), promise: nil)
         case .sendSessionRequest:
             phase = .awaitingConfirm
             send(text: worker.shared.sessionRequest)
@@ -236,32 +222,39 @@ final class LoadConnection: ChannelInboundHandler {
 
     // MARK: Sending
 
-    private var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
+    /// Bytes left free in front of an outbound payload, so NIO's encoder writes the frame header there
+    /// instead of in a second buffer (2 + 8 length + 4 mask).
+    private static let headerRoom = 14
 
-    @inline(__always) private func nextMask() -> UInt32 { UInt32(truncatingIfNeeded: rng.next()) }
+    @inline(__always) private func nextMask() -> WebSocketMaskingKey { .random(using: &rng) }
 
-    private func send(text: [UInt8]) {
-        let frame = WebSocketClientCodec.clientFrame(opcode: WebSocketClientCodec.opText, payload: text, mask: nextMask(), allocator: allocator)
+    private func send(_ frame: WebSocketFrame) {
         context?.writeAndFlush(wrapOutboundOut(frame), promise: nil)
     }
 
-    private func send(opcode: UInt8, payload: ByteBuffer) {
-        let frame = WebSocketClientCodec.clientFrame(opcode: opcode, mask: nextMask(), allocator: allocator, capacity: payload.readableBytes) { b in
-            b.writeImmutableBuffer(payload)
-        }
-        context?.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    /// Sends one masked text frame whose payload `write` appends.
+    private func sendText(capacity: Int, _ write: (inout ByteBuffer) -> Void) {
+        guard let context else { return }
+        var buffer = context.channel.allocator.buffer(capacity: capacity + Self.headerRoom)
+        buffer.moveWriterIndex(forwardBy: Self.headerRoom)
+        buffer.moveReaderIndex(forwardBy: Self.headerRoom)
+        write(&buffer)
+        send(WebSocketFrame(fin: true, opcode: .text, maskKey: nextMask(), data: buffer))
+    }
+
+    private func send(text: [UInt8]) {
+        sendText(capacity: text.count) { $0.writeBytes(text) }
     }
 
     /// Sends the next user message (`hello <id>-<seq>`) and remembers the text the reply must carry.
     func sendMessage(now: UInt64) {
-        guard let context else { return }
+        guard context != nil else { return }
         sequence += 1
         SocketIOOutbound.messageText(connection: id, sequence: sequence, size: worker.shared.messageSize, into: &expected)
         let raw = worker.shared.raw
-        let frame = WebSocketClientCodec.clientFrame(
-            opcode: WebSocketClientCodec.opText, mask: nextMask(), allocator: context.channel.allocator,
-            capacity: prefix.count + expected.count + suffix.count
-        ) { b in
+        awaitingReply = true
+        sentNs = now
+        sendText(capacity: prefix.count + expected.count + suffix.count) { b in
             if raw {
                 b.writeBytes(expected)
             } else {
@@ -270,29 +263,38 @@ final class LoadConnection: ChannelInboundHandler {
                 b.writeBytes(suffix)
             }
         }
-        awaitingReply = true
-        sentNs = now
-        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
     }
 
     /// Ends the connection: a WebSocket close frame (1000) first when `graceful`, then TCP close.
     func finish(graceful: Bool) {
         guard phase != .finished else { return }
-        let wasOpen = phase > .handshaking
+        let wasOpen = context != nil
         phase = .finished
         awaitingReply = false
-        guard let context else { return }
-        if graceful && wasOpen {
-            var body = ByteBuffer()
+        if graceful && wasOpen, let context {
+            var body = context.channel.allocator.buffer(capacity: 2)
             body.writeInteger(UInt16(1000))
-            let frame = WebSocketClientCodec.clientFrame(
-                opcode: WebSocketClientCodec.opClose, mask: nextMask(), allocator: context.channel.allocator, capacity: 2
-            ) { b in
-                b.writeImmutableBuffer(body)
-            }
-            context.write(wrapOutboundOut(frame), promise: nil)
-            context.flush()
+            send(WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: nextMask(), data: body))
         }
-        context.close(promise: nil)
+        channel?.close(promise: nil)
+        channel = nil
+    }
+}
+
+/// A small, fast, non-cryptographic PRNG (SplitMix64) for frame masks.
+///
+/// Masks only have to be unpredictable to intermediaries; a load generator on loopback needs speed, and
+/// the system generator costs a `getrandom` call per frame.
+struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    /// Seeds the generator.
+    init(seed: UInt64) { state = seed }
+    /// The next 64 random bits.
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

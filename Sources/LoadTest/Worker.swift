@@ -202,14 +202,21 @@ final class Worker: @unchecked Sendable {
         ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(bound.value)
-                }
+                channel.eventLoop.makeCompletedFuture { bound.value.upgraded = try bound.value.configure(channel) }
             }
             .connect(to: address)
-            .whenFailure { [self] _ in
+            .flatMap { channel in
+                if bound.value.phase == .connecting { bound.value.phase = .handshaking }
+                return bound.value.upgraded ?? channel.eventLoop.makeSucceededFuture(false)
+            }
+            .whenComplete { [self] result in
                 let c = bound.value
-                if c.phase != .finished { failed(c, .connect) }
+                guard c.phase != .finished else { return }
+                switch result {
+                case .success(true): break
+                case .success(false): failed(c, .handshake)
+                case .failure: failed(c, c.phase <= .connecting ? .connect : .handshake)
+                }
             }
     }
 
