@@ -83,12 +83,7 @@ final class TestInflater {
 // MARK: - WebSocket client that sees RSV1 and the 101 headers
 
 /// A frame with its FIN and RSV1 bits.
-struct DeflateFrame {
-    var fin: Bool
-    var rsv1: Bool
-    var opcode: UInt8
-    var payload: [UInt8]
-}
+typealias DeflateFrame = WSFrame
 
 /// A minimal masked-frame WebSocket client that can offer permessage-deflate and send RSV1 frames.
 struct DeflateWSClient {
@@ -96,6 +91,7 @@ struct DeflateWSClient {
     let status: Int
     /// The `Sec-WebSocket-Extensions` header of the 101 response (nil when absent).
     let extensions: String?
+    let wire = WebSocketWire()
 
     /// Upgrades `target` offering `offer` (nil: no `Sec-WebSocket-Extensions` header at all).
     static func connect(port: Int, offer: String?, target: String = "/engine.io/?EIO=4&transport=websocket") async throws -> DeflateWSClient {
@@ -120,45 +116,12 @@ struct DeflateWSClient {
 
     /// Sends one frame (masked), with the given bits.
     func send(opcode: UInt8, payload: [UInt8], fin: Bool = true, rsv1: Bool = false) async throws {
-        var frame: [UInt8] = [(fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | opcode]
-        let mask: [UInt8] = [0x37, 0xFA, 0x21, 0x3D]
-        if payload.count < 126 {
-            frame.append(0x80 | UInt8(payload.count))
-        } else if payload.count <= 0xFFFF {
-            frame.append(0x80 | 126)
-            frame.append(UInt8(payload.count >> 8))
-            frame.append(UInt8(payload.count & 0xFF))
-        } else {
-            frame.append(0x80 | 127)
-            for shift in stride(from: 56, through: 0, by: -8) { frame.append(UInt8((payload.count >> shift) & 0xFF)) }
-        }
-        frame.append(contentsOf: mask)
-        for (index, byte) in payload.enumerated() { frame.append(byte ^ mask[index % 4]) }
-        try await connection.send(frame)
+        try await connection.send(wire.encode(opcode: opcode, payload: payload, fin: fin, rsv1: rsv1))
     }
 
     /// The next frame from the server (nil when the connection closed or nothing came in `timeout`).
     func nextFrame(timeout: Duration = .seconds(5)) async -> DeflateFrame? {
-        await connection.next(timeout: timeout) { bytes -> (DeflateFrame, consumed: Int)? in
-            guard bytes.count >= 2 else { return nil }
-            var length = Int(bytes[1] & 0x7F)
-            var offset = 2
-            if length == 126 {
-                guard bytes.count >= 4 else { return nil }
-                length = Int(bytes[2]) << 8 | Int(bytes[3])
-                offset = 4
-            } else if length == 127 {
-                guard bytes.count >= 10 else { return nil }
-                length = bytes[2..<10].reduce(0) { $0 << 8 | Int($1) }
-                offset = 10
-            }
-            guard bytes.count >= offset + length else { return nil }
-            let frame = DeflateFrame(
-                fin: bytes[0] & 0x80 != 0, rsv1: bytes[0] & 0x40 != 0, opcode: bytes[0] & 0x0F,
-                payload: Array(bytes[offset..<offset + length])
-            )
-            return (frame, offset + length)
-        }
+        await connection.nextFrame(wire, timeout: timeout)
     }
 
     /// The next frame that is not an Engine.IO ping `2` (pings are answered with `3`).

@@ -5,11 +5,9 @@ import Testing
 /// transport of python-socketio's `AsyncClient`, upgrades on its polling connection).
 @Suite("Engine.IO WebSocket upgrade on a reused keep-alive connection")
 struct KeepAliveUpgradeTests {
-    /// One masked text frame of `text` (short payloads only).
+    /// One masked text frame of `text`.
     static func maskedText(_ text: String) -> [UInt8] {
-        let payload = Array(text.utf8)
-        let mask: [UInt8] = [0x0A, 0x0B, 0x0C, 0x0D]
-        return [0x81, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+        WebSocketWire().encode(opcode: WSFrame.text, payload: Array(text.utf8))
     }
 
     @Test func upgradeFromPollingOnTheSameConnection() async throws {

@@ -5,6 +5,8 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOWebSocket
+import NIOEmbedded
 import Synchronization
 import Testing
 
@@ -278,6 +280,8 @@ enum HTTPTestClient {
 struct WSFrame: Equatable {
     var opcode: UInt8
     var payload: [UInt8]
+    var fin = true
+    var rsv1 = false
     var text: String { String(decoding: payload, as: UTF8.self) }
     static let text: UInt8 = 1
     static let binary: UInt8 = 2
@@ -286,10 +290,67 @@ struct WSFrame: Equatable {
     static let pong: UInt8 = 10
 }
 
-/// A minimal WebSocket client (masked frames, no extensions) over ``RawConnection``.
+/// WebSocket frames to and from bytes with SwiftNIO's own codec (`WebSocketFrameEncoder`, `WebSocketFrameDecoder`)
+/// on embedded channels, so the raw test clients write no framing of their own. NIO's encoder writes whatever
+/// frame it is given (unmasked, reserved bits or opcodes, oversized control frames), which is what the
+/// strictness tests need; byte sequences no encoder produces (bad lengths) are sent as bytes by those tests.
+final class WebSocketWire {
+    private let encoder = EmbeddedChannel(handler: WebSocketFrameEncoder())
+    private let decoder = EmbeddedChannel(handler: ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 26)))
+    private var decoded: [WSFrame] = []
+    private var failed = false
+
+    /// The bytes of one client frame (masked unless `masked` is false).
+    func encode(opcode: UInt8, payload: [UInt8], fin: Bool = true, rsv1: Bool = false, masked: Bool = true) -> [UInt8] {
+        let frame = WebSocketFrame(
+            fin: fin, rsv1: rsv1, opcode: WebSocketOpcode(encodedWebSocketOpcode: opcode)!,
+            maskKey: masked ? [0x37, 0xFA, 0x21, 0x3D] : nil, data: ByteBuffer(bytes: payload))
+        try! encoder.writeOutbound(frame)
+        var bytes: [UInt8] = []
+        while let part = try! encoder.readOutbound(as: ByteBuffer.self) { bytes += part.readableBytesView }
+        return bytes
+    }
+
+    /// Feeds bytes from the server; false once they stopped being valid WebSocket framing.
+    func feed(_ bytes: [UInt8]) -> Bool {
+        guard !failed else { return false }
+        do {
+            try decoder.writeInbound(ByteBuffer(bytes: bytes))
+            while let frame = try decoder.readInbound(as: WebSocketFrame.self) {
+                decoded.append(
+                    WSFrame(
+                        opcode: UInt8(webSocketOpcode: frame.opcode), payload: Array(frame.unmaskedData.readableBytesView), fin: frame.fin, rsv1: frame.rsv1))
+            }
+        } catch {
+            failed = true
+        }
+        return !failed
+    }
+
+    /// The oldest decoded frame not yet taken.
+    func take() -> WSFrame? { decoded.isEmpty ? nil : decoded.removeFirst() }
+}
+
+extension RawConnection {
+    /// The next frame from the server, decoded by `wire`; nil when the connection closed, the framing broke, or
+    /// nothing came in `timeout`.
+    func nextFrame(_ wire: WebSocketWire, timeout: Duration) async -> WSFrame? {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let frame = wire.take() { return frame }
+            let left = deadline - ContinuousClock.now
+            guard left > .zero, let chunk = await next(timeout: left, { $0.isEmpty ? nil : ($0, $0.count) }), wire.feed(chunk) else {
+                return wire.take()
+            }
+        }
+    }
+}
+
+/// A minimal WebSocket client (masked frames, no extensions) over ``RawConnection``, framing by ``WebSocketWire``.
 struct WSTestClient {
     let connection: RawConnection
     let upgradeStatus: Int
+    let wire = WebSocketWire()
 
     static func connect(port: Int, target: String) async throws -> WSTestClient {
         try await upgrade(connection: RawConnection.connect(port: port), target: target)
@@ -335,21 +396,7 @@ struct WSTestClient {
     }
 
     func send(opcode: UInt8, payload: [UInt8], fin: Bool = true) async throws {
-        var frame: [UInt8] = [(fin ? 0x80 : 0) | opcode]
-        let mask: [UInt8] = [0x12, 0x34, 0x56, 0x78]
-        if payload.count < 126 {
-            frame.append(0x80 | UInt8(payload.count))
-        } else if payload.count <= 0xFFFF {
-            frame.append(0x80 | 126)
-            frame.append(UInt8(payload.count >> 8))
-            frame.append(UInt8(payload.count & 0xFF))
-        } else {
-            frame.append(0x80 | 127)
-            for shift in stride(from: 56, through: 0, by: -8) { frame.append(UInt8((payload.count >> shift) & 0xFF)) }
-        }
-        frame.append(contentsOf: mask)
-        for (index, byte) in payload.enumerated() { frame.append(byte ^ mask[index % 4]) }
-        try await connection.send(frame)
+        try await connection.send(wire.encode(opcode: opcode, payload: payload, fin: fin))
     }
 
     func send(_ text: String) async throws {
@@ -362,22 +409,7 @@ struct WSTestClient {
 
     /// The next frame from the server; nil when the connection closed (or nothing came in `timeout`).
     func nextFrame(timeout: Duration = .seconds(5)) async -> WSFrame? {
-        await connection.next(timeout: timeout) { bytes -> (WSFrame, consumed: Int)? in
-            guard bytes.count >= 2 else { return nil }
-            var length = Int(bytes[1] & 0x7F)
-            var offset = 2
-            if length == 126 {
-                guard bytes.count >= 4 else { return nil }
-                length = Int(bytes[2]) << 8 | Int(bytes[3])
-                offset = 4
-            } else if length == 127 {
-                guard bytes.count >= 10 else { return nil }
-                length = bytes[2..<10].reduce(0) { $0 << 8 | Int($1) }
-                offset = 10
-            }
-            guard bytes.count >= offset + length else { return nil }
-            return (WSFrame(opcode: bytes[0] & 0x0F, payload: Array(bytes[offset..<offset + length])), offset + length)
-        }
+        await connection.nextFrame(wire, timeout: timeout)
     }
 
     /// The next text frame that is not a ping `2`, answering pings with `3` on the way (when `answerPings`).
