@@ -47,14 +47,16 @@ lint:
 format:
 	$(SWIFT) format format --in-place --recursive $(SWIFT_SOURCES)
 
+## test-swift, test-python: each with a throw-away PostgreSQL (scripts/with-services.sh)
 test-swift:
-	$(SWIFT) test $(SWIFT_TEST_FLAGS)
+	@bash scripts/deps.sh test
+	bash scripts/with-services.sh $(SWIFT) test $(SWIFT_TEST_FLAGS)
 
 test-python:
 	@bash scripts/deps.sh test
 	@bash scripts/pyenv.sh $(VENV)
 	@if ls Tests/python/test_*.py >/dev/null 2>&1; then \
-	  PARLEY_BIN=$(abspath $(BIN)) PARLEY_PLUGINS=$(abspath $(PLUGIN_DIR)) $(VENV)/bin/python -m pytest -q Tests/python; \
+	  PARLEY_BIN=$(abspath $(BIN)) PARLEY_PLUGINS=$(abspath $(PLUGIN_DIR)) bash scripts/with-services.sh $(VENV)/bin/python -m pytest -q Tests/python; \
 	else echo "test-python: no black-box tests yet"; fi
 
 ## bench: release build, then Parley vs python-socketio vs raw SwiftNIO (not part of make test)

@@ -53,9 +53,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         // Metrics: the libraries record through swift-metrics; the executable exports them with swift-prometheus.
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
-        // Base64 for Engine.IO binary packets over long-polling and the load generator's WebSocket key.
+        // Base64 for Engine.IO binary packets over long-polling.
         .package(url: "https://github.com/swift-extras/swift-extras-base64.git", from: "1.2.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // `store: postgres` (ParleyPostgres).
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // MARK: C
@@ -129,6 +131,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        /// `store: postgres`: the conversation store every node of a cluster shares (postgres-nio).
+        .target(
+            name: "ParleyPostgres",
+            dependencies: [
+                "ParleyDispatch", "ParleyJSON",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "ParleyPlugins",
             dependencies: [
@@ -162,7 +178,7 @@ let package = Package(
         .target(
             name: "ParleyServer",
             dependencies: [
-                "ParleyChannels", "ParleyDispatch", "ParleyWorkers", "ParleyStore", "ParleyPlugins", "ParleyActions",
+                "ParleyChannels", "ParleyDispatch", "ParleyWorkers", "ParleyStore", "ParleyPostgres", "ParleyPlugins", "ParleyActions",
                 "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -185,7 +201,7 @@ let package = Package(
         .target(
             name: "ParleyConfig",
             dependencies: [
-                "ParleyServer", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", "ParleyYAML",
+                "ParleyServer", "ParleyPostgres", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", "ParleyYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
@@ -312,6 +328,10 @@ let package = Package(
             name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON", "ParleyTesting"],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "ParleyPostgresTests",
+            dependencies: ["ParleyPostgres", "ParleyDispatch", "ParleyJSON", "ParleyTesting", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "ParleyPluginsTests",
             dependencies: [
                 "ParleyPlugins", "CParley", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON", .product(name: "Logging", package: "swift-log"),
@@ -328,7 +348,7 @@ let package = Package(
         .testTarget(
             name: "ParleyConfigTests",
             dependencies: [
-                "ParleyConfig", "ParleyYAML", "ParleyServer", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON",
+                "ParleyConfig", "ParleyYAML", "ParleyServer", "ParleyPostgres", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),

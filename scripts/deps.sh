@@ -3,7 +3,8 @@
 #   scripts/deps.sh build   what `make run` needs: C libraries the build links (libffi, zlib, SQLite) and the
 #                           compilers for the example plugins (cc, c++, rustc)
 #   scripts/deps.sh test    build + what `make test` needs (python3-venv for the python-socketio client, chromium
-#                           for the chat page test in a real browser, nginx + openssl for the reverse-proxy test)
+#                           for the chat page test in a real browser, nginx + openssl for the reverse-proxy test,
+#                           postgresql for the PostgreSQL store, started by scripts/with-services.sh)
 #   scripts/deps.sh bench   build + what `make bench` needs (python3-venv, taskset)
 # Idempotent and quiet when everything is present. Says what it will install before installing; uses sudo only
 # when not root.
@@ -13,7 +14,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 want=(pkg-config libffi-dev zlib1g-dev libsqlite3-dev)
 case "$purpose" in
   build) ;;
-  test) want+=(python3-venv chromium nginx openssl) ;;
+  test) want+=(python3-venv chromium nginx openssl postgresql) ;;
   bench) want+=(python3-venv util-linux) ;;
   *) echo "deps: unknown purpose '$purpose' (build, test or bench)" >&2; exit 2 ;;
 esac

@@ -5,6 +5,7 @@ public import ParleyChannels
 import ParleyDispatch
 import ParleyJSON
 public import ParleyYAML
+import ParleyPostgres
 public import ParleyServer
 
 /// Loads ``ParleyConfiguration`` from `parley.yml` and/or a Rasa `credentials.yml`.
@@ -481,8 +482,25 @@ private struct Context {
         var s = StoreConfiguration()
         if let t = try r.choice("type", StoreConfiguration.Kind.allCases.map(\.rawValue)) { s.kind = StoreConfiguration.Kind(rawValue: t) ?? .sqlite }
         if let p = try r.nonEmptyString("path", expected: "the path of the SQLite file") {
-            if s.kind == .memory { warnings.append("\(file): store.path: ignored because store.type is memory") }
+            if s.kind != .sqlite { warnings.append("\(file): store.path: ignored because store.type is \(s.kind.rawValue)") }
             s.path = resolve(p)
+        }
+        let url = try r.nonEmptyString("url", expected: "a PostgreSQL URL such as postgres://parley:${PGPASSWORD}@127.0.0.1:5432/parley")
+        let schema = try r.nonEmptyString("schema", expected: "a PostgreSQL schema name")
+        let poolSize = try r.int("pool_size", expected: "a number of connections", range: 1...1000)
+        if s.kind == .postgres {
+            guard let url else { throw r.error("url", "store.type is postgres: set store.url (postgres://USER:PASSWORD@HOST:PORT/DATABASE)") }
+            do {
+                s.postgres = try PostgresStoreConfiguration(url: url, schema: schema ?? "parley", poolSize: poolSize ?? 10)
+            } catch {
+                throw r.error("url", error.description.replacingOccurrences(of: "store.url: ", with: ""))
+            }
+            if let schema, !PostgresStoreConfiguration.isValidSchemaName(schema) {
+                throw r.error(
+                    "schema", "`\(schema)` is not a plain PostgreSQL name (lower-case letters, digits and _, starting with a letter or _, at most 63)")
+            }
+        } else if url != nil || schema != nil || poolSize != nil {
+            warnings.append("\(file): store.url, store.schema and store.pool_size are read only when store.type is postgres")
         }
         try r.finish()
         return s

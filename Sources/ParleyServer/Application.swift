@@ -9,6 +9,7 @@ import ParleyCore
 import ParleyDispatch
 import ParleyJSON
 import ParleyPlugins
+import ParleyPostgres
 import ParleyStore
 import ParleyWorkers
 public import Prometheus
@@ -270,6 +271,13 @@ struct Runtime {
                 store = try SQLiteConversationStore(configuration: .init(path: c.store.path), workers: pool)
             } catch {
                 throw StartupError(key: "store", "\(c.store.path): \(error)")
+            }
+        case .postgres:
+            guard let postgres = c.store.postgres else { throw StartupError(key: "store.url", "store.type is postgres but no url is set") }
+            do {
+                store = try await PostgresConversationStore.open(postgres, logger: Logger(label: "parley.store"))
+            } catch {
+                throw StartupError(key: "store", "\(error)")
             }
         }
         // Plugins.

@@ -2,6 +2,7 @@ public import EngineIO
 public import ParleyChannels
 public import ParleyDispatch
 public import ParleyJSON
+public import ParleyPostgres
 
 /// Everything ``buildApplication(_:logger:metrics:)`` needs to serve a bot, made of the configuration structs
 /// the libraries own: the channels' (`ParleyChannels`), the dispatcher's (`ParleyDispatch`), the HTTP limits
@@ -229,15 +230,20 @@ public struct StoreConfiguration: Sendable, Hashable {
         case sqlite
         /// In memory; lost on exit.
         case memory
+        /// PostgreSQL, shared by every node of a cluster (docs/scaling.md).
+        case postgres
     }
-    /// `type`: `sqlite` (default) or `memory`.
+    /// `type`: `sqlite` (default), `memory` or `postgres`.
     public var kind: Kind
     /// The SQLite file (`path`, default `parley.db` in the working directory).
     public var path: String
+    /// Where the PostgreSQL store connects (`url`, `schema`, `pool_size`); set when `kind` is `.postgres`.
+    public var postgres: PostgresStoreConfiguration?
 
-    public init(kind: Kind = .sqlite, path: String = "parley.db") {
+    public init(kind: Kind = .sqlite, path: String = "parley.db", postgres: PostgresStoreConfiguration? = nil) {
         self.kind = kind
         self.path = path
+        self.postgres = postgres
     }
 }
 

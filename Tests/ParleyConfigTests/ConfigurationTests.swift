@@ -5,6 +5,7 @@ import ParleyConfig
 import ParleyYAML
 import ParleyDispatch
 import NIOCore
+import ParleyPostgres
 import ParleyServer
 import ParleyJSON
 import Testing
@@ -31,6 +32,16 @@ private func failure(_ yaml: String, env: [String: String] = [:]) -> String? {
 @Suite("Configuration error positions")
 struct ConfigurationPositionTests {
     /// Every error names FILE:LINE:COL: the key's position, or its mapping's for a missing key.
+    @Test func postgresStoreWithThePasswordFromTheEnvironment() throws {
+        let c = try parse(
+            "agents: [{name: a, plugin: a.so}]\nstore:\n  type: postgres\n  url: postgres://bot:${PGPASS}@db:6432/chat\n  schema: s2\n  pool_size: 4\n",
+            env: ["PGPASS": "s3cr%t"])
+        let p = try #require(c.application.store.postgres)
+        #expect(c.application.store.kind == .postgres)
+        #expect(p.host == "db" && p.port == 6432 && p.username == "bot" && p.password == "s3cr%t" && p.database == "chat")
+        #expect(p.schema == "s2" && p.poolSize == 4)
+    }
+
     @Test func errorsNameLineAndColumn() {
         let yaml = "server:\n  port: 80\nchannels:\n  socketio:\n    ping_interval: fast\n"
         #expect(throws: ConfigError.self) { try parse(yaml) }
@@ -242,7 +253,14 @@ struct ConfigurationErrorTests {
         #expect(
             failure("logging: {level: loud}")
                 == "parley.yml: logging.level: expected one of \"trace\", \"debug\", \"info\", \"notice\", \"warning\", \"error\", \"critical\", got \"loud\"")
-        #expect(failure("store: {type: redis}") == "parley.yml: store.type: expected one of \"sqlite\", \"memory\", got \"redis\"")
+        #expect(failure("store: {type: redis}") == "parley.yml: store.type: expected one of \"sqlite\", \"memory\", \"postgres\", got \"redis\"")
+        #expect(
+            failure("store: {type: postgres}")
+                == "parley.yml: store.url: store.type is postgres: set store.url (postgres://USER:PASSWORD@HOST:PORT/DATABASE)")
+        #expect(
+            failure("store: {type: postgres, url: \"mysql://a@b/c\"}")
+                == "parley.yml: store.url: the scheme must be postgres:// or postgresql:// (expected postgres://USER:PASSWORD@HOST:PORT/DATABASE)")
+        #expect(failure("store: {type: postgres, url: \"postgres://a@b/c\", schema: Bad}")?.hasPrefix("parley.yml: store.schema: `Bad` is not") == true)
         #expect(
             failure("agents: [{name: a, plugin: a.so, config: [1]}]")
                 == "parley.yml: agents[0].config: expected a mapping (the object handed to the plugin), got a list")
