@@ -12,7 +12,7 @@ SWIFT_TEST_FLAGS ?= --parallel
 
 all: build plugins
 
-## deps: install the missing Debian packages the build needs (libffi-dev, zlib1g-dev, libsqlite3-dev, cc, rustc)
+## deps: install the missing Debian packages the build needs (libffi-dev, zlib1g-dev, libsqlite3-dev, libhiredis-dev, cc, rustc)
 deps:
 	@bash scripts/deps.sh build
 

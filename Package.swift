@@ -67,6 +67,8 @@ let package = Package(
         .systemLibrary(name: "CFFI", pkgConfig: "libffi", providers: [.apt(["libffi-dev"])]),
         /// zlib through pkg-config (`zlib1g-dev`): raw deflate for WebSocket permessage-deflate (RFC 7692).
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        /// hiredis (`libhiredis-dev`): the RESP reader and command formatter of the Redis adapter (I/O is NIO's).
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
 
         // MARK: Libraries
         .target(name: "ParleyJSON", swiftSettings: swiftSettings),
@@ -131,6 +133,19 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        /// `adapter: redis`: Socket.IO rooms across nodes in socket.io's Redis adapter format.
+        .target(
+            name: "SocketIORedis",
+            dependencies: [
+                "SocketIO", "ParleyJSON", "CHiredis",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         /// `store: postgres`: the conversation store every node of a cluster shares (postgres-nio).
         .target(
             name: "ParleyPostgres",
@@ -178,7 +193,7 @@ let package = Package(
         .target(
             name: "ParleyServer",
             dependencies: [
-                "ParleyChannels", "ParleyDispatch", "ParleyWorkers", "ParleyStore", "ParleyPostgres", "ParleyPlugins", "ParleyActions",
+                "ParleyChannels", "ParleyDispatch", "ParleyWorkers", "ParleyStore", "ParleyPostgres", "SocketIORedis", "ParleyPlugins", "ParleyActions",
                 "ParleyCore", "ParleyJSON", "SocketIO", "EngineIO",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -201,7 +216,7 @@ let package = Package(
         .target(
             name: "ParleyConfig",
             dependencies: [
-                "ParleyServer", "ParleyPostgres", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", "ParleyYAML",
+                "ParleyServer", "ParleyPostgres", "SocketIORedis", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", "ParleyYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
@@ -328,6 +343,12 @@ let package = Package(
             name: "ParleyStoreTests", dependencies: ["ParleyStore", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON", "ParleyTesting"],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "SocketIORedisTests",
+            dependencies: [
+                "SocketIORedis", "SocketIO", "ParleyJSON", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "ParleyPostgresTests",
             dependencies: ["ParleyPostgres", "ParleyDispatch", "ParleyJSON", "ParleyTesting", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings),
@@ -348,7 +369,7 @@ let package = Package(
         .testTarget(
             name: "ParleyConfigTests",
             dependencies: [
-                "ParleyConfig", "ParleyYAML", "ParleyServer", "ParleyPostgres", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON",
+                "ParleyConfig", "ParleyYAML", "ParleyServer", "ParleyPostgres", "SocketIORedis", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Parley needs that are missing, for one purpose:
-#   scripts/deps.sh build   what `make run` needs: C libraries the build links (libffi, zlib, SQLite) and the
+#   scripts/deps.sh build   what `make run` needs: C libraries the build links (libffi, zlib, SQLite, hiredis) and the
 #                           compilers for the example plugins (cc, c++, rustc)
 #   scripts/deps.sh test    build + what `make test` needs (python3-venv for the python-socketio client, chromium
 #                           for the chat page test in a real browser, nginx + openssl for the reverse-proxy test,
-#                           postgresql for the PostgreSQL store, started by scripts/with-services.sh)
+#                           postgresql and redis-server for the cluster tests, started by scripts/with-services.sh)
 #   scripts/deps.sh bench   build + what `make bench` needs (python3-venv, taskset)
 # Idempotent and quiet when everything is present. Says what it will install before installing; uses sudo only
 # when not root.
 set -euo pipefail
 purpose=${1:-build}
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-want=(pkg-config libffi-dev zlib1g-dev libsqlite3-dev)
+want=(pkg-config libffi-dev zlib1g-dev libsqlite3-dev libhiredis-dev)
 case "$purpose" in
   build) ;;
-  test) want+=(python3-venv chromium nginx openssl postgresql) ;;
+  test) want+=(python3-venv chromium nginx openssl postgresql redis-server) ;;
   bench) want+=(python3-venv util-linux) ;;
   *) echo "deps: unknown purpose '$purpose' (build, test or bench)" >&2; exit 2 ;;
 esac

@@ -6,6 +6,6 @@ PY=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c 'import socketio, pytest, requests, websocket, jwt, aiohttp' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import socketio, pytest, requests, websocket, jwt, aiohttp, msgpack, redis' 2>/dev/null; then
   "$VENV/bin/pip" install -q --disable-pip-version-check -r Tests/python/requirements.txt
 fi

@@ -8,6 +8,9 @@
 #   PARLEY_TEST_POSTGRES_BIN=/usr/lib/postgresql/NN/bin   (pg_ctl etc., for tests that restart the server)
 #   PARLEY_TEST_POSTGRES_DATA=…                           (its data folder)
 #   PARLEY_TEST_POSTGRES_USER=…                           (the system user it runs as)
+# Redis: `redis-server` on a free loopback port, no persistence, exported as
+#   PARLEY_TEST_REDIS_URL=redis://127.0.0.1:PORT   PARLEY_TEST_REDIS_PORT=PORT
+# (tests that stop and restart it start their own redis-server).
 # The packages are installed by `scripts/deps.sh test`. A service that cannot start fails the run (exit 1) with
 # its log: the tests that need it must not be skipped quietly.
 set -euo pipefail
@@ -37,7 +40,9 @@ mkdir -p "$PG_DATA"
 echo parley >"$WORK/pwfile"
 chown -R "$PG_USER" "$WORK"
 
+REDIS_PID=""
 stop_services() {
+  [ -n "$REDIS_PID" ] && kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null || true
   "${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -59,11 +64,23 @@ if ! "${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$WORK/postgres.log" -w -t
 fi
 PGPASSWORD=parley "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U parley -d postgres -qc "CREATE DATABASE parley" >/dev/null
 
+command -v redis-server >/dev/null || { echo "with-services: redis-server not found (run scripts/deps.sh test)" >&2; exit 1; }
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+REDIS_PID=$!
+for _ in $(seq 1 50); do
+  redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+  sleep 0.1
+done
+redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || { echo "with-services: redis-server did not start:" >&2; cat "$WORK/redis.log" >&2; exit 1; }
+export PARLEY_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+export PARLEY_TEST_REDIS_PORT="$REDIS_PORT"
+
 export PARLEY_TEST_POSTGRES_URL="postgres://parley:parley@127.0.0.1:$PG_PORT/parley"
 export PARLEY_TEST_POSTGRES_BIN="$PG_BIN"
 export PARLEY_TEST_POSTGRES_DATA="$PG_DATA"
 export PARLEY_TEST_POSTGRES_USER="$PG_USER"
-echo "with-services: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT (data $PG_DATA)"
+echo "with-services: PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT (data $PG_DATA), redis-server on 127.0.0.1:$REDIS_PORT"
 
 set +e
 "$@"

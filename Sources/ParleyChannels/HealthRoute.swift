@@ -7,15 +7,24 @@ import ParleyJSON
 /// SQLite: the file cannot be read, or the latest commit failed — a full disk), so the node is taken out of
 /// rotation instead of answering every message with a refusal. Separate from the Rasa channels' own health
 /// routes (`GET /webhooks/socketio/`, `GET /webhooks/rest/`), which only say the channel is mounted.
+///
+/// With a cluster adapter, `"adapter"` says whether it is connected (`"ok"` or what is wrong). It does not make
+/// the answer 503: a node that lost Redis still serves its own sockets and keeps every turn in the store.
 public enum HealthRoute {
-    /// Adds `GET /health` to `router`, reporting `store`.
-    public static func add<Context: RequestContext>(to router: Router<Context>, store: any ConversationStore) {
+    /// Adds `GET /health` to `router`, reporting `store` and, when given, the adapter (nil: healthy).
+    public static func add<Context: RequestContext>(
+        to router: Router<Context>, store: any ConversationStore, adapter: (@Sendable () -> String?)? = nil
+    ) {
         router.get("/health") { _, _ in
+            var body: JSONObject = ["status": "ok", "store": "ok"]
+            if let adapter { body["adapter"] = .string(adapter() ?? "ok") }
             do {
                 try await store.checkHealth()
-                return HTTPJSON.response(["status": "ok", "store": "ok"])
+                return HTTPJSON.response(.object(body))
             } catch {
-                return HTTPJSON.response(["status": "unavailable", "store": .string("\(error)")], status: .serviceUnavailable)
+                body["status"] = "unavailable"
+                body["store"] = .string("\(error)")
+                return HTTPJSON.response(.object(body), status: .serviceUnavailable)
             }
         }
     }

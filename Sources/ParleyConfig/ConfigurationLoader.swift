@@ -6,6 +6,7 @@ import ParleyDispatch
 import ParleyJSON
 public import ParleyYAML
 import ParleyPostgres
+import SocketIORedis
 public import ParleyServer
 
 /// Loads ``ParleyConfiguration`` from `parley.yml` and/or a Rasa `credentials.yml`.
@@ -22,7 +23,9 @@ public struct ConfigurationLoader: Sendable {
     }
 
     /// The top-level sections of `parley.yml`.
-    public static let sections = ["server", "channels", "agents", "formatters", "actions", "store", "session", "dispatcher", "api", "metrics", "logging"]
+    public static let sections = [
+        "server", "channels", "agents", "formatters", "actions", "store", "session", "dispatcher", "api", "metrics", "logging", "adapter",
+    ]
 
     /// Rasa's built-in channel names other than the two Parley serves; they are reported as ignored.
     static let rasaChannels = [
@@ -127,6 +130,7 @@ public struct ConfigurationLoader: Sendable {
         try ctx.session(top.node("session"), into: &config.dispatcher)
         config.api = try ctx.api(top.node("api"))
         config.metrics = try ctx.metrics(top.node("metrics"))
+        config.redisAdapter = try ctx.adapter(top.node("adapter"))
         config.logging = try ctx.logging(top.node("logging"))
         try top.finish()
         config.warnings = ctx.warnings
@@ -504,6 +508,25 @@ private struct Context {
         }
         try r.finish()
         return s
+    }
+
+    /// `adapter:`: `type: memory` (default) or `type: redis` with `url` and `key`.
+    mutating func adapter(_ node: ConfigNode?) throws(ConfigError) -> SocketIORedisConfiguration? {
+        var r = try reader(node, "adapter")
+        let type = try r.choice("type", ["memory", "redis"]) ?? "memory"
+        let url = try r.nonEmptyString("url", expected: "a Redis URL such as redis://127.0.0.1:6379")
+        let key = try r.nonEmptyString("key", expected: "the channel prefix (socket.io's adapter key)")
+        try r.finish()
+        guard type == "redis" else {
+            if url != nil || key != nil { warnings.append("\(file): adapter.url and adapter.key are read only when adapter.type is redis") }
+            return nil
+        }
+        guard let url else { throw r.error("url", "adapter.type is redis: set adapter.url (redis://HOST:PORT)") }
+        do {
+            return try SocketIORedisConfiguration(url: url, key: key ?? "socket.io")
+        } catch {
+            throw r.error("url", error.description)
+        }
     }
 
     /// `session:` onto the dispatcher's Rasa session settings.

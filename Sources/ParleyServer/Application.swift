@@ -12,6 +12,7 @@ import ParleyPlugins
 import ParleyPostgres
 import ParleyStore
 import ParleyWorkers
+import SocketIORedis
 public import Prometheus
 public import ServiceLifecycle
 public import SocketIO
@@ -105,7 +106,10 @@ public struct ParleyApplication: Service {
             router.add(middleware: CORSRouteMiddleware(cors: socketConfig.cors))
         }
         router.get("/") { _, _ in "Hello from Parley: \(parleyVersion)" }
-        HealthRoute.add(to: router, store: runtime.store)
+        let cluster = configuration.redisAdapter.map { SocketIORedisCluster(configuration: $0, logger: Logger(label: "parley.redis")) }
+        var adapterHealth: (@Sendable () -> String?)?
+        if let cluster { adapterHealth = { cluster.problem } }
+        HealthRoute.add(to: router, store: runtime.store, adapter: adapterHealth)
         if configuration.server.chatPage {
             ChatPage.add(to: router, socketIOPath: configuration.channels.socketIO?.socketIOPath ?? "/socket.io")
         }
@@ -118,8 +122,10 @@ public struct ParleyApplication: Service {
         var socketIOServer: SocketIOServer?
         if let socketConfig = configuration.channels.socketIO {
             let jwt = try await Self.verifier(socketConfig.jwt, section: "channels.socketio")
+            var socketIOConfiguration = socketConfig.socketIO
+            if let cluster { socketIOConfiguration.adapter = cluster.adapterFactory }
             let io = SocketIOServer(
-                configuration: socketConfig.socketIO, scheduler: EventLoopScheduler(group: eventLoops), logger: Logger(label: "parley.socketio"))
+                configuration: socketIOConfiguration, scheduler: EventLoopScheduler(group: eventLoops), logger: Logger(label: "parley.socketio"))
             _ = SocketIOChannel(
                 server: io, configuration: socketConfig, turns: runtime.dispatcher, jwt: jwt, outputs: runtime.dispatcher.outputs,
                 logger: Logger(label: "parley.socketio"))
@@ -174,7 +180,7 @@ public struct ParleyApplication: Service {
         // The store comes first so that it stops last: after the last turn it checkpoints its WAL into the file.
         let storeService: [any Service] = (runtime.store as? any Service).map { [$0] } ?? []
         let services: [any Service] =
-            storeService + [PluginHostService(host: runtime.plugins, dispatcher: runtime.dispatcher), app] + engines
+            storeService + (cluster.map { [$0] } ?? []) + [PluginHostService(host: runtime.plugins, dispatcher: runtime.dispatcher), app] + engines
             + [runtime.dispatcher, ShutdownAnnouncer(timeout: configuration.server.shutdownTimeout, logger: logger)]
         return ParleyApplication(
             configuration: configuration, services: services, dispatcher: runtime.dispatcher, store: runtime.store,

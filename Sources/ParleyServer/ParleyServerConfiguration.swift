@@ -3,6 +3,7 @@ public import ParleyChannels
 public import ParleyDispatch
 public import ParleyJSON
 public import ParleyPostgres
+public import SocketIORedis
 
 /// Everything ``buildApplication(_:logger:metrics:)`` needs to serve a bot, made of the configuration structs
 /// the libraries own: the channels' (`ParleyChannels`), the dispatcher's (`ParleyDispatch`), the HTTP limits
@@ -32,6 +33,8 @@ public struct ParleyServerConfiguration: Sendable {
     public var api: APIConfiguration
     /// `GET /metrics` for Prometheus.
     public var metrics: MetricsConfiguration
+    /// `adapter:`: Socket.IO rooms across nodes through Redis; nil keeps them in this process.
+    public var redisAdapter: SocketIORedisConfiguration?
 
     /// A configuration; every parameter has the default documented on its property.
     public init(
@@ -44,7 +47,8 @@ public struct ParleyServerConfiguration: Sendable {
         dispatcher: DispatcherConfiguration = .init(),
         workers: Int = 4,
         api: APIConfiguration = .init(),
-        metrics: MetricsConfiguration = .init()
+        metrics: MetricsConfiguration = .init(),
+        redisAdapter: SocketIORedisConfiguration? = nil
     ) {
         self.server = server
         self.channels = channels
@@ -56,6 +60,7 @@ public struct ParleyServerConfiguration: Sendable {
         self.workers = workers
         self.api = api
         self.metrics = metrics
+        self.redisAdapter = redisAdapter
     }
 }
 

@@ -7,6 +7,7 @@ import ParleyDispatch
 import NIOCore
 import ParleyPostgres
 import ParleyServer
+import SocketIORedis
 import ParleyJSON
 import Testing
 
@@ -32,6 +33,15 @@ private func failure(_ yaml: String, env: [String: String] = [:]) -> String? {
 @Suite("Configuration error positions")
 struct ConfigurationPositionTests {
     /// Every error names FILE:LINE:COL: the key's position, or its mapping's for a missing key.
+    @Test func redisAdapter() throws {
+        let c = try parse("agents: [{name: a, plugin: a.so}]\nadapter: {type: redis, url: \"redis://:pw@cache:6380\", key: chat}\n")
+        let r = try #require(c.application.redisAdapter)
+        #expect(r.host == "cache" && r.port == 6380 && r.password == "pw" && r.key == "chat")
+        #expect(try parse("agents: [{name: a, plugin: a.so}]\n").application.redisAdapter == nil)
+        #expect(failure("adapter: {type: redis}") == "parley.yml: adapter.url: adapter.type is redis: set adapter.url (redis://HOST:PORT)")
+        #expect(failure("adapter: {type: kafka}") == "parley.yml: adapter.type: expected one of \"memory\", \"redis\", got \"kafka\"")
+    }
+
     @Test func postgresStoreWithThePasswordFromTheEnvironment() throws {
         let c = try parse(
             "agents: [{name: a, plugin: a.so}]\nstore:\n  type: postgres\n  url: postgres://bot:${PGPASS}@db:6432/chat\n  schema: s2\n  pool_size: 4\n",

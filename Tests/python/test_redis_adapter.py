@@ -1,0 +1,200 @@
+"""`adapter: redis` with real redis-server processes and two Parley nodes on one PostgreSQL: replies reach the
+sockets of a session on the other node exactly once, a publisher speaking socket.io-redis-adapter's format (as
+Node's @socket.io/redis-emitter does) reaches Parley rooms, a wrong message is dropped and counted, and a Redis
+outage is logged once, survived and recovered from."""
+import os
+import queue
+import random
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+
+import msgpack
+import pytest
+import redis
+import requests
+
+from conftest import mirror_config
+from sio_helpers import Client
+
+PG = os.environ.get("PARLEY_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(PG is None or not os.environ.get("PARLEY_TEST_REDIS_URL"),
+                                reason="needs PostgreSQL and Redis (make test starts both)")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server of this test's own, so that it can be stopped and started again on the same port."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="parley-redis-")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                      "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port).ping()
+                return
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+
+def cluster_config(redis_url, schema):
+    parts = urllib.parse.urlsplit(PG)
+    store = f"""store:
+  type: postgres
+  url: {PG}
+  schema: {schema}
+  pool_size: 4
+"""
+    return mirror_config().replace("store:\n  type: sqlite\n  path: parley.db\n", store) + f"""
+adapter:
+  type: redis
+  url: {redis_url}
+"""
+
+
+@pytest.fixture
+def own_redis():
+    server = RedisServer()
+    yield server
+    if server.proc.poll() is None:
+        server.stop()
+
+
+def two_nodes(server_factory, redis_url):
+    schema = f"r_{random.getrandbits(40):x}"
+    config = cluster_config(redis_url, schema)
+    a = server_factory(config)
+    b = server_factory(config)
+    # Both nodes subscribed: wait until each has a subscriber on the pattern.
+    deadline = time.monotonic() + 10
+    port = int(urllib.parse.urlsplit(redis_url).port)
+    wait_for_subscribers(port, 2, deadline)
+    return a, b
+
+
+def wait_for_subscribers(port, count, deadline):
+    """Until `count` connections are pattern-subscribed (PUBSUB NUMPAT counts patterns, not subscribers)."""
+    while sum(1 for c in redis.Redis(port=port).client_list() if int(c.get("psub", 0)) > 0) < count:
+        assert time.monotonic() < deadline, "the nodes did not subscribe"
+        time.sleep(0.05)
+
+
+def drain(client, wait=0.7):
+    """Every event the client got within `wait` seconds."""
+    out = []
+    deadline = time.monotonic() + wait
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return out
+        try:
+            out.append(client.next(timeout=left))
+        except queue.Empty:
+            return out
+
+
+def test_a_reply_reaches_the_session_on_the_other_node_once(server_factory):
+    a, b = two_nodes(server_factory, os.environ["PARLEY_TEST_REDIS_URL"])
+    tab1, tab2 = Client(a.url), Client(b.url)
+    try:
+        session = tab1.request_session()
+        assert tab2.request_session(session) == session
+        tab1.say("hello from tab one", session_id=session)
+        got1, got2 = drain(tab1), drain(tab2)
+        assert [e[1][0]["text"] for e in got1] == ["hello from tab one"], got1
+        assert [e[1][0]["text"] for e in got2] == ["hello from tab one"], got2
+        tab2.say("and from tab two", session_id=session)
+        assert [e[1][0]["text"] for e in drain(tab1)] == ["and from tab two"]
+        assert [e[1][0]["text"] for e in drain(tab2)] == ["and from tab two"]
+    finally:
+        tab1.close()
+        tab2.close()
+
+
+def test_an_emitter_in_socket_io_redis_format_reaches_parley_rooms(server_factory):
+    url = os.environ["PARLEY_TEST_REDIS_URL"]
+    a, b = two_nodes(server_factory, url)
+    tab1, tab2, other = Client(a.url), Client(b.url), Client(b.url)
+    try:
+        session = tab1.request_session()
+        tab2.request_session(session)
+        other.request_session()
+        r = redis.Redis(port=int(urllib.parse.urlsplit(url).port))
+        # What @socket.io/redis-emitter publishes for io.to(session).emit("bot_uttered", {...}).
+        packet = {"type": 2, "data": ["bot_uttered", {"text": "from an emitter"}], "nsp": "/"}
+        opts = {"rooms": [session], "except": [], "flags": {}}
+        receivers = r.publish(f"socket.io#/#{session}#", msgpack.packb(["emitter", packet, opts]))
+        assert receivers == 2
+        assert [e[1][0]["text"] for e in drain(tab1)] == ["from an emitter"]
+        assert [e[1][0]["text"] for e in drain(tab2)] == ["from an emitter"]
+        assert drain(other, 0.3) == []
+        # A message in another format is dropped and counted; the nodes go on.
+        r.publish("socket.io#/#", b"\xc1not msgpack")
+        r.publish("socket.io#/#", msgpack.packb({"not": "an array"}))
+        time.sleep(0.3)
+        metrics = requests.get(a.url + "/metrics", timeout=5).text
+        dropped = [line for line in metrics.splitlines() if line.startswith("parley_redis_messages_dropped_total")]
+        assert dropped and float(dropped[0].split()[-1]) == 2, dropped
+        tab1.say("still here", session_id=session)
+        assert [e[1][0]["text"] for e in drain(tab2)] == ["still here"]
+        assert "not in socket.io's adapter format" in a.logs()
+    finally:
+        for c in (tab1, tab2, other):
+            c.close()
+
+
+def test_a_redis_outage_is_logged_survived_and_recovered(server_factory, own_redis):
+    a, b = two_nodes(server_factory, own_redis.url)
+    tab1, tab2 = Client(a.url), Client(b.url)
+    try:
+        session = tab1.request_session()
+        tab2.request_session(session)
+        own_redis.stop()
+        time.sleep(0.5)
+        # Local delivery goes on; the other node's socket misses what is said during the outage.
+        tab1.say("during the outage", session_id=session)
+        assert [e[1][0]["text"] for e in drain(tab1)] == ["during the outage"]
+        assert drain(tab2, 0.3) == []
+        log = a.logs()
+        assert log.count("is unreachable") == 1, log
+        # /health names the problem but stays 200: the node still serves its sockets and stores every turn.
+        health = requests.get(a.url + "/health", timeout=5)
+        assert health.status_code == 200 and "unreachable" in health.json()["adapter"], health.text
+        own_redis.start()
+        deadline = time.monotonic() + 15
+        while "connected again" not in a.logs() or "connected again" not in b.logs():
+            assert time.monotonic() < deadline, a.logs()
+            time.sleep(0.1)
+        wait_for_subscribers(own_redis.port, 2, time.monotonic() + 10)
+        assert requests.get(a.url + "/health", timeout=5).json()["adapter"] == "ok"
+        tab1.say("after the outage", session_id=session)
+        assert [e[1][0]["text"] for e in drain(tab2)] == ["after the outage"]
+        # The history (PostgreSQL) kept what the other node's socket missed.
+        history = requests.get(f"{b.url}/conversations/{session}/tracker", timeout=10).json()
+        assert "during the outage" in [e.get("text") for e in history["events"] if e["event"] == "user"]
+    finally:
+        tab1.close()
+        tab2.close()
