@@ -99,6 +99,10 @@ public struct EngineIOConfiguration: Sendable {
     /// are. Set: offered to clients that ask for it in `Sec-WebSocket-Extensions`; ``maxPayload`` then applies
     /// to the decompressed size of inbound messages.
     public var perMessageDeflate: PerMessageDeflate?
+    /// Written in front of every session id this server makes (default empty). A cluster sets it to
+    /// `NODE.` so that a front (nginx) can route every request after the handshake to the node that holds the
+    /// session by looking at the `sid` query parameter, whatever the client's address.
+    public var sessionIDPrefix: String = ""
 
     /// Creates a configuration; every parameter has the reference server's default.
     /// - Parameters:

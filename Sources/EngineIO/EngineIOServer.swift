@@ -117,7 +117,7 @@ public final class EngineIOServer: Service, Sendable {
     /// Creates a WebSocket-only session on the channel's loop and writes its open packet. Channel loop only.
     func openWebSocketSession(link: EngineWebSocketHandler, handshake: EngineHandshake, eventLoop: any EventLoop) -> EngineSession {
         let session = EngineSession(
-            id: Self.makeSessionID(),
+            id: configuration.sessionIDPrefix + Self.makeSessionID(),
             handshake: handshake,
             eventLoop: eventLoop,
             server: self,
@@ -212,7 +212,7 @@ public final class EngineIOServer: Service, Sendable {
 
     private func pollingHandshake(request: Request, channel: any Channel, corsHeaders: HTTPFields) async -> EngineHTTPResponse {
         let session = EngineSession(
-            id: Self.makeSessionID(),
+            id: configuration.sessionIDPrefix + Self.makeSessionID(),
             handshake: Self.handshake(query: request.uri.queryParameters, headers: request.headers, channel: channel),
             eventLoop: channel.eventLoop,
             server: self,

@@ -197,6 +197,12 @@ private struct Context {
         }
         if let t = try r.seconds("shutdown_timeout", allowZero: true) { s.shutdownTimeout = t }
         if let v = try r.bool("chat_page") { s.chatPage = v }
+        if let id = try r.nonEmptyString("node_id", expected: "a node name such as n1") {
+            guard ServerConfiguration.isValidNodeID(id) else {
+                throw r.error("node_id", "`\(id)` may hold only letters, digits, _ and - (at most 32): it starts every Engine.IO session id")
+            }
+            s.nodeID = id
+        }
         if r.has("limits") {
             var l = try reader(r.node("limits"), "server.limits")
             if let v = try l.seconds("header_timeout") { s.limits.headerTimeout = .nanoseconds(Int64(v * 1e9)) }

@@ -129,7 +129,9 @@ public struct ParleyApplication: Service {
             _ = SocketIOChannel(
                 server: io, configuration: socketConfig, turns: runtime.dispatcher, jwt: jwt, outputs: runtime.dispatcher.outputs,
                 logger: Logger(label: "parley.socketio"))
-            engines.append(EngineIOServer(configuration: socketConfig.engineIO, delegate: io, logger: Logger(label: "parley.engineio")))
+            var engineConfiguration = socketConfig.engineIO
+            if let node = configuration.server.nodeID { engineConfiguration.sessionIDPrefix = node + "." }
+            engines.append(EngineIOServer(configuration: engineConfiguration, delegate: io, logger: Logger(label: "parley.engineio")))
             socketIOServer = io
             router.get("/webhooks/socketio") { _, _ in HTTPJSON.ok }
         }

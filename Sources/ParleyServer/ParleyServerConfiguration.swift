@@ -78,10 +78,14 @@ public struct ServerConfiguration: Sendable {
     public var limits: HTTPConnectionLimits
     /// `chat_page`: serve the chat page at `GET /chat` (default false; `make run`'s parley.yml turns it on).
     public var chatPage: Bool
+    /// `node_id`: this node's name in a cluster (letters, digits, `_`, `-`; at most 32). Engine.IO session ids
+    /// then start with `NODE_ID.`, so a front can send every request of a session to its node
+    /// (docs/scaling.md); nil (default) leaves session ids as they are.
+    public var nodeID: String?
 
     public init(
         host: String = "127.0.0.1", port: Int = 5005, tls: TLSConfiguration? = nil, shutdownTimeout: Double = 10,
-        limits: HTTPConnectionLimits = .init(), chatPage: Bool = false
+        limits: HTTPConnectionLimits = .init(), chatPage: Bool = false, nodeID: String? = nil
     ) {
         self.host = host
         self.port = port
@@ -89,6 +93,15 @@ public struct ServerConfiguration: Sendable {
         self.shutdownTimeout = shutdownTimeout
         self.limits = limits
         self.chatPage = chatPage
+        self.nodeID = nodeID
+    }
+
+    /// Whether `id` is usable as a node id (the characters of Engine.IO session ids, 1 to 32 of them).
+    public static func isValidNodeID(_ id: String) -> Bool {
+        (1...32).contains(id.utf8.count)
+            && id.utf8.allSatisfy { c in
+                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x2D
+            }
     }
 }
 

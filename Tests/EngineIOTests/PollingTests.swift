@@ -3,6 +3,21 @@ import Testing
 
 @Suite("Engine.IO long-polling over real sockets")
 struct PollingTests {
+    @Test func sessionIDsStartWithTheConfiguredPrefix() async throws {
+        var configuration = EngineIOConfiguration(path: "/engine.io/")
+        configuration.sessionIDPrefix = "n2."
+        try await TestServer.with(configuration) { server in
+            let polling = try await server.openPollingSession()
+            #expect(polling.hasPrefix("n2.") && polling.count == 23)
+            let (client, webSocket) = try await WSTestClient.open(port: server.port)
+            #expect(webSocket.hasPrefix("n2."))
+            client.close()
+            // The prefixed id works for the session's next requests.
+            let poll = try await HTTPTestClient.request("POST", "/engine.io/?EIO=4&transport=polling&sid=\(polling)", body: "4hello", port: server.port)
+            #expect(poll.status == 200)
+        }
+    }
+
     @Test func handshakeHasTheExactOpenPacket() async throws {
         try await TestServer.with(.init(path: "/engine.io/", pingInterval: .milliseconds(300), pingTimeout: .milliseconds(200))) { server in
             let response = try await HTTPTestClient.request("GET", "/engine.io/?EIO=4&transport=polling", port: server.port)

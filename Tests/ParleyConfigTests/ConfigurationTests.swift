@@ -33,6 +33,11 @@ private func failure(_ yaml: String, env: [String: String] = [:]) -> String? {
 @Suite("Configuration error positions")
 struct ConfigurationPositionTests {
     /// Every error names FILE:LINE:COL: the key's position, or its mapping's for a missing key.
+    @Test func nodeID() throws {
+        #expect(try parse("agents: [{name: a, plugin: a.so}]\nserver: {node_id: n-1_a}\n").application.server.nodeID == "n-1_a")
+        #expect(failure("server: {node_id: \"n.1\"}")?.hasPrefix("parley.yml: server.node_id: `n.1` may hold only letters") == true)
+    }
+
     @Test func redisAdapter() throws {
         let c = try parse("agents: [{name: a, plugin: a.so}]\nadapter: {type: redis, url: \"redis://:pw@cache:6380\", key: chat}\n")
         let r = try #require(c.application.redisAdapter)
