@@ -106,7 +106,9 @@ public struct ParleyApplication: Service {
             router.add(middleware: CORSRouteMiddleware(cors: socketConfig.cors))
         }
         router.get("/") { _, _ in "Hello from Parley: \(parleyVersion)" }
-        let cluster = configuration.redisAdapter.map { SocketIORedisCluster(configuration: $0, logger: Logger(label: "parley.redis")) }
+        let cluster = configuration.redisAdapter.map {
+            SocketIORedisCluster(configuration: $0, nodeID: configuration.server.nodeID, logger: Logger(label: "parley.redis"))
+        }
         var adapterHealth: (@Sendable () -> String?)?
         if let cluster { adapterHealth = { cluster.problem } }
         HealthRoute.add(to: router, store: runtime.store, adapter: adapterHealth)

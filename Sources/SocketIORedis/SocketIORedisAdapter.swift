@@ -77,6 +77,10 @@ public struct SocketIORedisConfigurationError: Error, Sendable, CustomStringConv
 public final class SocketIORedisCluster: Service, Sendable {
     /// This node's id in published messages (6 characters, as Node's adapter uses).
     public let uid: String
+    /// The node's name in the membership key (`server.node_id`, else ``uid``).
+    public let nodeID: String
+    /// How often the node renews its membership key, which expires after three periods.
+    static let announcePeriod = Duration.seconds(5)
     /// The settings.
     public let configuration: SocketIORedisConfiguration
     private let logger: Logger
@@ -90,12 +94,19 @@ public final class SocketIORedisCluster: Service, Sendable {
     private static let publishDropped = Counter(label: "parley_redis_publishes_dropped_total")
     private static let connected = Gauge(label: "parley_redis_connected")
 
-    public init(configuration: SocketIORedisConfiguration, logger: Logger = Logger(label: "parley.redis")) {
+    public init(configuration: SocketIORedisConfiguration, nodeID: String? = nil, logger: Logger = Logger(label: "parley.redis")) {
         self.configuration = configuration
         self.logger = logger
         let alphabet = Array("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-        self.uid = String((0..<6).map { _ in alphabet.randomElement()! })
+        let uid = String((0..<6).map { _ in alphabet.randomElement()! })
+        self.uid = uid
+        self.nodeID = nodeID ?? uid
     }
+
+    /// The Redis key this node keeps alive while it runs: `KEY-node#NODE_ID` (e.g. `socket.io-node#n1`), holding
+    /// `{"node":…,"uid":…}` and expiring 15 s after the node stops renewing it. List the live nodes with
+    /// `redis-cli --scan --pattern 'socket.io-node#*'`.
+    public var membershipKey: String { "\(configuration.key)-node#\(nodeID)" }
 
     /// The factory to give `SocketIOConfiguration.adapter`: one adapter per namespace, all on this cluster.
     public var adapterFactory: SocketIOAdapterFactory {
@@ -120,7 +131,24 @@ public final class SocketIORedisCluster: Service, Sendable {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.keepConnected(role: "publish") }
                 group.addTask { await self.keepConnected(role: "subscribe") }
+                group.addTask { await self.announce() }
             }
+        }
+    }
+
+    /// Renews the membership key every ``announcePeriod`` while the publishing connection is up; deletes it on the
+    /// way out (a node that dies lets it expire).
+    private func announce() async {
+        let value = "{\"node\":\"\(nodeID)\",\"uid\":\"\(uid)\"}"
+        let ttl = String(Int((Self.announcePeriod * 3).components.seconds * 1000))
+        while !Task.isCancelled {
+            if let channel = publisher.withLock({ $0 }) {
+                channel.writeAndFlush(redisCommand("SET", membershipKey, value, "PX", ttl), promise: nil)
+            }
+            try? await Task.sleep(for: Self.announcePeriod)
+        }
+        if let channel = publisher.withLock({ $0 }) {
+            try? await channel.writeAndFlush(redisCommand("DEL", membershipKey)).get()
         }
     }
 
@@ -135,6 +163,9 @@ public final class SocketIORedisCluster: Service, Sendable {
                     channel.writeAndFlush(redisCommand("PSUBSCRIBE", "\(configuration.key)#*"), promise: nil)
                 } else {
                     publisher.withLock { $0 = channel }
+                    let value = "{\"node\":\"\(nodeID)\",\"uid\":\"\(uid)\"}"
+                    let ttl = String(Int((Self.announcePeriod * 3).components.seconds * 1000))
+                    channel.writeAndFlush(redisCommand("SET", membershipKey, value, "PX", ttl), promise: nil)
                 }
                 delay = .milliseconds(100)
                 markUp(role)

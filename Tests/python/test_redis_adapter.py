@@ -126,6 +126,11 @@ def test_a_reply_reaches_the_session_on_the_other_node_once(server_factory):
         got1, got2 = drain(tab1), drain(tab2)
         assert [e[1][0]["text"] for e in got1] == ["hello from tab one"], got1
         assert [e[1][0]["text"] for e in got2] == ["hello from tab one"], got2
+        # Each node announces itself with a key that expires unless renewed.
+        r = redis.Redis(port=int(urllib.parse.urlsplit(os.environ["PARLEY_TEST_REDIS_URL"]).port))
+        members = list(r.scan_iter(match="socket.io-node#*"))
+        assert len(members) >= 2, members
+        assert all(0 < r.pttl(key) <= 15000 for key in members)
         tab2.say("and from tab two", session_id=session)
         assert [e[1][0]["text"] for e in drain(tab1)] == ["and from tab two"]
         assert [e[1][0]["text"] for e in drain(tab2)] == ["and from tab two"]
