@@ -35,6 +35,9 @@ public struct Tracker: Sendable, Hashable {
     private var encodedBuffer: [[UInt8]] = []
     /// Most recent events of the current session kept in memory.
     public let retainedEventLimit: Int
+    /// The sequence number of the conversation's last stored event that this state includes, when the store
+    /// numbers events (PostgreSQL, shared by several nodes); nil otherwise. The dispatcher keeps it.
+    public var storedSequence: Int64?
 
     /// `latest_message` before any user message.
     public static let emptyLatestMessage: JSONValue = [

@@ -12,6 +12,11 @@ public struct TurnRecord: Sendable {
     public let events: [JSONValue]
     /// `encoded[i]` is the compact JSON text of `events[i]`.
     public let encoded: [[UInt8]]
+    /// For a store that numbers events (``StoredConversation/lastSequence``): the number of the conversation's
+    /// last stored event when the turn was computed. The store then writes the events as numbers
+    /// `expectedLastSequence + 1 …` and fails the append with ``ConversationChangedError`` when another writer
+    /// (another node) stored events after that number first. Nil: append after whatever is stored.
+    public var expectedLastSequence: Int64?
 
     /// A record whose texts are serialised here.
     public init(senderID: String, events: [JSONValue]) {
@@ -35,6 +40,39 @@ public struct TurnRecord: Sendable {
 
     /// Whether the record holds no event (appending it stores nothing).
     public var isEmpty: Bool { events.isEmpty }
+}
+
+/// A conversation as a turn needs it: the events of its current session and, from a store that numbers events,
+/// the number of its last stored event.
+public struct StoredConversation: Sendable {
+    /// The events of the current session, in order (as ``ConversationStore/currentSession(of:)``).
+    public var currentSession: [JSONValue]
+    /// The sequence number of the conversation's last stored event (of any session), or nil from a store that
+    /// does not number events.
+    public var lastSequence: Int64?
+
+    public init(currentSession: [JSONValue], lastSequence: Int64? = nil) {
+        self.currentSession = currentSession
+        self.lastSequence = lastSequence
+    }
+}
+
+/// An append refused because the conversation changed after the turn was computed (another node stored a turn
+/// of it first): nothing of the record is stored; the dispatcher reloads the conversation and runs the turn again.
+public struct ConversationChangedError: Error, Sendable, CustomStringConvertible {
+    /// The conversation.
+    public let senderID: String
+    /// The sequence number the turn was computed on.
+    public let expectedLastSequence: Int64
+
+    public init(senderID: String, expectedLastSequence: Int64) {
+        self.senderID = senderID
+        self.expectedLastSequence = expectedLastSequence
+    }
+
+    public var description: String {
+        "conversation \(senderID) has events after #\(expectedLastSequence) that this turn did not see (written by another node)"
+    }
 }
 
 /// Where conversations' events live: the dispatcher appends every turn's ``TurnRecord`` here before replying,
@@ -65,6 +103,13 @@ public protocol ConversationStore: Sendable {
     /// dispatch). ``append(_:)`` is the `async` form.
     func append(_ record: TurnRecord, completion: @escaping @Sendable (Result<Void, any Error>) -> Void)
 
+    /// The conversation for a turn: its current session and, when the store numbers events, the number of its
+    /// last event (then the dispatcher sets ``TurnRecord/expectedLastSequence`` on its appends, and the store
+    /// refuses a stale one with ``ConversationChangedError``). Nil for an unknown conversation — or, from a
+    /// store that numbers events, an empty session with `lastSequence` 0, so that the first turn is checked too.
+    /// The default reads ``currentSession(of:)`` and numbers nothing.
+    func load(_ senderID: String) async throws -> StoredConversation?
+
     /// Returns when the store can serve reads and appends now; throws an error naming what is wrong otherwise
     /// (`GET /health` answers 503 with it, so a load balancer takes the node out). The default is always healthy.
     func checkHealth() async throws
@@ -72,6 +117,10 @@ public protocol ConversationStore: Sendable {
 
 extension ConversationStore {
     public func checkHealth() async throws {}
+
+    public func load(_ senderID: String) async throws -> StoredConversation? {
+        try await currentSession(of: senderID).map { StoredConversation(currentSession: $0) }
+    }
 
     /// ``append(_:completion:)``, returning once the record is durable (throwing when nothing of it was stored).
     public func append(_ record: TurnRecord) async throws {

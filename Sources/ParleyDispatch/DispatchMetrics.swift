@@ -10,6 +10,7 @@ enum DispatchMetrics {
     private static let actionFallbacks = Counter(label: "parley_fallbacks_total", dimensions: [("cause", "action_error")])
     private static let mailboxRejections = Counter(label: "parley_mailbox_rejections_total")
     private static let residentConversations = Gauge(label: "parley_resident_conversations")
+    private static let conflictRetries = Counter(label: "parley_turn_conflict_retries_total")
 
     enum FallbackCause { case deadline, agentError, actionError }
 
@@ -25,5 +26,6 @@ enum DispatchMetrics {
         }
     }
     static func mailboxRejected() { mailboxRejections.increment() }
+    static func turnRetried() { conflictRetries.increment() }
     static func resident(_ count: Int) { residentConversations.record(count) }
 }

@@ -343,13 +343,18 @@ public final class Dispatcher: TurnHandler, Service {
 
     enum Outcome { case done, abandoned }
 
-    private func process(_ item: WorkItem, in conversation: Conversation, generation: UInt64, tracker: inout Tracker?) async -> Outcome {
+    /// How often one item is run again after ``ConversationChangedError`` before it fails as `storeFailed`.
+    /// Each retry first waits a random 0…5×attempt ms, so two nodes that keep writing one conversation (two tabs
+    /// typing at once) stop colliding instead of retrying in lockstep.
+    static let maxConflictRetries = 20
+
+    private func process(
+        _ item: WorkItem, in conversation: Conversation, generation: UInt64, tracker: inout Tracker?, attempt: Int = 0
+    ) async -> Outcome {
         // Load the conversation on first use (after start, eviction, a deadline takeover or a store failure).
         if tracker == nil {
             do {
-                var loaded = Tracker(senderID: conversation.id, retainedEventLimit: max(configuration.agentTrackerEventLimit, 1))
-                if let events = try await store.currentSession(of: conversation.id) { loaded.apply(contentsOf: events) }
-                tracker = loaded
+                tracker = try await loadTracker(conversation.id)
             } catch {
                 logger.error("store load failed", metadata: ["parley.sender_id": "\(conversation.id)", "error": "\(error)"])
                 guard claim(conversation, generation: generation) else { return .abandoned }
@@ -359,7 +364,8 @@ public final class Dispatcher: TurnHandler, Service {
             }
         }
         guard var current = tracker.take() else { return .done }
-        let result: Result<ComputedTurn?, any Error>
+        let storedBefore = current.storedSequence
+        var result: Result<ComputedTurn?, any Error>
         switch item {
         case .turn(let message, _):
             result = .success(await runTurn(message, tracker: &current, fallbackOnly: false))
@@ -382,6 +388,12 @@ public final class Dispatcher: TurnHandler, Service {
                 result = .success(await runEmit(responses, channel: channel, tracker: &current))
             }
         }
+        // Stores that number events (PostgreSQL, shared by nodes): the record says which state it was computed on.
+        if let before = storedBefore, case .success(.some(var computed)) = result {
+            computed.record.expectedLastSequence = before
+            current.storedSequence = before + Int64(computed.record.events.count)
+            result = .success(computed)
+        }
         // Commit point: from here on the watchdog can no longer take this item over.
         guard claim(conversation, generation: generation) else { return .abandoned }
         switch result {
@@ -395,7 +407,8 @@ public final class Dispatcher: TurnHandler, Service {
             let turn = computed.result
             // Counted only by the turn that answers (a turn taken over at its deadline counts nothing).
             for cause in computed.fallbacks { DispatchMetrics.fallback(cause) }
-            if !item.isEmit, conversation.state.withLock({ $0.queue.isEmpty }) {
+            // A numbered record may be refused as stale and run again: it is committed here, not detached.
+            if !item.isEmit, computed.record.expectedLastSequence == nil, conversation.state.withLock({ $0.queue.isEmpty }) {
                 tracker = current
                 detachAppend(computed.record, turn: turn, of: item, in: conversation)
                 return .done
@@ -403,6 +416,14 @@ public final class Dispatcher: TurnHandler, Service {
             do {
                 try await store.append(computed.record)
                 tracker = current
+            } catch is ConversationChangedError where attempt < Self.maxConflictRetries {
+                // Another node stored a turn of this conversation first: reload it and run this item again, on
+                // the state that includes the other turn (with a deadline of its own; at most maxConflictRetries).
+                logger.notice("conversation changed on another node; running the turn again", metadata: ["parley.sender_id": "\(conversation.id)"])
+                DispatchMetrics.turnRetried()
+                tracker = nil
+                try? await Task.sleep(for: .microseconds(Int64.random(in: 0...Int64(5_000 * (attempt + 1)))))
+                return await retry(item, in: conversation, tracker: &tracker, attempt: attempt + 1)
             } catch {
                 // Nothing of the turn is stored; drop the in-memory state so the next item reloads it.
                 tracker = nil
@@ -417,6 +438,29 @@ public final class Dispatcher: TurnHandler, Service {
             item.complete(.success(turn))
         }
         return .done
+    }
+
+    /// A fresh tracker for `senderID` from the store (its current session, and its last sequence number when the
+    /// store numbers events).
+    private func loadTracker(_ senderID: String) async throws -> Tracker {
+        var loaded = Tracker(senderID: senderID, retainedEventLimit: max(configuration.agentTrackerEventLimit, 1))
+        if let stored = try await store.load(senderID) {
+            loaded.apply(contentsOf: stored.currentSession)
+            loaded.storedSequence = stored.lastSequence
+        }
+        return loaded
+    }
+
+    /// Runs `item` again after a ``ConversationChangedError``: the deadline watch stays with the same item, so a
+    /// new generation is registered for the retry.
+    private func retry(_ item: WorkItem, in conversation: Conversation, tracker: inout Tracker?, attempt: Int) async -> Outcome {
+        let next = conversation.state.withLock { s in
+            s.generation &+= 1
+            if item.needsDeadline { s.inFlight = item }
+            return s.generation
+        }
+        if item.needsDeadline { registerDeadline(conversation, generation: next, after: deadline(of: item)) }
+        return await process(item, in: conversation, generation: next, tracker: &tracker, attempt: attempt)
     }
 
     /// Hands the turn's events to the store and lets the drain task go on: `completion` answers the caller after

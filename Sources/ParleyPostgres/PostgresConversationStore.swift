@@ -227,8 +227,8 @@ public final class PostgresConversationStore: ConversationStore, Service {
                 return Array(state.queue.prefix(n))
             }
             if batch.isEmpty { return }
-            let result = await write(batch.map(\.record))
-            for pending in batch { pending.completion(result) }
+            let results = await write(batch.map(\.record))
+            for (pending, result) in zip(batch, results) { pending.completion(result) }
         }
     }
 
@@ -251,63 +251,107 @@ public final class PostgresConversationStore: ConversationStore, Service {
         }
     }
 
-    /// Writes `records` in one statement, retrying on a unique violation (another node appended to one of the
-    /// conversations between our read of its top `seq` and our insert).
-    private func write(_ records: [TurnRecord]) async -> Result<Void, any Error> {
-        var senders: [String] = []
-        var ordinals: [Int64] = []
-        var types: [String] = []
-        var texts: [String] = []
-        var starts: [Bool] = []
-        var next: [String: Int64] = [:]
-        var bytes = 0
-        for record in records {
-            for (event, text) in zip(record.events, record.encoded) {
-                let ordinal = next[record.senderID, default: 0] + 1
-                next[record.senderID] = ordinal
-                let type = event["event"]?.stringValue ?? ""
-                senders.append(record.senderID)
-                ordinals.append(ordinal)
-                types.append(type)
-                texts.append(String(decoding: text, as: UTF8.self))
-                starts.append(type == "session_started" || type == "restart")
-                bytes += text.count
-            }
-        }
-        let query: PostgresQuery = """
-            WITH input AS (
-                SELECT * FROM unnest(\(senders)::text[], \(ordinals)::int8[], \(types)::text[], \(texts)::text[], \(starts)::bool[])
-                    AS t(sender_id, ordinal, type, data, session_start)
-            ), top AS (
-                SELECT s.sender_id, COALESCE((SELECT max(e.seq) FROM \(unescaped: events) e WHERE e.sender_id = s.sender_id), 0) AS seq
-                FROM (SELECT DISTINCT sender_id FROM input) s
-            )
-            INSERT INTO \(unescaped: events) (sender_id, seq, type, data, session_start)
-            SELECT i.sender_id, top.seq + i.ordinal, i.type, i.data, i.session_start FROM input i JOIN top USING (sender_id)
-            """
+    /// Writes `records` in one statement. A unique violation means another node stored events of one of the
+    /// conversations first: a record without ``TurnRecord/expectedLastSequence`` is simply written again on the new
+    /// top; a numbered one that lost is refused with ``ConversationChangedError`` (its turn runs again). To tell
+    /// them apart the batch is then written record by record.
+    private func write(_ records: [TurnRecord]) async -> [Result<Void, any Error>] {
         let started = ContinuousClock.now
         var attempt = 0
         while true {
             attempt += 1
-            do {
-                try await withTimeout { [client, logger] in _ = try await client.query(query, logger: logger) }
-                PostgresStoreMetrics.committed(appends: records.count, bytes: bytes, after: ContinuousClock.now - started)
+            switch await insert(records) {
+            case .success:
+                PostgresStoreMetrics.committed(
+                    appends: records.count, bytes: records.reduce(0) { $0 + $1.encoded.reduce(0) { $0 + $1.count } }, after: ContinuousClock.now - started)
                 health.withLock { $0 = nil }
-                return .success(())
-            } catch {
-                if Self.isUniqueViolation(error), attempt < 8 {
-                    PostgresStoreMetrics.conflict()
-                    continue
+                return Array(repeating: .success(()), count: records.count)
+            case .failure(let error) where Self.isUniqueViolation(error):
+                PostgresStoreMetrics.conflict()
+                if records.count > 1 && records.contains(where: { $0.expectedLastSequence != nil }) {
+                    var results: [Result<Void, any Error>] = []
+                    for record in records { results += await write([record]) }
+                    return results
                 }
-                PostgresStoreMetrics.commitFailed()
-                let failure = PostgresStoreError(.database, "PostgreSQL at \(configuration.displayName): append failed: \(Self.describe(error))")
-                health.withLock { $0 = failure.description }
-                logger.error(
-                    "conversation store: a commit failed; its turns are answered with the fallback",
-                    metadata: ["store": "\(configuration.displayName)", "turns": "\(records.count)", "error": "\(Self.describe(error))"])
-                return .failure(failure)
+                if let expected = records.first?.expectedLastSequence, records.count == 1 {
+                    return [.failure(ConversationChangedError(senderID: records[0].senderID, expectedLastSequence: expected))]
+                }
+                if attempt < 8 { continue }
+                return Array(repeating: .failure(failed(error, turns: records.count)), count: records.count)
+            case .failure(let error):
+                return Array(repeating: .failure(failed(error, turns: records.count)), count: records.count)
             }
         }
+    }
+
+    private func failed(_ error: any Error, turns: Int) -> PostgresStoreError {
+        PostgresStoreMetrics.commitFailed()
+        let failure = PostgresStoreError(.database, "PostgreSQL at \(configuration.displayName): append failed: \(Self.describe(error))")
+        health.withLock { $0 = failure.description }
+        logger.error(
+            "conversation store: a commit failed; its turns are answered with the fallback",
+            metadata: ["store": "\(configuration.displayName)", "turns": "\(turns)", "error": "\(Self.describe(error))"])
+        return failure
+    }
+
+    /// One `INSERT … SELECT FROM unnest(…)` for every event of `records`: a numbered record's events get the
+    /// numbers after its `expectedLastSequence`; the others continue from their conversation's highest `seq`.
+    private func insert(_ records: [TurnRecord]) async -> Result<Void, any Error> {
+        var senders: [String] = []
+        var ordinals: [Int64] = []
+        var fixed: [Int64] = []
+        var types: [String] = []
+        var texts: [String] = []
+        var starts: [Bool] = []
+        var next: [String: Int64] = [:]
+        for record in records {
+            for (index, (event, text)) in zip(record.events, record.encoded).enumerated() {
+                if let expected = record.expectedLastSequence {
+                    fixed.append(expected + Int64(index) + 1)
+                    ordinals.append(0)
+                } else {
+                    let ordinal = next[record.senderID, default: 0] + 1
+                    next[record.senderID] = ordinal
+                    fixed.append(-1)
+                    ordinals.append(ordinal)
+                }
+                let type = event["event"]?.stringValue ?? ""
+                senders.append(record.senderID)
+                types.append(type)
+                texts.append(String(decoding: text, as: UTF8.self))
+                starts.append(type == "session_started" || type == "restart")
+            }
+        }
+        let query: PostgresQuery = """
+            WITH input AS (
+                SELECT * FROM unnest(\(senders)::text[], \(ordinals)::int8[], \(fixed)::int8[], \(types)::text[], \(texts)::text[], \(starts)::bool[])
+                    AS t(sender_id, ordinal, fixed, type, data, session_start)
+            ), top AS (
+                SELECT s.sender_id, COALESCE((SELECT max(e.seq) FROM \(unescaped: events) e WHERE e.sender_id = s.sender_id), 0) AS seq
+                FROM (SELECT DISTINCT sender_id FROM input WHERE fixed < 0) s
+            )
+            INSERT INTO \(unescaped: events) (sender_id, seq, type, data, session_start)
+            SELECT i.sender_id, CASE WHEN i.fixed >= 0 THEN i.fixed ELSE top.seq + i.ordinal END, i.type, i.data, i.session_start
+            FROM input i LEFT JOIN top USING (sender_id)
+            """
+        do {
+            try await withTimeout { [client, logger] in _ = try await client.query(query, logger: logger) }
+            return .success(())
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// The current session and the number of the conversation's last event; an unknown conversation is an empty
+    /// session at number 0, so that its first turn is numbered (and checked) too.
+    public func load(_ senderID: String) async throws -> StoredConversation? {
+        let rows = try await rows(
+            """
+            SELECT seq, data FROM \(unescaped: events) WHERE sender_id = \(senderID) AND seq >= COALESCE(
+                (SELECT max(seq) FROM \(unescaped: events) WHERE sender_id = \(senderID) AND session_start), 0)
+            ORDER BY seq
+            """, senderID: senderID)
+        return StoredConversation(currentSession: parse(rows, senderID: senderID), lastSequence: rows.last?.0 ?? 0)
     }
 
     public func currentSession(of senderID: String) async throws -> [JSONValue]? {
@@ -352,9 +396,12 @@ public final class PostgresConversationStore: ConversationStore, Service {
     }
 
     private func read(_ query: PostgresQuery, senderID: String) async throws -> [JSONValue] {
-        let rows: [(Int64, String)]
+        parse(try await rows(query, senderID: senderID), senderID: senderID)
+    }
+
+    private func rows(_ query: PostgresQuery, senderID: String) async throws -> [(Int64, String)] {
         do {
-            rows = try await withTimeout { [client, logger] in
+            return try await withTimeout { [client, logger] in
                 var rows: [(Int64, String)] = []
                 for try await row in try await client.query(query, logger: logger).decode((Int64, String).self) { rows.append(row) }
                 return rows
@@ -364,6 +411,9 @@ public final class PostgresConversationStore: ConversationStore, Service {
         } catch {
             throw PostgresStoreError(.database, "PostgreSQL at \(configuration.displayName): reading \(senderID) failed: \(Self.describe(error))")
         }
+    }
+
+    private func parse(_ rows: [(Int64, String)], senderID: String) -> [JSONValue] {
         var out: [JSONValue] = []
         out.reserveCapacity(rows.count)
         for (seq, text) in rows {

@@ -97,6 +97,50 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("a turn computed on a stale state is refused; after reloading it is stored")
+    func optimisticConcurrency() async throws {
+        try await TestDatabase.withStores(2) { stores in
+            let (a, b) = (stores[0], stores[1])
+            #expect(try await a.load("oc")?.lastSequence == 0)
+            try await a.append([Self.event("session_started", 0)], to: "oc")
+            let seenByA = try #require(try await a.load("oc"))
+            let seenByB = try #require(try await b.load("oc"))
+            #expect(seenByA.lastSequence == 1 && seenByB.lastSequence == 1 && seenByB.currentSession.count == 1)
+            var turnA = TurnRecord(senderID: "oc", events: [Self.event("user", 1), Self.event("bot", 1)])
+            turnA.expectedLastSequence = 1
+            var turnB = TurnRecord(senderID: "oc", events: [Self.event("user", 2), Self.event("bot", 2)])
+            turnB.expectedLastSequence = 1
+            try await a.append(turnA)
+            await #expect {
+                try await b.append(turnB)
+            } throws: { ($0 as? ConversationChangedError)?.expectedLastSequence == 1 }
+            // B reloads, sees A's turn, and its turn goes after it.
+            let reloaded = try #require(try await b.load("oc"))
+            #expect(reloaded.lastSequence == 3 && reloaded.currentSession.count == 3)
+            turnB.expectedLastSequence = 3
+            try await b.append(turnB)
+            let numbers = try await a.events(of: "oc", types: nil)?.compactMap { $0["n"]?.int64Value }
+            #expect(numbers == [0, 1, 1, 2, 2])
+            // In one group commit with other conversations, only the stale record is refused.
+            var stale = TurnRecord(senderID: "oc", events: [Self.event("user", 9)])
+            stale.expectedLastSequence = 3
+            var fresh = TurnRecord(senderID: "oc-other", events: [Self.event("user", 1)])
+            fresh.expectedLastSequence = 0
+            let results = await withTaskGroup(of: Bool.self) { group in
+                for record in [stale, fresh] {
+                    group.addTask {
+                        do {
+                            try await a.append(record)
+                            return true
+                        } catch { return false }
+                    }
+                }
+                return await group.reduce(into: [Bool]()) { $0.append($1) }
+            }
+            #expect(results.filter { $0 }.count == 1 && results.count == 2)
+        }
+    }
+
     @Test("nodes starting together migrate one fresh schema once")
     func concurrentMigrations() async throws {
         let schema = TestDatabase.uniqueSchema()

@@ -61,11 +61,24 @@ class Front:
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
+    skip = 0
+
+    def lines_with(self, status):
+        with open(os.path.join(self.dir, "access.log")) as f:
+            return [line for line in f if "/socket.io/" in line and f'" {status} ' in line]
+
+    def mark_closed(self):
+        """Later counts leave out what was logged so far (a closed client's last poll)."""
+        with open(os.path.join(self.dir, "access.log")) as f:
+            self.skip = sum(1 for _ in f)
+
     def status_counts(self):
-        """HTTP status codes nginx answered for Socket.IO requests."""
+        """HTTP status codes nginx answered for Socket.IO requests (since the last mark_closed)."""
         counts = {}
         with open(os.path.join(self.dir, "access.log")) as f:
-            for line in f:
+            for n, line in enumerate(f):
+                if n < self.skip:
+                    continue
                 if "/socket.io/" in line:
                     m = re.search(r'" (\d{3}) ', line)
                     if m:
@@ -111,11 +124,15 @@ def test_polling_clients_through_the_sid_routing_front(cluster):
             seen_nodes.add(sid.split(".")[0])
             session = client.request_session()
             converse(client, session, [f"poll {i}-{k}" for k in range(3)])
+            # No 400 "unknown sid" while the session lives: every poll reached its node. (After a disconnect the
+            # client's last pending GET may get one; that is the protocol, not routing.)
+            counts = f.status_counts()
+            assert set(counts) <= {"200"}, (counts, f.lines_with(400))
         finally:
             client.close()
+            time.sleep(0.2)
+            f.mark_closed()
     assert len(seen_nodes) >= 2, seen_nodes      # handshakes are spread over the nodes
-    counts = f.status_counts()
-    assert set(counts) <= {"200"}, counts           # no 400 "unknown sid": every poll reached its node
 
 
 def test_websocket_clients_and_the_address_hash_front(cluster):
@@ -126,9 +143,11 @@ def test_websocket_clients_and_the_address_hash_front(cluster):
         try:
             session = client.request_session()
             converse(client, session, ["one", "two"])
+            assert set(f.status_counts()) <= {"200", "101"}, (f.status_counts(), f.lines_with(400))
         finally:
             client.close()
-    assert set(f.status_counts()) <= {"200", "101"}, f.status_counts()
+            time.sleep(0.2)
+            f.mark_closed()
 
 
 def test_a_node_killed_mid_conversation_loses_nothing(cluster):

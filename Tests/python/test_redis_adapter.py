@@ -203,3 +203,54 @@ def test_a_redis_outage_is_logged_survived_and_recovered(server_factory, own_red
     finally:
         tab1.close()
         tab2.close()
+
+
+def test_two_tabs_on_two_nodes_sending_at_once_keep_the_conversation_in_order(server_factory):
+    import threading
+
+    a, b = two_nodes(server_factory, os.environ["PARLEY_TEST_REDIS_URL"])
+    tab1, tab2 = Client(a.url), Client(b.url)
+    try:
+        session = tab1.request_session()
+        tab2.request_session(session)
+        errors = []
+
+        def chat(client, prefix):
+            try:
+                for k in range(8):
+                    text = f"{prefix}{k}"
+                    client.say(text, session_id=session)
+                    deadline = time.monotonic() + 20
+                    while True:   # both tabs get every reply; wait for this one
+                        name, args = client.next(timeout=max(0.1, deadline - time.monotonic()))
+                        if args and args[0].get("text") == text:
+                            break
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=chat, args=(tab1, "a")), threading.Thread(target=chat, args=(tab2, "b"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        if errors:
+            open("/tmp/twotabs.log", "w").write(a.logs() + "\n=====\n" + b.logs())
+        assert not errors, errors
+        history = requests.get(f"{a.url}/conversations/{session}/tracker", timeout=10).json()["events"]
+        said = [e for e in history if e["event"] in ("user", "bot")]
+        # Every message once, each turn whole (user then its reply), each tab's messages in its order.
+        assert len(said) == 32, [(e["event"], e.get("text")) for e in said]
+        for i in range(0, 32, 2):
+            assert said[i]["event"] == "user" and said[i + 1]["event"] == "bot" and said[i]["text"] == said[i + 1]["text"], said[i:i + 2]
+        users = [e["text"] for e in said if e["event"] == "user"]
+        assert [t for t in users if t[0] == "a"] == [f"a{k}" for k in range(8)]
+        assert [t for t in users if t[0] == "b"] == [f"b{k}" for k in range(8)]
+        retries = 0
+        for node in (a, b):
+            for line in requests.get(node.url + "/metrics", timeout=5).text.splitlines():
+                if line.startswith("parley_turn_conflict_retries_total"):
+                    retries += float(line.split()[-1])
+        print(f"turns run again after a conflict: {retries:.0f}")
+    finally:
+        tab1.close()
+        tab2.close()
