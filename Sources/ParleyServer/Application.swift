@@ -109,6 +109,13 @@ public struct ParleyApplication: Service {
         let cluster = configuration.redisAdapter.map {
             SocketIORedisCluster(configuration: $0, nodeID: configuration.server.nodeID, logger: Logger(label: "parley.redis"))
         }
+        if let cluster {
+            do {
+                try await cluster.checkReachable()
+            } catch {
+                throw StartupError(key: "adapter.url", "\(error)")
+            }
+        }
         var adapterHealth: (@Sendable () -> String?)?
         if let cluster { adapterHealth = { cluster.problem } }
         HealthRoute.add(to: router, store: runtime.store, adapter: adapterHealth)

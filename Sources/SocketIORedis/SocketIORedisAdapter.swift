@@ -152,6 +152,41 @@ public final class SocketIORedisCluster: Service, Sendable {
         }
     }
 
+    /// Connects once and sends `PING` (with `AUTH` first when a password is set): the startup check, so that a
+    /// node whose Redis is unreachable or refuses it stops with one line instead of serving alone.
+    /// - Throws: a message naming the server and what went wrong.
+    public func checkReachable(timeout: Duration = .seconds(3)) async throws {
+        let place = "Redis at \(configuration.host):\(configuration.port)"
+        let answer = MutexBox()
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(TimeAmount(timeout))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(ReplyCollector(box: answer))
+                    }
+                }
+                .connect(host: configuration.host, port: configuration.port)
+                .get()
+        } catch {
+            throw SocketIORedisConfigurationError("\(place) is unreachable: \(error); check adapter.url and that redis-server runs")
+        }
+        defer { channel.close(promise: nil) }
+        if let password = configuration.password { channel.write(redisCommand("AUTH", password), promise: nil) }
+        try await channel.writeAndFlush(redisCommand("PING")).get()
+        let expected = configuration.password == nil ? 1 : 2
+        let deadline = ContinuousClock.now + timeout
+        while answer.replies.count < expected && ContinuousClock.now < deadline && channel.isActive {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        for reply in answer.replies {
+            if case .error(let text) = reply { throw SocketIORedisConfigurationError("\(place) refused the connection: \(text)") }
+        }
+        guard answer.replies.count >= expected else { throw SocketIORedisConfigurationError("\(place) did not answer PING within \(timeout)") }
+    }
+
     // MARK: Connections
 
     private func keepConnected(role: String) async {
@@ -266,6 +301,20 @@ public final class SocketIORedisCluster: Service, Sendable {
     fileprivate func replyError(_ text: String) {
         logger.warning("Redis adapter: Redis answered with an error", metadata: ["error": "\(text)"])
     }
+}
+
+/// Replies collected by the startup check.
+private final class MutexBox: Sendable {
+    private let state = Mutex<[RedisReply]>([])
+    var replies: [RedisReply] { state.withLock { $0 } }
+    func append(_ reply: RedisReply) { state.withLock { $0.append(reply) } }
+}
+
+private final class ReplyCollector: ChannelInboundHandler, Sendable {
+    typealias InboundIn = RedisReply
+    let box: MutexBox
+    init(box: MutexBox) { self.box = box }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { box.append(unwrapInboundIn(data)) }
 }
 
 /// Reads replies on a Redis connection: `pmessage`s go to the cluster; errors are logged.

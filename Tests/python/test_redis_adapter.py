@@ -254,3 +254,32 @@ def test_two_tabs_on_two_nodes_sending_at_once_keep_the_conversation_in_order(se
     finally:
         tab1.close()
         tab2.close()
+
+
+def test_redis_unreachable_or_refusing_at_startup_stops_the_node_with_one_line():
+    from conftest import run_to_exit
+
+    schema = f"r_{random.getrandbits(40):x}"
+    closed = free_port()
+    code, out = run_to_exit(cluster_config(f"redis://127.0.0.1:{closed}", schema))
+    assert code != 0 and f"Redis at 127.0.0.1:{closed} is unreachable" in out and "adapter.url" in out, out
+    # A Redis that wants a password this node does not have.
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--requirepass", "s3cret"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        code, out = run_to_exit(cluster_config(f"redis://127.0.0.1:{port}", schema))
+        assert code != 0 and "refused the connection" in out and "NOAUTH" in out, out
+        code, out = run_to_exit(cluster_config(f"redis://:wrong@127.0.0.1:{port}", schema))
+        assert code != 0 and "refused the connection" in out, out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
