@@ -8,7 +8,7 @@ CONFIG ?= parley.yml
 # Swift Testing runs suites in parallel; the machine has 2 cores.
 SWIFT_TEST_FLAGS ?= --parallel
 
-.PHONY: all deps build plugins run test lint format test-swift test-python bench fuzz clean
+.PHONY: all deps build plugins run test lint format test-swift test-python bench bench-cluster fuzz clean
 
 all: build plugins
 
@@ -63,6 +63,13 @@ test-python:
 bench: deps
 	@bash scripts/deps.sh bench
 	bash scripts/bench.sh
+	@bash scripts/deps.sh test
+	SKIP_BUILD=1 bash scripts/bench_cluster.sh
+
+## bench-cluster: S2 on 1 node SQLite / PostgreSQL / PostgreSQL + Redis and 2 nodes behind nginx (bench/cluster-results.md)
+bench-cluster: deps
+	@bash scripts/deps.sh test
+	bash scripts/bench_cluster.sh
 
 ## fuzz: libFuzzer on the Engine.IO, Socket.IO, JSON, permessage-deflate and configuration decoders (FUZZ_SECONDS per target, default 60; not part of make test)
 fuzz: deps

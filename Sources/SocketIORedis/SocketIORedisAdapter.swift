@@ -77,6 +77,8 @@ public struct SocketIORedisConfigurationError: Error, Sendable, CustomStringConv
 public final class SocketIORedisCluster: Service, Sendable {
     /// This node's id in published messages (6 characters, as Node's adapter uses).
     public let uid: String
+    /// The first bytes of every message this node publishes: MessagePack `[` (3 elements) and the uid string.
+    private let ownPrefix: [UInt8]
     /// The node's name in the membership key (`server.node_id`, else ``uid``).
     public let nodeID: String
     /// How often the node renews its membership key, which expires after three periods.
@@ -101,6 +103,7 @@ public final class SocketIORedisCluster: Service, Sendable {
         let uid = String((0..<6).map { _ in alphabet.randomElement()! })
         self.uid = uid
         self.nodeID = nodeID ?? uid
+        self.ownPrefix = [0x93] + MessagePackValue.string(uid).encoded()
     }
 
     /// The Redis key this node keeps alive while it runs: `KEY-node#NODE_ID` (e.g. `socket.io-node#n1`), holding
@@ -284,6 +287,15 @@ public final class SocketIORedisCluster: Service, Sendable {
         let channel = String(decoding: name, as: UTF8.self)
         let prefix = "\(configuration.key)#"
         guard channel.hasPrefix(prefix) else { return }
+        // As Node's adapter: a message for one room (`KEY#NSP#ROOM#`) that has no socket here is not decoded.
+        let rest = channel.dropFirst(prefix.count)
+        let local = adapters.withLock { all in all.first { rest.hasPrefix($0.key + "#") } }
+        if let (namespace, adapter) = local {
+            let room = rest.dropFirst(namespace.count + 1).dropLast()
+            if !room.isEmpty && adapter.socketCount(inRoom: String(room)) == 0 { return }
+        }
+        // Our own broadcast coming back: recognised from its first bytes (`[uid, …]` with our uid) without decoding.
+        if payload.starts(with: ownPrefix) { return }
         let message: RedisWireFormat.Message
         do {
             message = try RedisWireFormat.decode(payload)
