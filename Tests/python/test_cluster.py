@@ -174,3 +174,37 @@ def test_a_node_killed_mid_conversation_loses_nothing(cluster):
         assert bots == users
     finally:
         again.close()
+
+
+def test_a_browser_chats_through_the_cluster_front_over_long_polling(cluster):
+    from test_chat_page import CHROMIUM, Browser, bubbles
+
+    if not CHROMIUM:
+        pytest.skip("chromium is not installed (scripts/deps.sh test installs Debian's chromium)")
+    nodes, front = cluster
+    f = front("nginx-sid.conf")
+    browser = Browser()
+    try:
+        # The page comes from any node; its Engine.IO session lives on one node and every poll must reach it.
+        browser.call("Page.navigate", url=f.url + "/chat?transport=polling")
+        browser.wait_for("document.getElementById('status').textContent === 'connected (polling)'")
+        session = browser.js("localStorage.getItem('parley_session')")
+        # A python-socketio client of the same session, connected to a node of nginx's choosing.
+        other = Client(f.url, transports=["websocket"])
+        try:
+            assert other.request_session(session) == session
+            browser.js("document.getElementById('text').value = 'from the browser'; document.getElementById('form').requestSubmit(); true")
+            browser.wait_for(f"{bubbles('bot')}.includes('from the browser')")
+            assert [e[1][0]["text"] for e in [other.next(timeout=10)]] == ["from the browser"]
+            other.say("from python", session_id=session)
+            browser.wait_for(f"{bubbles('bot')}.includes('from python')")
+        finally:
+            other.close()
+        counts = f.status_counts()
+        assert set(counts) <= {"200", "101"}, (counts, f.lines_with(400))
+        # Reload: a new Engine.IO session (maybe on another node) shows the history from PostgreSQL.
+        browser.call("Page.reload")
+        browser.wait_for("document.getElementById('status').textContent === 'connected (polling)'")
+        browser.wait_for(f"{bubbles('user')}.includes('from the browser') && {bubbles('bot')}.includes('from python')")
+    finally:
+        browser.close()

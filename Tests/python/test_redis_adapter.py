@@ -283,3 +283,23 @@ def test_redis_unreachable_or_refusing_at_startup_stops_the_node_with_one_line()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_proactive_message_posted_to_one_node_reaches_the_socket_on_the_other(server_factory):
+    schema = f"r_{random.getrandbits(40):x}"
+    config = cluster_config(os.environ["PARLEY_TEST_REDIS_URL"], schema) + "api:\n  token: proactive-token\n"
+    a = server_factory(config)
+    b = server_factory(config)
+    wait_for_subscribers(int(urllib.parse.urlsplit(os.environ["PARLEY_TEST_REDIS_URL"]).port), 2, time.monotonic() + 10)
+    tab = Client(a.url)
+    try:
+        session = tab.request_session()
+        tab.say("hello", session_id=session)
+        assert [e[1][0]["text"] for e in drain(tab)] == ["hello"]
+        # Node b has no socket of this session; it records the message and the adapter delivers it on node a.
+        r = requests.post(f"{b.url}/conversations/{session}/messages", headers={"Authorization": "Bearer proactive-token"},
+                          json=[{"text": "Your order shipped"}], timeout=10)
+        assert r.status_code == 202, r.text
+        assert [e[1][0]["text"] for e in drain(tab)] == ["Your order shipped"]
+    finally:
+        tab.close()
