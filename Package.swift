@@ -122,7 +122,6 @@ let package = Package(
         .target(
             name: "ParleyStore",
             dependencies: [
-                .product(name: "Metrics", package: "swift-metrics"),
                 "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 // The SQLite C API GRDB builds on: the commit binds event bytes without a copy, and the
@@ -154,7 +153,6 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],

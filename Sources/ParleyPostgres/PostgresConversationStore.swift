@@ -1,5 +1,3 @@
-import CoreMetrics
-import Metrics
 import NIOCore
 import NIOSSL
 public import Logging
@@ -62,6 +60,8 @@ public final class PostgresConversationStore: ConversationStore, Service {
     public static let schemaVersion = 1
     /// Most records one commit takes.
     static let maxBatch = 512
+    /// How often a group commit without numbered records is written again after a unique violation.
+    static let maxUnnumberedRetries = 20
     /// Nesting that events read back with (as the SQLite store: deeper than anything accepted from outside).
     static let readDepth = 512
 
@@ -262,12 +262,12 @@ public final class PostgresConversationStore: ConversationStore, Service {
             attempt += 1
             switch await insert(records) {
             case .success:
-                PostgresStoreMetrics.committed(
+                ConversationStoreMetrics.committed(
                     appends: records.count, bytes: records.reduce(0) { $0 + $1.encoded.reduce(0) { $0 + $1.count } }, after: ContinuousClock.now - started)
                 health.withLock { $0 = nil }
                 return Array(repeating: .success(()), count: records.count)
             case .failure(let error) where Self.isUniqueViolation(error):
-                PostgresStoreMetrics.conflict()
+                ConversationStoreMetrics.appendConflict()
                 if records.count > 1 && records.contains(where: { $0.expectedLastSequence != nil }) {
                     var results: [Result<Void, any Error>] = []
                     for record in records { results += await write([record]) }
@@ -276,7 +276,11 @@ public final class PostgresConversationStore: ConversationStore, Service {
                 if let expected = records.first?.expectedLastSequence, records.count == 1 {
                     return [.failure(ConversationChangedError(senderID: records[0].senderID, expectedLastSequence: expected))]
                 }
-                if attempt < 8 { continue }
+                if attempt < Self.maxUnnumberedRetries {
+                    // Another node keeps writing the same conversation: wait a little, at random, and go again.
+                    try? await Task.sleep(for: .microseconds(Int64.random(in: 0...Int64(1_000 * attempt))))
+                    continue
+                }
                 return Array(repeating: .failure(failed(error, turns: records.count)), count: records.count)
             case .failure(let error):
                 return Array(repeating: .failure(failed(error, turns: records.count)), count: records.count)
@@ -285,7 +289,7 @@ public final class PostgresConversationStore: ConversationStore, Service {
     }
 
     private func failed(_ error: any Error, turns: Int) -> PostgresStoreError {
-        PostgresStoreMetrics.commitFailed()
+        ConversationStoreMetrics.commitFailed()
         let failure = PostgresStoreError(.database, "PostgreSQL at \(configuration.displayName): append failed: \(Self.describe(error))")
         health.withLock { $0 = failure.description }
         logger.error(
@@ -420,7 +424,7 @@ public final class PostgresConversationStore: ConversationStore, Service {
             do {
                 out.append(try JSONValue.parse(text, maxDepth: Self.readDepth))
             } catch {
-                PostgresStoreMetrics.unreadable()
+                ConversationStoreMetrics.eventQuarantined()
                 logger.error(
                     "conversation store: an event cannot be read and is skipped; the conversation goes on without it",
                     metadata: ["sender_id": "\(senderID)", "seq": "\(seq)", "error": "\(error)"])
@@ -487,25 +491,4 @@ public final class PostgresConversationStore: ConversationStore, Service {
         configuration.options.additionalStartupParameters = [("application_name", "parley")]
         return configuration
     }
-}
-
-/// The PostgreSQL store's metrics: the same names as the SQLite store's, so one dashboard reads either.
-enum PostgresStoreMetrics {
-    private static let commits = Counter(label: "parley_store_commits_total")
-    private static let failures = Counter(label: "parley_store_commit_failures_total")
-    private static let conflicts = Counter(label: "parley_store_append_conflicts_total")
-    private static let duration = Timer(label: "parley_store_commit_duration_seconds", preferredDisplayUnit: .seconds)
-    private static let batch = Recorder(label: "parley_store_commit_batch_appends", aggregate: true)
-    private static let bytes = Counter(label: "parley_store_written_bytes_total")
-    private static let quarantined = Counter(label: "parley_store_quarantined_events_total")
-
-    static func committed(appends: Int, bytes count: Int, after elapsed: Duration) {
-        commits.increment()
-        batch.record(appends)
-        bytes.increment(by: Int64(count))
-        duration.record(duration: elapsed)
-    }
-    static func commitFailed() { failures.increment() }
-    static func conflict() { conflicts.increment() }
-    static func unreadable() { quarantined.increment() }
 }

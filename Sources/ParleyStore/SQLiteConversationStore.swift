@@ -586,7 +586,7 @@ public final class SQLiteConversationStore: ConversationStore {
             do {
                 let started = ContinuousClock.now
                 try commit(batch)
-                StoreMetrics.committed(
+                ConversationStoreMetrics.committed(
                     appends: batch.count, bytes: batch.reduce(0) { $0 + $1.rows.reduce(0) { $0 + $1.data.count } },
                     after: ContinuousClock.now - started)
                 pending.withLock {
@@ -606,14 +606,14 @@ public final class SQLiteConversationStore: ConversationStore {
                         committedRows += w.rows.count
                     } catch {
                         let failure = Self.writeError(error, path: configuration.path)
-                        StoreMetrics.commitFailed()
+                        ConversationStoreMetrics.commitFailed()
                         pending.withLock { $0.lastWriteFailure = failure.description }
                         w.done(.failure(failure))
                     }
                 }
             } catch {
                 let failure = Self.writeError(error, path: configuration.path)
-                StoreMetrics.commitFailed()
+                ConversationStoreMetrics.commitFailed()
                 pending.withLock { $0.lastWriteFailure = failure.description }
                 batch[0].done(.failure(failure))
             }
@@ -965,7 +965,7 @@ final class Quarantine: Sendable {
                 return true
             }
             if first {
-                StoreMetrics.eventQuarantined()
+                ConversationStoreMetrics.eventQuarantined()
                 logger.error(
                     "conversation store: an event cannot be read and is skipped (quarantined); the conversation goes on without it",
                     metadata: ["store": "\(path)", "sender_id": "\(senderID)", "event_id": "\(id)", "error": "\(error)"])
