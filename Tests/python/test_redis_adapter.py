@@ -83,9 +83,11 @@ def own_redis():
         server.stop()
 
 
-def two_nodes(server_factory, redis_url):
+def two_nodes(server_factory, redis_url, unlimited=False):
     schema = f"r_{random.getrandbits(40):x}"
     config = cluster_config(redis_url, schema)
+    if unlimited:
+        config = config.replace("session_persistence: true", "session_persistence: true\n    rate_limit:\n      messages_per_second: 0", 1)
     a = server_factory(config)
     b = server_factory(config)
     # Both nodes subscribed: wait until each has a subscriber on the pattern.
@@ -303,3 +305,67 @@ def test_a_proactive_message_posted_to_one_node_reaches_the_socket_on_the_other(
         assert [e[1][0]["text"] for e in drain(tab)] == ["Your order shipped"]
     finally:
         tab.close()
+
+
+def test_redis_restarted_under_load(server_factory, own_redis):
+    """Eight clients on each node chat without pause while redis-server is stopped and started again: every
+    message gets its reply from its own node throughout, nothing fails, and fan-out resumes afterwards."""
+    import threading
+
+    # As fast as replies come: without the per-socket rate limit (20/s by default).
+    a, b = two_nodes(server_factory, own_redis.url, unlimited=True)
+    stop = threading.Event()
+    results = {"replies": 0, "errors": []}
+    lock = threading.Lock()
+
+    def chatter(url, n):
+        client = Client(url)
+        try:
+            session = client.request_session()
+            k = 0
+            while not stop.is_set():
+                text = f"load {n}-{k}"
+                client.say(text, session_id=session)
+                got = client.replies(1)[0]["text"]
+                assert got == text, (got, text)
+                k += 1
+                with lock:
+                    results["replies"] += 1
+        except Exception as e:  # noqa: BLE001 - reported below
+            with lock:
+                results["errors"].append(repr(e))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=chatter, args=(node.url, i)) for i, node in enumerate([a, b] * 8)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    before = results["replies"]
+    own_redis.stop()
+    time.sleep(2)
+    during = results["replies"] - before
+    own_redis.start()
+    deadline = time.monotonic() + 15
+    while "connected again" not in a.logs() or "connected again" not in b.logs():
+        assert time.monotonic() < deadline, a.logs()[-2000:]
+        time.sleep(0.1)
+    time.sleep(1)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert not results["errors"], results["errors"][:3]
+    assert during > 50, during          # the nodes kept answering while Redis was down
+    assert a.logs().count("is unreachable") == 1 and b.logs().count("is unreachable") == 1
+    print(f"replies: {results['replies']} in all, {during} while Redis was down")
+    # Fan-out works again.
+    wait_for_subscribers(own_redis.port, 2, time.monotonic() + 10)
+    tab1, tab2 = Client(a.url), Client(b.url)
+    try:
+        session = tab1.request_session()
+        tab2.request_session(session)
+        tab1.say("after the restart", session_id=session)
+        assert [e[1][0]["text"] for e in drain(tab2)] == ["after the restart"]
+    finally:
+        tab1.close()
+        tab2.close()
