@@ -50,7 +50,9 @@ format:
 ## test-swift, test-python: each with a throw-away PostgreSQL (scripts/with-services.sh)
 test-swift:
 	@bash scripts/deps.sh test
-	bash scripts/with-services.sh $(SWIFT) test $(SWIFT_TEST_FLAGS)
+	@# The plugins `make test` just built: the tests then load them instead of running make/cargo/swift build from
+	@# inside the test process, where a build blocks a thread of Swift's cooperative pool for seconds.
+	PARLEY_PLUGINS=$(abspath $(PLUGIN_DIR)) bash scripts/with-services.sh $(SWIFT) test $(SWIFT_TEST_FLAGS)
 
 test-python:
 	@bash scripts/deps.sh test
