@@ -139,15 +139,18 @@ public final class SocketIORedisCluster: Service, Sendable {
         }
     }
 
+    /// Sets the membership key (`{"node":…,"uid":…}`, expiring after three periods) on the publishing connection.
+    private func announce(on channel: any Channel) {
+        let value = "{\"node\":\"\(nodeID)\",\"uid\":\"\(uid)\"}"
+        let ttl = String((Self.announcePeriod * 3).components.seconds * 1000)
+        channel.writeAndFlush(redisCommand("SET", membershipKey, value, "PX", ttl), promise: nil)
+    }
+
     /// Renews the membership key every ``announcePeriod`` while the publishing connection is up; deletes it on the
     /// way out (a node that dies lets it expire).
     private func announce() async {
-        let value = "{\"node\":\"\(nodeID)\",\"uid\":\"\(uid)\"}"
-        let ttl = String(Int((Self.announcePeriod * 3).components.seconds * 1000))
         while !Task.isCancelled {
-            if let channel = publisher.withLock({ $0 }) {
-                channel.writeAndFlush(redisCommand("SET", membershipKey, value, "PX", ttl), promise: nil)
-            }
+            if let channel = publisher.withLock({ $0 }) { announce(on: channel) }
             try? await Task.sleep(for: Self.announcePeriod)
         }
         if let channel = publisher.withLock({ $0 }) {
@@ -160,7 +163,7 @@ public final class SocketIORedisCluster: Service, Sendable {
     /// - Throws: a message naming the server and what went wrong.
     public func checkReachable(timeout: Duration = .seconds(3)) async throws {
         let place = "Redis at \(configuration.host):\(configuration.port)"
-        let answer = MutexBox()
+        let answer = CollectedReplies()
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -201,9 +204,7 @@ public final class SocketIORedisCluster: Service, Sendable {
                     channel.writeAndFlush(redisCommand("PSUBSCRIBE", "\(configuration.key)#*"), promise: nil)
                 } else {
                     publisher.withLock { $0 = channel }
-                    let value = "{\"node\":\"\(nodeID)\",\"uid\":\"\(uid)\"}"
-                    let ttl = String(Int((Self.announcePeriod * 3).components.seconds * 1000))
-                    channel.writeAndFlush(redisCommand("SET", membershipKey, value, "PX", ttl), promise: nil)
+                    announce(on: channel)
                 }
                 delay = .milliseconds(100)
                 markUp(role)
@@ -316,7 +317,7 @@ public final class SocketIORedisCluster: Service, Sendable {
 }
 
 /// Replies collected by the startup check.
-private final class MutexBox: Sendable {
+private final class CollectedReplies: Sendable {
     private let state = Mutex<[RedisReply]>([])
     var replies: [RedisReply] { state.withLock { $0 } }
     func append(_ reply: RedisReply) { state.withLock { $0.append(reply) } }
@@ -324,8 +325,8 @@ private final class MutexBox: Sendable {
 
 private final class ReplyCollector: ChannelInboundHandler, Sendable {
     typealias InboundIn = RedisReply
-    let box: MutexBox
-    init(box: MutexBox) { self.box = box }
+    let box: CollectedReplies
+    init(box: CollectedReplies) { self.box = box }
     func channelRead(context: ChannelHandlerContext, data: NIOAny) { box.append(unwrapInboundIn(data)) }
 }
 
