@@ -5,14 +5,38 @@ import ParleyJSON
 
 /// Mounts the conversation HTTP API (`ParleyDispatch.ConversationAPI`) on a router:
 /// `GET /conversations/{id}/tracker[?include_events=ALL|AFTER_RESTART|APPLIED|NONE]` and
-/// `GET /conversations/{id}/messages[?limit=N]`, both checking `?token=` or `Authorization: Bearer` when a
-/// token is configured. With `sessionTokens`, a JWT whose session claim names `{id}` also reads that one
+/// `GET /conversations/{id}/messages[?limit=N]` and (with a Socket.IO channel) `GET /conversations/{id}/connections`,
+/// all checking `?token=` or `Authorization: Bearer` when a token is configured. With `sessionTokens`, a JWT whose session claim names `{id}` also reads that one
 /// conversation (a widget restoring its own history). Errors get the API's status and Rasa-shaped body.
 public enum ConversationRoutes {
-    /// Adds the two routes.
-    /// - Parameter sessionTokens: verifies conversation-scoped JWTs (the Socket.IO channel's key and session
-    ///   claim); nil accepts only the API token.
-    public static func add<Context: RequestContext>(to router: Router<Context>, api: ConversationAPI, sessionTokens: JWTVerifier? = nil) {
+    /// Adds the routes.
+    /// - Parameters:
+    ///   - sessionTokens: verifies conversation-scoped JWTs (the Socket.IO channel's key and session claim); nil
+    ///     accepts only the API token.
+    ///   - connections: the ids of the sockets connected to a conversation on every node
+    ///     (``SocketIOChannel/connections(of:)``), served as `{"conversation_id", "connected": N, "sockets": [...]}`
+    ///     (`503` when another node does not answer in time); nil: no such route.
+    public static func add<Context: RequestContext>(
+        to router: Router<Context>, api: ConversationAPI, sessionTokens: JWTVerifier? = nil,
+        connections: (@Sendable (String) async throws -> [String])? = nil
+    ) {
+        if let connections {
+            router.get("/conversations/:id/connections") { request, context in
+                await respond {
+                    let id = try context.parameters.require("id")
+                    try authorize(request, conversationID: id, api: api, sessionTokens: sessionTokens)
+                    let sockets: [String]
+                    do {
+                        sockets = try await connections(id)
+                    } catch {
+                        throw ConversationAPIError(status: 503, reason: "Unavailable", message: "\(error)")
+                    }
+                    return [
+                        "conversation_id": .string(id), "connected": .int(Int64(sockets.count)), "sockets": .array(sockets.map { .string($0) }),
+                    ]
+                }
+            }
+        }
         router.get("/conversations/:id/tracker") { request, context in
             await respond {
                 let id = try context.parameters.require("id")

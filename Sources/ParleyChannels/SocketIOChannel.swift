@@ -266,6 +266,13 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         }
     }
 
+    /// The ids of the sockets connected to a conversation (its session room, or the socket itself without
+    /// session persistence), on every node sharing the adapter; sorted.
+    /// - Throws: when another node does not answer in time (``SocketIOAdapter/fetchSocketIDs(for:)``).
+    public func connections(of conversationID: String) async throws -> [String] {
+        try await namespace.to(conversationID).fetchSocketIDs().sorted()
+    }
+
     /// Delivers proactive responses (plugin `emit`) to every socket of the conversation's room.
     public func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async {
         emit(responses, room: senderID)

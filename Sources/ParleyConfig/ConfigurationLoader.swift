@@ -516,20 +516,25 @@ private struct Context {
         return s
     }
 
-    /// `adapter:`: `type: memory` (default) or `type: redis` with `url` and `key`.
+    /// `adapter:`: `type: memory` (default) or `type: redis` with `url`, `key` and `request_timeout`.
     mutating func adapter(_ node: ConfigNode?) throws(ConfigError) -> SocketIORedisConfiguration? {
         var r = try reader(node, "adapter")
         let type = try r.choice("type", ["memory", "redis"]) ?? "memory"
         let url = try r.nonEmptyString("url", expected: "a Redis URL such as redis://127.0.0.1:6379")
         let key = try r.nonEmptyString("key", expected: "the channel prefix (socket.io's adapter key)")
+        let requestTimeout = try r.seconds("request_timeout")
         try r.finish()
         guard type == "redis" else {
-            if url != nil || key != nil { warnings.append("\(file): adapter.url and adapter.key are read only when adapter.type is redis") }
+            if url != nil || key != nil || requestTimeout != nil {
+                warnings.append("\(file): adapter.url, adapter.key and adapter.request_timeout are read only when adapter.type is redis")
+            }
             return nil
         }
         guard let url else { throw r.error("url", "adapter.type is redis: set adapter.url (redis://HOST:PORT)") }
         do {
-            return try SocketIORedisConfiguration(url: url, key: key ?? "socket.io")
+            var configuration = try SocketIORedisConfiguration(url: url, key: key ?? "socket.io")
+            if let requestTimeout { configuration.requestTimeout = .milliseconds(Int64(requestTimeout * 1000)) }
+            return configuration
         } catch {
             throw r.error("url", error.description)
         }

@@ -129,13 +129,14 @@ public struct ParleyApplication: Service {
 
         var engines: [EngineIOServer] = []
         var socketIOServer: SocketIOServer?
+        var socketChannel: SocketIOChannel?
         if let socketConfig = configuration.channels.socketIO {
             let jwt = try await Self.verifier(socketConfig.jwt, section: "channels.socketio")
             var socketIOConfiguration = socketConfig.socketIO
             if let cluster { socketIOConfiguration.adapter = cluster.adapterFactory }
             let io = SocketIOServer(
                 configuration: socketIOConfiguration, scheduler: EventLoopScheduler(group: eventLoops), logger: Logger(label: "parley.socketio"))
-            _ = SocketIOChannel(
+            socketChannel = SocketIOChannel(
                 server: io, configuration: socketConfig, turns: runtime.dispatcher, jwt: jwt, outputs: runtime.dispatcher.outputs,
                 logger: Logger(label: "parley.socketio"))
             var engineConfiguration = socketConfig.engineIO
@@ -155,7 +156,9 @@ public struct ParleyApplication: Service {
         if apiConfig.isServed(host: configuration.server.host) {
             let api = ConversationAPI(store: runtime.store, token: apiConfig.token)
             let sessionTokens = apiConfig.sessionToken ? try await Self.verifier(socketJWT, section: "channels.socketio") : nil
-            ConversationRoutes.add(to: router, api: api, sessionTokens: sessionTokens)
+            var connections: (@Sendable (String) async throws -> [String])?
+            if let socketChannel { connections = { try await socketChannel.connections(of: $0) } }
+            ConversationRoutes.add(to: router, api: api, sessionTokens: sessionTokens, connections: connections)
             ProactiveRoute.add(to: router, api: api, dispatcher: runtime.dispatcher)
             if apiConfig.token == nil && !apiConfig.sessionToken {
                 logger.info(

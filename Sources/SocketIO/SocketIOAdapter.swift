@@ -42,6 +42,31 @@ public protocol SocketIOAdapter: AnyObject, Sendable {
     /// Sends a packet to every socket the target reaches. The packet is encoded once and the same
     /// messages are handed to every recipient (see ``SocketIOSocket/deliver(_:)``).
     func broadcast(_ packet: SocketIOPacket, to target: SocketIOBroadcastTarget)
+
+    // MARK: Every server
+
+    /// The ids of the sockets a target reaches on every server that shares these rooms (Node's
+    /// `io.in(room).allSockets()`). An adapter that spans processes asks the other servers and waits for their
+    /// answers; the in-memory adapter answers with ``socketIDs(for:)``.
+    /// - Throws: when another server does not answer in time (the error names how many did).
+    func fetchSocketIDs(for target: SocketIOBroadcastTarget) async throws -> Set<String>
+    /// Every room that has at least one socket, on every server (Node's `adapter.allRooms()`); a socket's own
+    /// room (named after its id) is included.
+    func fetchRooms() async throws -> Set<String>
+    /// Makes the sockets a target reaches on every server join or leave rooms, or disconnect (Node's
+    /// `io.in(room).socketsJoin(…)`, `socketsLeave(…)`, `disconnectSockets(…)`). Returns once this server's
+    /// sockets are done; the other servers apply it when their copy of the request arrives.
+    func apply(_ operation: SocketIORoomOperation, to target: SocketIOBroadcastTarget)
+}
+
+/// What ``SocketIOAdapter/apply(_:to:)`` does to each socket a target reaches.
+public enum SocketIORoomOperation: Sendable, Hashable {
+    /// Join these rooms.
+    case join([String])
+    /// Leave these rooms.
+    case leave([String])
+    /// Disconnect from the namespace (`close`: also close the Engine.IO session).
+    case disconnect(close: Bool)
 }
 
 /// The default adapter: rooms of this process, in memory.
@@ -135,5 +160,23 @@ public final class SocketIOInMemoryAdapter: SocketIOAdapter {
         guard !recipients.isEmpty else { return }
         let messages = SocketIOPacketEncoder.encode(packet)
         for socket in recipients { socket.deliver(messages) }
+    }
+
+    /// This process is every server: the local sockets.
+    public func fetchSocketIDs(for target: SocketIOBroadcastTarget) async throws -> Set<String> { socketIDs(for: target) }
+
+    /// This process is every server: the local rooms.
+    public func fetchRooms() async throws -> Set<String> { roomNames }
+
+    /// The rooms with at least one socket of this process.
+    public var roomNames: Set<String> { state.withLock { Set($0.rooms.keys) } }
+
+    public func apply(_ operation: SocketIORoomOperation, to target: SocketIOBroadcastTarget) {
+        let selected = sockets(for: target)
+        switch operation {
+        case .join(let rooms): for socket in selected { socket.join(rooms) }
+        case .leave(let rooms): for socket in selected { for room in rooms { socket.leave(room) } }
+        case .disconnect(let close): for socket in selected { socket.disconnect(close: close) }
+        }
     }
 }

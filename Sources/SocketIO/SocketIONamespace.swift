@@ -91,8 +91,11 @@ public final class SocketIONamespace: Sendable {
         SocketIOBroadcastOperator(namespace: self).emit(event, arguments: arguments)
     }
 
-    /// The number of sockets in `room`.
+    /// The number of this server's sockets in `room`.
     public func socketCount(inRoom room: String) -> Int { adapter.socketCount(inRoom: room) }
+
+    /// Every room with at least one socket, on every server sharing the adapter.
+    public func fetchRooms() async throws -> Set<String> { try await adapter.fetchRooms() }
 
     // MARK: Internal
 
@@ -225,24 +228,29 @@ public struct SocketIOBroadcastOperator: Sendable {
         namespace.adapter.broadcast(packet, to: target)
     }
 
-    /// The ids of the selected sockets.
+    /// The ids of the selected sockets of this server.
     public func socketIDs() -> Set<String> { namespace.adapter.socketIDs(for: target) }
 
-    /// The selected local sockets.
+    /// The ids of the selected sockets on every server sharing the adapter (Node's `allSockets()`).
+    /// - Throws: when another server does not answer in time.
+    public func fetchSocketIDs() async throws -> Set<String> { try await namespace.adapter.fetchSocketIDs(for: target) }
+
+    /// The selected sockets of this server.
     public func sockets() -> [SocketIOSocket] { namespace.adapter.sockets(for: target) }
 
-    /// Makes the selected sockets join `room`.
+    /// Makes the selected sockets, on every server, join `room`.
     public func socketsJoin(_ room: String) {
-        for socket in sockets() { socket.join(room) }
+        namespace.adapter.apply(.join([room]), to: target)
     }
 
-    /// Makes the selected sockets leave `room`.
+    /// Makes the selected sockets, on every server, leave `room`.
     public func socketsLeave(_ room: String) {
-        for socket in sockets() { socket.leave(room) }
+        namespace.adapter.apply(.leave([room]), to: target)
     }
 
-    /// Disconnects the selected sockets from the namespace (`close`: also close their Engine.IO sessions).
+    /// Disconnects the selected sockets, on every server, from the namespace (`close`: also close their
+    /// Engine.IO sessions).
     public func disconnectSockets(close: Bool = false) {
-        for socket in sockets() { socket.disconnect(close: close) }
+        namespace.adapter.apply(.disconnect(close: close), to: target)
     }
 }

@@ -19,12 +19,18 @@ public struct SocketIORedisConfiguration: Sendable, Hashable {
     /// The channel prefix (`key` of socket.io's Redis adapter, default `socket.io`): broadcasts of namespace `/`
     /// travel on `socket.io#/#` (and `socket.io#/#ROOM#` for a single room), as Node's adapter and emitter use.
     public var key: String
+    /// How long a query across nodes (``SocketIOAdapter/fetchSocketIDs(for:)``, ``SocketIOAdapter/fetchRooms()``)
+    /// waits for every other node's answer (default 5 s, as Node's `requestsTimeout`).
+    public var requestTimeout: Duration
 
-    public init(host: String = "127.0.0.1", port: Int = 6379, password: String? = nil, key: String = "socket.io") {
+    public init(
+        host: String = "127.0.0.1", port: Int = 6379, password: String? = nil, key: String = "socket.io", requestTimeout: Duration = .seconds(5)
+    ) {
         self.host = host
         self.port = port
         self.password = password
         self.key = key
+        self.requestTimeout = requestTimeout
     }
 
     /// Reads `redis://[:PASSWORD@]HOST[:PORT]`.
@@ -73,7 +79,14 @@ public struct SocketIORedisConfigurationError: Error, Sendable, CustomStringConv
 /// other nodes miss what was said during the outage (the history in the store keeps it). One log line when Redis
 /// becomes unreachable, one when it is back.
 ///
-/// Room membership queries (``SocketIOAdapter/socketCount(inRoom:)`` and friends) answer for this node only.
+/// Membership across nodes follows the adapter's request/response protocol: every node subscribes to
+/// `KEY-request#NSP#`, `KEY-response#NSP#` and `KEY-response#NSP#UID#`; a query (``SocketIOAdapter/fetchSocketIDs(for:)``,
+/// ``SocketIOAdapter/fetchRooms()``) counts the nodes with `PUBSUB NUMSUB` on the request channel, publishes a JSON
+/// request there and waits (``SocketIORedisConfiguration/requestTimeout``) for an answer from each other node;
+/// joins, leaves and disconnects (``SocketIOAdapter/apply(_:to:)``) are published without waiting. Node servers on
+/// socket.io-redis-adapter answer Parley's queries and Parley answers theirs (`allSockets`, `allRooms`,
+/// `fetchSockets`, `socketsJoin`, `socketsLeave`, `disconnectSockets`). The synchronous queries
+/// (``SocketIOAdapter/socketCount(inRoom:)``, ``SocketIOAdapter/socketIDs(for:)``) answer for this node only.
 public final class SocketIORedisCluster: Service, Sendable {
     /// This node's id in published messages (6 characters, as Node's adapter uses).
     public let uid: String
@@ -85,9 +98,13 @@ public final class SocketIORedisCluster: Service, Sendable {
     static let announcePeriod = Duration.seconds(5)
     /// The settings.
     public let configuration: SocketIORedisConfiguration
-    private let logger: Logger
-    private let adapters = Mutex<[String: SocketIORedisAdapter]>([:])
-    private let publisher = Mutex<(any Channel)?>(nil)
+    let logger: Logger
+    let adapters = Mutex<[String: SocketIORedisAdapter]>([:])
+    let publisher = Mutex<(any Channel)?>(nil)
+    /// The subscribed connection while it is up (to subscribe the request channels of a namespace made later).
+    let subscriber = Mutex<(any Channel)?>(nil)
+    /// Queries of this node waiting for other nodes' answers, by request id.
+    let queries = Mutex<[String: PendingQuery]>([:])
     private let outage = Mutex<Bool>(false)
 
     private static let published = Counter(label: "parley_redis_messages_published_total")
@@ -116,6 +133,8 @@ public final class SocketIORedisCluster: Service, Sendable {
         SocketIOAdapterFactory { namespace in
             let adapter = SocketIORedisAdapter(namespace: namespace, cluster: self)
             self.adapters.withLock { $0[namespace] = adapter }
+            // Inserted before the subscriber is read, so either this or a connection being set up subscribes it.
+            if let channel = self.subscriber.withLock({ $0 }) { channel.writeAndFlush(self.subscribeRequests(of: [namespace]), promise: nil) }
             return adapter
         }
     }
@@ -163,34 +182,16 @@ public final class SocketIORedisCluster: Service, Sendable {
     /// - Throws: a message naming the server and what went wrong.
     public func checkReachable(timeout: Duration = .seconds(3)) async throws {
         let place = "Redis at \(configuration.host):\(configuration.port)"
-        let answer = CollectedReplies()
-        let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connectTimeout(TimeAmount(timeout))
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(RESPDecoder()))
-                        try channel.pipeline.syncOperations.addHandler(ReplyCollector(box: answer))
-                    }
-                }
-                .connect(host: configuration.host, port: configuration.port)
-                .get()
-        } catch {
-            throw SocketIORedisConfigurationError("\(place) is unreachable: \(error); check adapter.url and that redis-server runs")
+            _ = try await roundTrip(redisCommand("PING"), timeout: timeout)
+        } catch let error as RoundTripError {
+            switch error {
+            case .unreachable(let why):
+                throw SocketIORedisConfigurationError("\(place) is unreachable: \(why); check adapter.url and that redis-server runs")
+            case .refused(let text): throw SocketIORedisConfigurationError("\(place) refused the connection: \(text)")
+            case .noAnswer: throw SocketIORedisConfigurationError("\(place) did not answer PING within \(timeout)")
+            }
         }
-        defer { channel.close(promise: nil) }
-        if let password = configuration.password { channel.write(redisCommand("AUTH", password), promise: nil) }
-        try await channel.writeAndFlush(redisCommand("PING")).get()
-        let expected = configuration.password == nil ? 1 : 2
-        let deadline = ContinuousClock.now + timeout
-        while answer.replies.count < expected && ContinuousClock.now < deadline && channel.isActive {
-            try await Task.sleep(for: .milliseconds(5))
-        }
-        for reply in answer.replies {
-            if case .error(let text) = reply { throw SocketIORedisConfigurationError("\(place) refused the connection: \(text)") }
-        }
-        guard answer.replies.count >= expected else { throw SocketIORedisConfigurationError("\(place) did not answer PING within \(timeout)") }
     }
 
     // MARK: Connections
@@ -201,7 +202,10 @@ public final class SocketIORedisCluster: Service, Sendable {
             do {
                 let channel = try await connect(subscriber: role == "subscribe")
                 if role == "subscribe" {
-                    channel.writeAndFlush(redisCommand("PSUBSCRIBE", "\(configuration.key)#*"), promise: nil)
+                    subscriber.withLock { $0 = channel }
+                    channel.write(redisCommand("PSUBSCRIBE", "\(configuration.key)#*"), promise: nil)
+                    let namespaces = adapters.withLock { Array($0.keys) }
+                    channel.writeAndFlush(subscribeRequests(of: namespaces), promise: nil)
                 } else {
                     publisher.withLock { $0 = channel }
                     announce(on: channel)
@@ -213,7 +217,7 @@ public final class SocketIORedisCluster: Service, Sendable {
                 } onCancel: {
                     channel.close(promise: nil)
                 }
-                if role == "publish" { publisher.withLock { $0 = nil } }
+                if role == "publish" { publisher.withLock { $0 = nil } } else { subscriber.withLock { $0 = nil } }
                 if Task.isCancelled { return }
                 markDown(role, "the connection closed")
             } catch {
@@ -272,15 +276,10 @@ public final class SocketIORedisCluster: Service, Sendable {
 
     /// Publishes a broadcast made on this node.
     func publish(_ packet: SocketIOPacket, to target: SocketIOBroadcastTarget, namespace: String) {
-        guard let channel = publisher.withLock({ $0 }) else {
-            Self.publishDropped.increment()
-            return
-        }
         var name = "\(configuration.key)#\(namespace)#"
         if target.rooms.count == 1, let room = target.rooms.first { name += room + "#" }
         let message = RedisWireFormat.encode(uid: uid, packet: packet, target: target, namespace: namespace)
-        channel.writeAndFlush(redisCommand([Array("PUBLISH".utf8), Array(name.utf8), message], allocator: channel.allocator), promise: nil)
-        Self.published.increment()
+        if publish(message, on: name) { Self.published.increment() } else { Self.publishDropped.increment() }
     }
 
     /// A `pmessage` from the subscribed connection.
@@ -316,20 +315,6 @@ public final class SocketIORedisCluster: Service, Sendable {
     }
 }
 
-/// Replies collected by the startup check.
-private final class CollectedReplies: Sendable {
-    private let state = Mutex<[RedisReply]>([])
-    var replies: [RedisReply] { state.withLock { $0 } }
-    func append(_ reply: RedisReply) { state.withLock { $0.append(reply) } }
-}
-
-private final class ReplyCollector: ChannelInboundHandler, Sendable {
-    typealias InboundIn = RedisReply
-    let box: CollectedReplies
-    init(box: CollectedReplies) { self.box = box }
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) { box.append(unwrapInboundIn(data)) }
-}
-
 /// Reads replies on a Redis connection: `pmessage`s go to the cluster; errors are logged.
 private final class RedisReplyHandler: ChannelInboundHandler {
     typealias InboundIn = RedisReply
@@ -348,6 +333,10 @@ private final class RedisReplyHandler: ChannelInboundHandler {
                 case .bulk(let payload?) = items[3]
             {
                 cluster.received(channel: channel, payload: payload)
+            } else if items.count == 3, case .bulk(let kind?) = items[0], kind == Array("message".utf8), case .bulk(let channel?) = items[1],
+                case .bulk(let payload?) = items[2]
+            {
+                cluster.receivedRequestOrResponse(channel: String(decoding: channel, as: UTF8.self), payload: payload)
             }
         case .error(let text):
             cluster.replyError(text)
@@ -384,6 +373,33 @@ final class SocketIORedisAdapter: SocketIOAdapter {
         local.broadcast(packet, to: target)
         cluster.publish(packet, to: target, namespace: namespace)
     }
+
+    func fetchSocketIDs(for target: SocketIOBroadcastTarget) async throws -> Set<String> {
+        var ids = local.socketIDs(for: target)
+        let answers = try await cluster.query(namespace: namespace, type: .remoteFetch, fields: ["opts": RedisRequests.options(target)])
+        for answer in answers {
+            for socket in answer["sockets"]?.arrayValue ?? [] {
+                if let id = socket["id"]?.stringValue { ids.insert(id) }
+            }
+        }
+        return ids
+    }
+
+    func fetchRooms() async throws -> Set<String> {
+        var rooms = local.roomNames
+        for answer in try await cluster.query(namespace: namespace, type: .allRooms, fields: [:]) {
+            for room in answer["rooms"]?.arrayValue ?? [] { if let name = room.stringValue { rooms.insert(name) } }
+        }
+        return rooms
+    }
+
+    func apply(_ operation: SocketIORoomOperation, to target: SocketIOBroadcastTarget) {
+        local.apply(operation, to: target)
+        cluster.publishRequest(RedisRequests.request(operation, target: target, uid: cluster.uid), namespace: namespace)
+    }
+
+    /// This node's part of a request from another node.
+    var localPart: SocketIOInMemoryAdapter { local }
 
     /// A broadcast from another node: this node's sockets only.
     func deliverLocally(_ packet: SocketIOPacket, to target: SocketIOBroadcastTarget) {

@@ -104,3 +104,30 @@ struct RedisConfigurationTests {
         }
     }
 }
+
+@Suite("Redis adapter requests between nodes")
+struct RedisRequestTests {
+    @Test("joins, leaves and disconnects are socket.io-redis-adapter's JSON requests; their target reads back")
+    func operations() throws {
+        let target = SocketIOBroadcastTarget(rooms: ["b", "a"], exceptRooms: ["x"])
+        let join = RedisRequests.request(.join(["r1"]), target: target, uid: "node01")
+        #expect(join.serialized == #"{"uid":"node01","opts":{"rooms":["a","b"],"except":["x"]},"type":2,"rooms":["r1"]}"#)
+        #expect(RedisRequests.target(join["opts"]) == target)
+        #expect(RedisRequests.request(.leave(["r1"]), target: target, uid: "u")["type"] == .int(3))
+        let disconnect = RedisRequests.request(.disconnect(close: true), target: target, uid: "u")
+        #expect(disconnect["type"] == .int(4) && disconnect["close"] == .bool(true))
+    }
+
+    @Test("requests and answers are read as JSON or MessagePack; anything else is nil")
+    func decoding() {
+        #expect(RedisRequests.decode(Array(#"{"requestId":"q","type":1}"#.utf8))?["type"] == .int(1))
+        let packed = MessagePackValue.map([
+            MessagePackPair(.string("requestId"), .string("q")), MessagePackPair(.string("rooms"), .array([.string("r"), .uint(7)])),
+        ]).encoded()
+        let answer = RedisRequests.decode(packed)
+        #expect(answer?["requestId"] == .string("q"))
+        #expect(answer?["rooms"]?.arrayValue?.compactMap(RedisRequests.roomName) == ["r", "7"])
+        #expect(RedisRequests.decode([0xC1]) == nil)
+        #expect(RedisRequests.decode(Array("{not json".utf8)) == nil)
+    }
+}

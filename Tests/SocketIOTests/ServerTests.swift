@@ -548,6 +548,9 @@ private func installEcho(on namespace: SocketIONamespace) {
             func socketCount(inRoom room: String) -> Int { inner.socketCount(inRoom: room) }
             func socketIDs(for target: SocketIOBroadcastTarget) -> Set<String> { inner.socketIDs(for: target) }
             func sockets(for target: SocketIOBroadcastTarget) -> [SocketIOSocket] { inner.sockets(for: target) }
+            func fetchSocketIDs(for target: SocketIOBroadcastTarget) async throws -> Set<String> { try await inner.fetchSocketIDs(for: target) }
+            func fetchRooms() async throws -> Set<String> { try await inner.fetchRooms() }
+            func apply(_ operation: SocketIORoomOperation, to target: SocketIOBroadcastTarget) { inner.apply(operation, to: target) }
             func broadcast(_ packet: SocketIOPacket, to target: SocketIOBroadcastTarget) {
                 broadcasts.append(packet.eventName ?? "?")
                 inner.broadcast(packet, to: target)

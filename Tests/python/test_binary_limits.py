@@ -95,6 +95,8 @@ def test_the_process_wide_budget_and_memory_after_close(server_factory):
             a.announce(16)
             try_send(a, 4)
         closed = [a.is_closed(wait=1) for a in attackers]
+        # On a loaded machine a refusal can take longer than a second to arrive: look again at the open ones.
+        closed = [c or a.is_closed(wait=3) for a, c in zip(attackers, closed)]
         assert closed.count(False) <= 2 and closed.count(True) >= 18, closed
         peak = rss_kb(pid)
         calm.say("still answered", session_id=sid)

@@ -2,12 +2,14 @@
 sockets of a session on the other node exactly once, a publisher speaking socket.io-redis-adapter's format (as
 Node's @socket.io/redis-emitter does) reaches Parley rooms, a wrong message is dropped and counted, and a Redis
 outage is logged once, survived and recovered from."""
+import json
 import os
 import queue
 import random
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 
@@ -369,3 +371,103 @@ def test_redis_restarted_under_load(server_factory, own_redis):
     finally:
         tab1.close()
         tab2.close()
+
+
+def test_room_membership_queries_span_the_nodes_and_speak_socket_io_redis_adapter_requests(server_factory):
+    """GET /conversations/{id}/connections counts the sockets of a session on every node; a third peer speaking
+    socket.io-redis-adapter's request/response protocol (as a Node server would) is asked and answered too."""
+    url = os.environ["PARLEY_TEST_REDIS_URL"]
+    port = int(urllib.parse.urlsplit(url).port)
+    schema = f"r_{random.getrandbits(40):x}"
+    config = cluster_config(url, schema).replace("  url: redis", "  request_timeout: 1\n  url: redis")
+    a, b = server_factory(config), server_factory(config)
+    r = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while r.pubsub_numsub("socket.io-request#/#")[0][1] < 2:
+        assert time.monotonic() < deadline, "the nodes did not subscribe the request channel"
+        time.sleep(0.05)
+    tab1, tab2, other = Client(a.url), Client(b.url), Client(b.url)
+    peer = r.pubsub()
+    stop = threading.Event()
+    answering = threading.Event()
+    answering.set()
+    answers = queue.Queue()
+    try:
+        session = tab1.request_session()
+        tab2.request_session(session)
+        other_session = other.request_session()
+        got = requests.get(f"{a.url}/conversations/{session}/connections", timeout=5).json()
+        assert got == {"conversation_id": session, "connected": 2, "sockets": sorted([tab1.sid, tab2.sid])}, got
+        assert requests.get(f"{b.url}/conversations/{other_session}/connections", timeout=5).json()["sockets"] == [other.sid]
+        assert requests.get(f"{a.url}/conversations/nobody/connections", timeout=5).json()["connected"] == 0
+
+        # A Node peer: subscribed like socket.io-redis-adapter (so NUMSUB counts it), answering in its JSON.
+        peer.subscribe("socket.io-request#/#", "socket.io-response#/#", "socket.io-response#/#peer01#")
+
+        def serve():
+            while not stop.is_set():
+                message = peer.get_message(timeout=0.1)
+                if not message or message["type"] != "message":
+                    continue
+                channel = message["channel"].decode()
+                if channel.startswith("socket.io-response#"):
+                    answers.put(json.loads(message["data"]))
+                    continue
+                data = message["data"]
+                request = json.loads(data) if data[:1] == b"{" else msgpack.unpackb(data)
+                if request.get("uid") == "peer01" or not answering.is_set():
+                    continue
+                if request["type"] == 5:  # REMOTE_FETCH
+                    mine = [{"id": "peer-socket", "handshake": {}, "rooms": ["peer-socket", session], "data": {}}]
+                    sockets = mine if session in request["opts"]["rooms"] else []
+                    r.publish(f"socket.io-response#/#{request['uid']}#", json.dumps({"requestId": request["requestId"], "sockets": sockets}))
+                elif request["type"] == 1:  # ALL_ROOMS
+                    r.publish("socket.io-response#/#", json.dumps({"requestId": request["requestId"], "rooms": ["peer-room"]}))
+
+        worker = threading.Thread(target=serve, daemon=True)
+        worker.start()
+        deadline = time.monotonic() + 10
+        while r.pubsub_numsub("socket.io-request#/#")[0][1] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        got = requests.get(f"{b.url}/conversations/{session}/connections", timeout=5).json()
+        assert got["sockets"] == sorted([tab1.sid, tab2.sid, "peer-socket"]), got
+
+        # The peer asks the Parley nodes, in JSON (fetchSockets) and in MessagePack (allRooms).
+        r.publish("socket.io-request#/#", json.dumps(
+            {"uid": "peer01", "requestId": "q1", "type": 5, "opts": {"rooms": [session], "except": []}}))
+        r.publish("socket.io-request#/#", msgpack.packb({"uid": "peer01", "requestId": "q2", "type": 1}))
+        fetched, rooms = set(), set()
+        for _ in range(4):
+            answer = answers.get(timeout=5)
+            if answer["requestId"] == "q1":
+                fetched |= {s["id"] for s in answer["sockets"]}
+                assert all(session in s["rooms"] for s in answer["sockets"])
+            else:
+                rooms |= set(answer["rooms"])
+        assert fetched == {tab1.sid, tab2.sid}
+        assert {session, other_session, tab1.sid, other.sid} <= rooms
+
+        # disconnectSockets from the peer (REMOTE_DISCONNECT with opts) reaches the socket on its node.
+        r.publish("socket.io-request#/#", json.dumps(
+            {"uid": "peer01", "type": 4, "opts": {"rooms": [other_session], "except": []}, "close": False}))
+        deadline = time.monotonic() + 5
+        while other.sio.connected and other.sio.namespaces:
+            assert time.monotonic() < deadline, "the socket was not disconnected"
+            time.sleep(0.05)
+
+        # A peer that stops answering: the query fails after adapter.request_timeout with a 503 that says why.
+        answering.clear()
+        started = time.monotonic()
+        reply = requests.get(f"{a.url}/conversations/{session}/connections", timeout=10)
+        assert reply.status_code == 503, reply.text
+        assert "only 1 of 2 other nodes answered" in reply.json()["message"], reply.text
+        assert 0.9 < time.monotonic() - started < 5
+        # The node keeps serving.
+        tab1.say("still answering", session_id=session)
+        assert [e[1][0]["text"] for e in drain(tab1)] == ["still answering"]
+    finally:
+        stop.set()
+        for c in (tab1, tab2, other):
+            c.close()
+        peer.close()
