@@ -1,4 +1,5 @@
 public import EngineIO
+public import ParleyJSON
 public import SocketIO
 
 /// Settings of ``SocketIOChannel``: Rasa's `credentials.yml` `socketio:` keys, plus Parley's (the names in
@@ -45,6 +46,31 @@ public struct SocketIOChannelConfiguration: Sendable, Hashable {
     public var maxAttachmentBytes: Int = 4 << 20
     /// Bytes of incomplete binary packets all sessions may hold together (`pending_attachment_budget`, default 64 MiB).
     public var pendingAttachmentBudget: Int = 64 << 20
+    /// The events that tell clients the bot is typing and stopped (sent when the dispatcher says so, see
+    /// `DispatcherConfiguration.typingDelay`); nil: none are sent.
+    public var typing: TypingEvents?
+
+    /// The typing events.
+    public struct TypingEvents: Sendable, Hashable {
+        /// Sent when the bot starts typing (and again while it keeps typing).
+        public var on: TypingEvent
+        /// Sent when it stops (just before its reply).
+        public var off: TypingEvent
+        public init(on: TypingEvent = .init(event: "typing_on", payload: [:]), off: TypingEvent = .init(event: "typing_off", payload: [:])) {
+            self.on = on
+            self.off = off
+        }
+    }
+
+    /// One typing event: its name and payload (null: sent without an argument).
+    public struct TypingEvent: Sendable, Hashable {
+        public var event: String
+        public var payload: JSONValue
+        public init(event: String, payload: JSONValue) {
+            self.event = event
+            self.payload = payload
+        }
+    }
 
     public init(
         userMessageEvent: String = "user_uttered",

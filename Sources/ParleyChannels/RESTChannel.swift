@@ -163,6 +163,14 @@ public struct RESTChannel: Sendable {
         case .object(let m)?: metadata = m
         default: return .failure(BadRequest(message: "\"metadata\" must be a JSON object"))
         }
-        return .success(UserMessage(text: text, senderID: sender, inputChannel: name, metadata: metadata))
+        var messageID: String?
+        switch o["message_id"] {
+        case nil, .null?: break
+        case .string(let id)? where InputValidation.isValidMessageID(id): messageID = id
+        default:
+            return .failure(
+                BadRequest(message: "\"message_id\" must be a string of 1 to 256 bytes without control characters (a repeated one is answered once)"))
+        }
+        return .success(UserMessage(text: text, senderID: sender, inputChannel: name, metadata: metadata, messageID: messageID))
     }
 }

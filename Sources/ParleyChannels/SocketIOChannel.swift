@@ -1,6 +1,7 @@
 public import Logging
 
 import EngineIO
+import Synchronization
 import ParleyCore
 public import ParleyDispatch
 public import ParleyJSON
@@ -39,6 +40,12 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
     let turns: any TurnHandler
     let jwt: JWTVerifier?
     let logger: Logger
+    /// The sockets that asked for numbered messages, by socket id.
+    let sequenced = Mutex<[String: SequencedDelivery]>([:])
+
+    /// The event numbered messages travel as between the channel and the sockets that asked for them (never
+    /// sent to a client): `[seq, response]` to the conversation's ``numberedRoom(_:)``.
+    static let sequencedEvent = "parley:numbered"
 
     /// Installs the channel's middleware and handlers on `server`'s configured namespace.
     /// - Parameters:
@@ -107,10 +114,28 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
                 }
             }
             socket.onDisconnect { [self] socket, reason in
+                sequenced.withLock { _ = $0.removeValue(forKey: socket.id) }
                 ChannelMetrics.socketDisconnected()
                 logger.debug("socketio: disconnected", metadata: ["sid": "\(socket.id)", "reason": "\(reason)"])
             }
         }
+    }
+
+    /// The room of the sockets of a conversation that asked for numbered messages. Its name starts with a control
+    /// character, which no session id may contain, so no client can join it by choosing a session id.
+    static func numberedRoom(_ conversationID: String) -> String { "\u{1}numbered\u{1}" + conversationID }
+
+    /// A `bot_uttered` payload with `"parley": {"seq": N}` (and `"part"`/`"parts"` when one response made several
+    /// messages). Payloads that are not objects (a custom payload may be anything) go out as they are.
+    static func numbered(_ message: JSONValue, seq: Int64, part: Int, parts: Int) -> JSONValue {
+        guard case .object(var object) = message else { return message }
+        var parley: JSONObject = ["seq": .int(seq)]
+        if parts > 1 {
+            parley["part"] = .int(Int64(part))
+            parley["parts"] = .int(Int64(parts))
+        }
+        object["parley"] = .object(parley)
+        return .object(object)
     }
 
     /// The room / conversation id for a session id value: strings as they are, other JSON as its text.
@@ -167,15 +192,51 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         } else {
             sessionID = .string(Identifier.random32Hex())
         }
-        if let bound = boundSession(socket), Self.roomName(sessionID) != bound {
+        let room = Self.roomName(sessionID)
+        if let bound = boundSession(socket), room != bound {
             self.refuse(
                 socket, Refusal("forbidden", "this token may only use session \(JSONValue.string(bound).serialized)"), event: "session_request", log: refusals)
             return
         }
+        // Rasa echoes any id (even ""); one with control characters could name a room of the server's own.
+        if room.utf8.count > 256 || room.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            refuse("session_id must be at most 256 bytes without control characters")
+            return
+        }
+        // `"parley": {"resume_from": N}` (or `{}`): numbered messages, and a replay of those after N.
+        var delivery: SequencedDelivery?
+        switch data["parley"] {
+        case nil, .null?: break
+        case .object(let options)?:
+            guard configuration.sessionPersistence else {
+                refuse("parley options (numbered messages, replay) need session_persistence: true on the server")
+                return
+            }
+            var resumeFrom: Int64?
+            switch options["resume_from"] {
+            case nil, .null?: break
+            case .int(let n)? where n >= 0: resumeFrom = n
+            default:
+                refuse("parley.resume_from must be a whole number >= 0 (the seq of the last message the client has)")
+                return
+            }
+            delivery = SequencedDelivery(
+                socket: socket, conversationID: room, event: configuration.botMessageEvent, turns: turns, resumeFrom: resumeFrom, logger: logger)
+        default:
+            refuse("parley must be an object such as {\"resume_from\": 41}")
+            return
+        }
         if configuration.sessionPersistence {
-            socket.join(Self.roomName(sessionID))
+            if let delivery {
+                sequenced.withLock { $0[socket.id] = delivery }
+                socket.interceptBroadcasts { delivery.intercept($0) }
+                socket.join(Self.numberedRoom(room))
+            } else {
+                socket.join(room)
+            }
         }
         socket.emit("session_confirm", arguments: [.json(sessionID)])
+        delivery?.replay()
         logger.debug("socketio: session confirmed", metadata: ["sid": "\(socket.id)", "session_id": "\(Self.roomName(sessionID))"])
     }
 
@@ -238,7 +299,16 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         } else {
             senderID = socket.id
         }
-        let message = UserMessage(text: text, senderID: senderID, inputChannel: Self.name, metadata: metadata)
+        var messageID: String?
+        switch data["message_id"] {
+        case nil, .null?: break
+        case .string(let id)? where InputValidation.isValidMessageID(id):
+            messageID = id
+        default:
+            refuse("invalid_input", "message_id must be a string of 1 to 256 bytes without control characters")
+            return
+        }
+        let message = UserMessage(text: text, senderID: senderID, inputChannel: Self.name, metadata: metadata, messageID: messageID)
         ChannelMetrics.userMessage()
         logger.debug("socketio: turn", metadata: ["sid": "\(socket.id)", "sender_id": "\(senderID)", "message_id": "\(message.messageID)"])
         let room = senderID
@@ -247,8 +317,18 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             // owns the socket (one hand-off per batch of replies to that loop).
             socket.execute { [self] in
                 switch result {
+                case .success(let turn) where turn.isRepeat:
+                    // A message sent again: its first answer goes to this socket only (a numbering socket drops what
+                    // it already has).
+                    if let delivery = sequenced.withLock({ $0[socket.id] }) {
+                        for (seq, response) in zip(turn.sequences, turn.responses) { delivery.receive(seq, response) }
+                    } else {
+                        for payload in OutputMapping.socketIOMessages(for: turn.responses) {
+                            socket.emit(configuration.botMessageEvent, arguments: payload.isNull ? [] : [.json(payload)])
+                        }
+                    }
                 case .success(let turn):
-                    emit(turn.responses, room: room)
+                    emit(turn, room: room)
                     logger.debug("socketio: turn done", metadata: ["sender_id": "\(room)", "responses": "\(turn.responses.count)"])
                 case .failure(let error):
                     self.refuse(socket, Refusal.from(error), event: eventName, log: refusals)
@@ -257,12 +337,18 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         }
     }
 
-    /// Emits the `bot_uttered` events for `responses` to `room`, in order.
-    func emit(_ responses: [JSONValue], room: String) {
+    /// Emits the `bot_uttered` events for a turn's responses to the sockets of conversation `room`, in order: as
+    /// they are to the room (Rasa's bytes), and numbered to the sockets that asked (through ``numberedRoom(_:)``).
+    func emit(_ turn: TurnResult, room: String) {
         let target = namespace.to(room)
-        for payload in OutputMapping.socketIOMessages(for: responses) {
+        for payload in OutputMapping.socketIOMessages(for: turn.responses) {
             // A custom payload whose `data` is null: python-socketio sends the event without an argument.
             target.emit(configuration.botMessageEvent, arguments: payload.isNull ? [] : [.json(payload)])
+        }
+        guard configuration.sessionPersistence, turn.sequences.count == turn.responses.count else { return }
+        let numbered = namespace.to(Self.numberedRoom(room))
+        for (seq, response) in zip(turn.sequences, turn.responses) {
+            numbered.emit(Self.sequencedEvent, arguments: [.json(.int(seq)), .json(response)])
         }
     }
 
@@ -270,11 +356,18 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
     /// session persistence), on every node sharing the adapter; sorted.
     /// - Throws: when another node does not answer in time (``SocketIOAdapter/fetchSocketIDs(for:)``).
     public func connections(of conversationID: String) async throws -> [String] {
-        try await namespace.to(conversationID).fetchSocketIDs().sorted()
+        try await namespace.to([conversationID, Self.numberedRoom(conversationID)]).fetchSocketIDs().sorted()
+    }
+
+    /// Sends the configured typing event (`channels.socketio.typing`) to every socket of the conversation.
+    public func indicateTyping(_ typing: Bool, to senderID: String, channel: String?) {
+        guard let events = configuration.typing else { return }
+        let event = typing ? events.on : events.off
+        namespace.to([senderID, Self.numberedRoom(senderID)]).emit(event.event, arguments: event.payload.isNull ? [] : [.json(event.payload)])
     }
 
     /// Delivers proactive responses (plugin `emit`) to every socket of the conversation's room.
-    public func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async {
-        emit(responses, room: senderID)
+    public func deliver(_ messages: TurnResult, to senderID: String, channel: String?) async {
+        emit(messages, room: senderID)
     }
 }

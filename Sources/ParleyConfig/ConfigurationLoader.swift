@@ -287,6 +287,19 @@ private struct Context {
         if r.has("per_message_deflate") {
             c.perMessageDeflate = try perMessageDeflate(r.node("per_message_deflate"), path: r.childPath("per_message_deflate"))
         }
+        if r.has("typing") {
+            var typing = try reader(r.node("typing"), r.childPath("typing"))
+            func event(_ key: String, _ defaultName: String) throws(ConfigError) -> SocketIOChannelConfiguration.TypingEvent {
+                guard typing.has(key) else { return .init(event: defaultName, payload: .object([:])) }
+                var e = try reader(typing.node(key), typing.childPath(key))
+                let name = try e.nonEmptyString("event", expected: "an event name") ?? defaultName
+                let payload = e.has("payload") ? (e.json("payload") ?? .null) : .object([:])
+                try e.finish()
+                return .init(event: name, payload: payload)
+            }
+            c.typing = .init(on: try event("on", "typing_on"), off: try event("off", "typing_off"))
+            try typing.finish()
+        }
         if r.has("enable_silence_timeout") {
             _ = try r.bool("enable_silence_timeout")
             warnings.append("\(file): \(r.childPath("enable_silence_timeout")): Rasa Pro's silence timeout is not supported and is ignored")
@@ -567,6 +580,16 @@ private struct Context {
         if let v = try r.int("max_metadata_depth", expected: "a nesting depth", range: 1...100) { d.maxMetadataDepth = v }
         if let v = try r.int("max_metadata_bytes", expected: "a number of bytes", range: 2...16_777_216) { d.maxMetadataBytes = v }
         if let v = try r.int("max_resident_conversations", expected: "a number of conversations", range: 1...100_000_000) { d.maxResidentConversations = v }
+        if let v = try r.int("replay_limit", expected: "a number of messages", range: 0...100_000) { d.replayLimit = v }
+        if r.has("replay_max_age") {
+            if r.value("replay_max_age")?.isNull == true {
+                d.replayMaxAge = nil
+            } else if let v = try r.seconds("replay_max_age") {
+                d.replayMaxAge = v
+            }
+        }
+        if let v = try r.seconds("typing_delay", allowZero: true) { d.typingDelay = .milliseconds(Int64(v * 1000)) }
+        if let v = try r.seconds("typing_repeat") { d.typingRepeat = .milliseconds(Int64(v * 1000)) }
         try r.finish()
         app.dispatcher = d
     }

@@ -103,6 +103,12 @@ public enum InputValidation {
         }
     }
 
+    /// Whether a client's `message_id` is usable as the key that makes a repeated message a repeat: 1 to 256 bytes
+    /// without control characters.
+    public static func isValidMessageID(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 256 && !id.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F })
+    }
+
     /// The JSON type name of `value` (`object`, `array`, `string`, `number`, `boolean`, `null`).
     public static func typeName(_ value: JSONValue) -> String {
         switch value {

@@ -38,6 +38,18 @@ public struct Tracker: Sendable, Hashable {
     /// The sequence number of the conversation's last stored event that this state includes, when the store
     /// numbers events (PostgreSQL, shared by several nodes); nil otherwise. The dispatcher keeps it.
     public var storedSequence: Int64?
+    /// The sequence number of the conversation's latest bot message (`parley_seq` of its `bot` event), 0 before
+    /// the first. Bot messages are numbered 1, 2, 3, … per conversation across sessions: a `session_started` or
+    /// `restart` event carries the number reached so far, so a tracker rebuilt from the current session
+    /// continues the count.
+    public private(set) var lastMessageSequence: Int64 = 0
+    /// The latest user messages of the current session with the bot messages that answered them, newest last
+    /// (at most ``recentTurnLimit``): a message sent again with the same `message_id` is answered from here.
+    public private(set) var recentTurns: [AnsweredMessage] = []
+    /// Whether bot messages now answer the latest of ``recentTurns`` (from a user message to the next `action_listen`).
+    private var answering = false
+    /// How many answered messages ``recentTurns`` keeps.
+    public static let recentTurnLimit = 64
 
     /// `latest_message` before any user message.
     public static let emptyLatestMessage: JSONValue = [
@@ -70,8 +82,16 @@ public struct Tracker: Sendable, Hashable {
         guard case .object(let object) = event, let kind = object["event"]?.stringValue else { return }
         appliedEventCount += 1
         if let t = object["timestamp"]?.doubleValue { latestEventTime = t }
+        if let seq = object[TrackerEvent.sequenceKey]?.int64Value, seq > lastMessageSequence { lastMessageSequence = seq }
         switch kind {
+        case TrackerEvent.Kind.bot:
+            if answering { recentTurns[recentTurns.count - 1].botEvents.append(event) }
         case TrackerEvent.Kind.user:
+            if let id = object["message_id"]?.stringValue {
+                if recentTurns.count >= Self.recentTurnLimit { recentTurns.removeFirst(recentTurns.count - Self.recentTurnLimit + 1) }
+                recentTurns.append(AnsweredMessage(messageID: id))
+                answering = true
+            }
             latestMessage = object["parse_data"] ?? Tracker.emptyLatestMessage
             if latestMessage["text"] == nil, let text = object["text"] { latestMessage["text"] = text }
             latestInputChannel = object["input_channel"]?.stringValue
@@ -86,10 +106,14 @@ public struct Tracker: Sendable, Hashable {
             paused = false
             activeLoop = [:]
             latestActionName = nil
+            recentTurns.removeAll()
+            answering = false
             buffer.removeAll(keepingCapacity: true)
             encodedBuffer.removeAll(keepingCapacity: true)
         case TrackerEvent.Kind.action:
             latestActionName = object["name"]?.stringValue
+            // The answer ends when the bot listens again; later bot messages (emits) are not part of it.
+            if answering && latestActionName == TrackerEvent.listenActionName { answering = false }
         case TrackerEvent.Kind.pause:
             paused = true
         case TrackerEvent.Kind.resume:
@@ -107,6 +131,12 @@ public struct Tracker: Sendable, Hashable {
         }
         buffer.append(event)
         encodedBuffer.append(encoded)
+    }
+
+    /// The answer recorded for a user message of the current session with this `message_id`, if it is among
+    /// ``recentTurns``.
+    public func answer(toMessageID id: String) -> AnsweredMessage? {
+        recentTurns.last { $0.messageID == id }
     }
 
     /// Applies events in order.
@@ -183,4 +213,22 @@ public struct Tracker: Sendable, Hashable {
         "paused": false, "events": [], "latest_input_channel": nil, "active_loop": [:], "latest_action": [:],
         "latest_action_name": nil,
     ]
+}
+
+/// A user message of the current session and the bot messages recorded after it (until the next user message).
+public struct AnsweredMessage: Sendable, Hashable {
+    /// The message's `message_id`.
+    public let messageID: String
+    /// The `bot` events recorded after it, in order.
+    public var botEvents: [JSONValue] = []
+
+    public init(messageID: String, botEvents: [JSONValue] = []) {
+        self.messageID = messageID
+        self.botEvents = botEvents
+    }
+
+    /// The responses (Rasa response dicts) the bot sent, in order.
+    public var responses: [JSONValue] { botEvents.compactMap(TrackerEvent.response(fromBotEvent:)) }
+    /// `sequences[i]` is the sequence number of `responses[i]` (0 for a bot event recorded without one).
+    public var sequences: [Int64] { botEvents.map { TrackerEvent.sequence(of: $0) ?? 0 } }
 }

@@ -78,7 +78,8 @@ public enum TrackerEvent {
     /// A `bot` event for one Rasa response dict, as Rasa's `create_bot_utterance` records it: `text`, the rich
     /// parts under `data` (`elements`, `quick_replies`, `buttons`, `attachment`, `image`, `custom`), every other
     /// key of the response under `metadata`. A response that is not an object is recorded as `{"custom": value}`.
-    public static func bot(response: JSONValue, timestamp: Double) -> JSONValue {
+    /// - Parameter sequence: the message's number in its conversation (``sequenceKey``), nil for none.
+    public static func bot(response: JSONValue, timestamp: Double, sequence: Int64? = nil) -> JSONValue {
         var rest = response.objectValue ?? ["custom": response]
         let text = rest["text"] ?? .null
         rest["text"] = nil
@@ -98,6 +99,7 @@ public enum TrackerEvent {
         o["metadata"] = .object(rest)
         o["text"] = text
         o["data"] = .object(data)
+        if let sequence { o[sequenceKey] = .int(sequence) }
         return .object(o)
     }
 
@@ -137,6 +139,28 @@ public enum TrackerEvent {
     /// An `action_execution_rejected` event.
     public static func actionExecutionRejected(_ name: String, timestamp: Double) -> JSONValue {
         .object(["event": "action_execution_rejected", "timestamp": .double(timestamp), "name": .string(name)])
+    }
+
+    /// The key of a bot message's sequence number in its `bot` event (and of the number reached so far in a
+    /// `session_started` or `restart` event): `"parley_seq": 42`, beside Rasa's keys (Rasa ignores it).
+    public static let sequenceKey = "parley_seq"
+
+    /// `event` with `"parley_seq": sequence` added (`event` must be an object).
+    public static func numbered(_ event: JSONValue, _ sequence: Int64) -> JSONValue {
+        guard case .object(var object) = event else { return event }
+        object[sequenceKey] = .int(sequence)
+        return .object(object)
+    }
+
+    /// Whether the event starts a session (`session_started` or `restart`).
+    public static func startsSession(_ event: JSONValue) -> Bool {
+        let kind = kind(of: event)
+        return kind == Kind.sessionStarted || kind == Kind.restart
+    }
+
+    /// The sequence number of a `bot` event, nil when it has none.
+    public static func sequence(of event: JSONValue) -> Int64? {
+        event[sequenceKey]?.int64Value
     }
 
     /// A `session_started` event.

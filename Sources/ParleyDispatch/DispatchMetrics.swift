@@ -11,6 +11,8 @@ enum DispatchMetrics {
     private static let mailboxRejections = Counter(label: "parley_mailbox_rejections_total")
     private static let residentConversations = Gauge(label: "parley_resident_conversations")
     private static let conflictRetries = Counter(label: "parley_turn_conflict_retries_total")
+    private static let repeatedMessages = Counter(label: "parley_repeated_messages_total")
+    private static let replayedMessages = Counter(label: "parley_replayed_messages_total")
 
     enum FallbackCause { case deadline, agentError, actionError }
 
@@ -27,5 +29,7 @@ enum DispatchMetrics {
     }
     static func mailboxRejected() { mailboxRejections.increment() }
     static func turnRetried() { conflictRetries.increment() }
+    static func repeatedMessage() { repeatedMessages.increment() }
+    static func replayed(_ count: Int) { replayedMessages.increment(by: count) }
     static func resident(_ count: Int) { residentConversations.record(count) }
 }

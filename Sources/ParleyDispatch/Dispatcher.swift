@@ -127,6 +127,50 @@ public final class Dispatcher: TurnHandler, Service {
         enqueue(.emit(responses, channel: channel, create: createConversation, completion), senderID: senderID)
     }
 
+    // MARK: - Replay
+
+    /// Reads the bot messages of a conversation numbered after `sequence` from the store (so any node can answer,
+    /// also after the node that sent them died), in order with the conversation's turns on this node:
+    /// `completion` gets them as a ``TurnResult`` whose ``TurnResult/responses`` are the Rasa response dicts and
+    /// ``TurnResult/sequences`` their numbers. At most ``DispatcherConfiguration/replayLimit`` messages (the
+    /// latest ones; a client sees the gap in the numbers) and none older than
+    /// ``DispatcherConfiguration/replayMaxAge``. An unknown conversation has none.
+    public func submitReplay(of senderID: String, after sequence: Int64, completion: @escaping Completion) {
+        enqueue(.replay(after: sequence, completion), senderID: senderID)
+    }
+
+    /// ``submitReplay(of:after:completion:)``, waiting for the messages.
+    public func replay(of senderID: String, after sequence: Int64) async throws -> TurnResult {
+        try await withCheckedThrowingContinuation { continuation in
+            submitReplay(of: senderID, after: sequence) { continuation.resume(with: $0) }
+        }
+    }
+
+    private func readReplay(of senderID: String, after sequence: Int64) async -> Result<TurnResult, any Error> {
+        let events: [JSONValue]
+        do {
+            events = try await store.events(of: senderID, types: [TrackerEvent.Kind.bot]) ?? []
+        } catch {
+            logger.error("store read for a replay failed", metadata: ["parley.sender_id": "\(senderID)", "error": "\(error)"])
+            return .failure(DispatchError(.storeFailed, senderID: senderID, "could not read conversation \(senderID) from the store: \(error)"))
+        }
+        let oldest = configuration.replayMaxAge.map { configuration.clock() - $0 }
+        var result = TurnResult()
+        for event in events {
+            guard let seq = TrackerEvent.sequence(of: event), seq > sequence else { continue }
+            if let oldest, let time = event["timestamp"]?.doubleValue, time < oldest { continue }
+            guard let response = TrackerEvent.response(fromBotEvent: event) else { continue }
+            result.responses.append(response)
+            result.sequences.append(seq)
+        }
+        if result.responses.count > configuration.replayLimit {
+            result.responses.removeFirst(result.responses.count - configuration.replayLimit)
+            result.sequences.removeFirst(result.sequences.count - configuration.replayLimit)
+        }
+        DispatchMetrics.replayed(result.responses.count)
+        return .success(result)
+    }
+
     // MARK: - Mailboxes
 
     private func enqueue(_ item: WorkItem, senderID: String) {
@@ -332,7 +376,7 @@ public final class Dispatcher: TurnHandler, Service {
                 return (item, s.generation)
             }
             guard let (item, generation) = next else { return }
-            if item.needsDeadline { registerDeadline(conversation, generation: generation, after: deadline(of: item)) }
+            if item.needsDeadline { registerDeadline(conversation, generation: generation, after: deadline(of: item), typingChannel: item.typingChannel) }
             let outcome = await process(item, in: conversation, generation: generation, tracker: &tracker)
             if case .abandoned = outcome {
                 abandoned = true
@@ -351,6 +395,11 @@ public final class Dispatcher: TurnHandler, Service {
     private func process(
         _ item: WorkItem, in conversation: Conversation, generation: UInt64, tracker: inout Tracker?, attempt: Int = 0
     ) async -> Outcome {
+        if case .replay(let sequence, let completion) = item {
+            _ = claim(conversation, generation: generation)
+            completion(await readReplay(of: conversation.id, after: sequence))
+            return .done
+        }
         // Load the conversation on first use (after start, eviction, a deadline takeover or a store failure).
         if tracker == nil {
             do {
@@ -369,6 +418,8 @@ public final class Dispatcher: TurnHandler, Service {
         switch item {
         case .turn(let message, _):
             result = .success(await runTurn(message, tracker: &current, fallbackOnly: false))
+        case .replay:
+            return .done
         case .expired(let inner):
             guard case .turn(let message, _) = inner else {
                 result = .failure(
@@ -433,7 +484,7 @@ public final class Dispatcher: TurnHandler, Service {
                 return .done
             }
             if case .emit(_, let channel, _, _) = item {
-                await outputs.deliver(turn.responses, to: conversation.id, channel: channel ?? current.latestInputChannel)
+                await outputs.deliver(turn, to: conversation.id, channel: channel ?? current.latestInputChannel)
             }
             item.complete(.success(turn))
         }
@@ -493,12 +544,28 @@ public final class Dispatcher: TurnHandler, Service {
         }
     }
 
-    /// Ends the deadline watch of the running item. False when the watchdog already took it over (the caller
-    /// then drops everything it computed).
+    /// Tells the conversation's clients the bot is typing, if its turn is still running. Said under the
+    /// conversation's lock, as ``claim(_:generation:)`` says "stopped typing" under it before the turn is answered,
+    /// so a client never gets "typing" after the reply (the outputs only queue the event on the sockets' loops).
+    private func indicateTyping(_ entry: WatchdogEntry) {
+        entry.conversation.state.withLock { s in
+            guard s.generation == entry.generation, s.inFlight != nil else { return }
+            s.typingShown = true
+            s.typingChannel = entry.typingChannel
+            outputs.indicateTyping(true, to: entry.conversation.id, channel: entry.typingChannel)
+        }
+    }
+
+    /// Ends the deadline watch of the running item (and its typing indicator). False when the watchdog already took
+    /// it over (the caller then drops everything it computed).
     private func claim(_ conversation: Conversation, generation: UInt64) -> Bool {
         let won = conversation.state.withLock { s in
             guard s.generation == generation else { return false }
             s.inFlight = nil
+            if s.typingShown {
+                s.typingShown = false
+                outputs.indicateTyping(false, to: conversation.id, channel: s.typingChannel)
+            }
             return true
         }
         if won { watchdog.withLock { _ = $0.entries.removeValue(forKey: ObjectIdentifier(conversation)) } }
@@ -518,12 +585,22 @@ public final class Dispatcher: TurnHandler, Service {
         var encoded: [[UInt8]] = []
         encoded.reserveCapacity(8)
         func record(_ event: JSONValue) {
+            // A new session carries the message count on (Tracker.lastMessageSequence), whoever started it.
+            let event = TrackerEvent.startsSession(event) ? TrackerEvent.numbered(event, tracker.lastMessageSequence) : event
             var text: [UInt8] = []
             text.reserveCapacity(256)
             event.serialize(into: &text)
             events.append(event)
             encoded.append(text)
             tracker.apply(event, encoded: text)
+        }
+        // The same message again (a client retrying after a reconnect): answered with what it got the first time,
+        // nothing recorded, no agent called.
+        if let first = tracker.answer(toMessageID: message.messageID) {
+            DispatchMetrics.repeatedMessage()
+            return ComputedTurn(
+                result: TurnResult(responses: first.responses, sequences: first.sequences, isRepeat: true),
+                record: TurnRecord(senderID: message.senderID, events: []), fallbacks: [])
         }
         if tracker.isEmpty || tracker.sessionExpired(now: now, expirationMinutes: configuration.sessionExpirationMinutes) {
             let carried = configuration.carryOverSlotsToNewSession ? tracker.slots : [:]
@@ -572,10 +649,16 @@ public final class Dispatcher: TurnHandler, Service {
                 responses = [fallbackResponse]
             }
         }
-        for response in responses { record(TrackerEvent.bot(response: response, timestamp: now)) }
+        var sequences: [Int64] = []
+        sequences.reserveCapacity(responses.count)
+        for response in responses {
+            let sequence = tracker.lastMessageSequence + 1
+            sequences.append(sequence)
+            record(TrackerEvent.bot(response: response, timestamp: now, sequence: sequence))
+        }
         if !tracker.paused { record(TrackerEvent.action(TrackerEvent.listenActionName, timestamp: now)) }
         return ComputedTurn(
-            result: TurnResult(responses: responses, events: events),
+            result: TurnResult(responses: responses, events: events, sequences: sequences),
             record: TurnRecord(senderID: message.senderID, events: events, encoded: encoded), fallbacks: fallbacks)
     }
 
@@ -607,20 +690,24 @@ public final class Dispatcher: TurnHandler, Service {
         if tracker.isEmpty {
             // A conversation created by this emit starts with a session, as a first user message would.
             for event in [
-                TrackerEvent.action(TrackerEvent.sessionStartActionName, timestamp: now), TrackerEvent.sessionStarted(timestamp: now),
+                TrackerEvent.action(TrackerEvent.sessionStartActionName, timestamp: now),
+                TrackerEvent.numbered(TrackerEvent.sessionStarted(timestamp: now), tracker.lastMessageSequence),
                 TrackerEvent.action(TrackerEvent.listenActionName, timestamp: now),
             ] {
                 events.append(event)
                 tracker.apply(event)
             }
         }
+        var sequences: [Int64] = []
         for response in formatted {
-            let event = TrackerEvent.bot(response: response, timestamp: now)
+            let sequence = tracker.lastMessageSequence + 1
+            sequences.append(sequence)
+            let event = TrackerEvent.bot(response: response, timestamp: now, sequence: sequence)
             events.append(event)
             tracker.apply(event)
         }
         return ComputedTurn(
-            result: TurnResult(responses: formatted, events: events),
+            result: TurnResult(responses: formatted, events: events, sequences: sequences),
             record: TurnRecord(senderID: tracker.senderID, events: events), fallbacks: [])
     }
 
@@ -692,10 +779,15 @@ public final class Dispatcher: TurnHandler, Service {
         return min(agentDeadline, configuration.turnDeadline)
     }
 
-    private func registerDeadline(_ conversation: Conversation, generation: UInt64, after duration: Duration) {
-        let deadline = ContinuousClock.now.advanced(by: duration)
+    /// - Parameter typingChannel: for a user turn, its input channel: the typing indicator is due after
+    ///   ``DispatcherConfiguration/typingDelay`` (when set).
+    private func registerDeadline(_ conversation: Conversation, generation: UInt64, after duration: Duration, typingChannel: String? = nil) {
+        let now = ContinuousClock.now
+        let deadline = now.advanced(by: duration)
+        let typingAt = typingChannel == nil ? nil : configuration.typingDelay.map { now.advanced(by: $0) }
         let parked = watchdog.withLock { w in
-            w.entries[ObjectIdentifier(conversation)] = WatchdogEntry(conversation: conversation, generation: generation, deadline: deadline)
+            w.entries[ObjectIdentifier(conversation)] = WatchdogEntry(
+                conversation: conversation, generation: generation, deadline: deadline, typingAt: typingAt, typingChannel: typingChannel)
             return w.waiter.take()
         }
         parked?.resume()
@@ -734,11 +826,18 @@ public final class Dispatcher: TurnHandler, Service {
 
     /// Takes over every running item past its deadline: its caller gets the fallback from a fresh drain task.
     func expireOverdue(now: ContinuousClock.Instant) {
-        let overdue = watchdog.withLock { w -> [WatchdogEntry] in
+        let (overdue, typing) = watchdog.withLock { w -> ([WatchdogEntry], [WatchdogEntry]) in
             let due = w.entries.values.filter { $0.deadline <= now }
             for e in due { w.entries.removeValue(forKey: ObjectIdentifier(e.conversation)) }
-            return due
+            var typing: [WatchdogEntry] = []
+            for (key, entry) in w.entries {
+                guard let at = entry.typingAt, at <= now else { continue }
+                typing.append(entry)
+                w.entries[key]?.typingAt = now.advanced(by: configuration.typingRepeat)
+            }
+            return (due, typing)
         }
+        for entry in typing { indicateTyping(entry) }
         for entry in overdue {
             let conversation = entry.conversation
             let tookOver = conversation.state.withLock { s -> Bool in
@@ -833,10 +932,20 @@ enum WorkItem: Sendable {
     case emit([JSONValue], channel: String?, create: Bool, Dispatcher.Completion)
     /// A turn whose deadline passed: answered with the fallback.
     indirect case expired(WorkItem)
+    /// Bot messages numbered after a sequence number, read from the store.
+    case replay(after: Int64, Dispatcher.Completion)
 
     var needsDeadline: Bool {
-        if case .expired = self { return false }
-        return true
+        switch self {
+        case .expired, .replay: false
+        default: true
+        }
+    }
+
+    /// The input channel of a user turn (the typing indicator goes there); nil for other items.
+    var typingChannel: String? {
+        if case .turn(let message, _) = self { return message.inputChannel }
+        return nil
     }
 
     /// Proactive output (delivered after the store confirms, so never detached).
@@ -847,7 +956,7 @@ enum WorkItem: Sendable {
 
     func complete(_ result: Result<TurnResult, any Error>) {
         switch self {
-        case .turn(_, let c), .emit(_, _, _, let c): c(result)
+        case .turn(_, let c), .emit(_, _, _, let c), .replay(_, let c): c(result)
         case .expired(let inner): inner.complete(result)
         }
     }
@@ -869,6 +978,9 @@ struct ConversationState: Sendable {
     var generation: UInt64 = 0
     var inFlight: WorkItem?
     var lastActive: Double = 0
+    /// The clients were told the bot is typing (on this channel) for the running turn.
+    var typingShown = false
+    var typingChannel: String?
 }
 
 final class Conversation: Sendable {
@@ -898,6 +1010,9 @@ struct WatchdogEntry: Sendable {
     let conversation: Conversation
     let generation: UInt64
     let deadline: ContinuousClock.Instant
+    /// When the typing indicator is due next (nil: none for this item).
+    var typingAt: ContinuousClock.Instant?
+    var typingChannel: String?
 }
 
 struct WatchdogState: Sendable {

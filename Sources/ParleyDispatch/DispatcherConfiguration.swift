@@ -34,6 +34,16 @@ public struct DispatcherConfiguration: Sendable {
     public var deadlineCheckInterval: Duration
     /// Most recent events of the current session put into the tracker an agent receives.
     public var agentTrackerEventLimit: Int
+    /// Most bot messages one replay sends (the latest ones; see ``Dispatcher/submitReplay(of:after:completion:)``).
+    public var replayLimit: Int
+    /// Bot messages older than this many seconds are not replayed; nil: no age limit.
+    public var replayMaxAge: Double?
+    /// The typing indicator: how long a turn runs before the conversation's clients are told the bot is typing
+    /// (``ProactiveOutput/indicateTyping(_:to:channel:)``), so fast turns show nothing; nil: off (the default,
+    /// as stock Rasa never sends it).
+    public var typingDelay: Duration?
+    /// While a turn runs longer, "typing" is said again this often (clients hide the indicator after a while).
+    public var typingRepeat: Duration
     /// Seconds since 1970 "now": event timestamps, session expiry and eviction read it. Tests inject a clock.
     public var clock: @Sendable () -> Double
 
@@ -52,6 +62,10 @@ public struct DispatcherConfiguration: Sendable {
         maxResidentConversations: Int = 20_000,
         deadlineCheckInterval: Duration = .milliseconds(20),
         agentTrackerEventLimit: Int = 50,
+        replayLimit: Int = 200,
+        replayMaxAge: Double? = 86_400,
+        typingDelay: Duration? = nil,
+        typingRepeat: Duration = .seconds(5),
         clock: @escaping @Sendable () -> Double = { Clock.unixNow() }
     ) {
         self.mailboxCapacity = mailboxCapacity
@@ -67,6 +81,10 @@ public struct DispatcherConfiguration: Sendable {
         self.maxResidentConversations = max(1, maxResidentConversations)
         self.deadlineCheckInterval = deadlineCheckInterval
         self.agentTrackerEventLimit = agentTrackerEventLimit
+        self.replayLimit = max(0, replayLimit)
+        self.replayMaxAge = replayMaxAge
+        self.typingDelay = typingDelay
+        self.typingRepeat = max(typingRepeat, .milliseconds(100))
         self.clock = clock
     }
 }

@@ -10,10 +10,18 @@ public struct TurnResult: Sendable, Hashable {
     public var responses: [JSONValue]
     /// The tracker events recorded for this turn (user, bot, slot, action, …), in order.
     public var events: [JSONValue]
+    /// `sequences[i]` is the number of `responses[i]` in its conversation (1, 2, 3, … across sessions; see
+    /// `Tracker.lastMessageSequence`); empty when the responses are not numbered.
+    public var sequences: [Int64]
+    /// The message repeated a `message_id` the conversation already answered: nothing was recorded and
+    /// ``responses`` are that first answer, sent again.
+    public var isRepeat: Bool
 
-    public init(responses: [JSONValue] = [], events: [JSONValue] = []) {
+    public init(responses: [JSONValue] = [], events: [JSONValue] = [], sequences: [Int64] = [], isRepeat: Bool = false) {
         self.responses = responses
         self.events = events
+        self.sequences = sequences
+        self.isRepeat = isRepeat
     }
 }
 
@@ -33,12 +41,33 @@ public protocol TurnHandler: Sendable {
     /// lets a connection's event handler preserve arrival order without awaiting. Refusals (full mailbox,
     /// invalid message) are reported through `completion` as failures.
     func submit(_ message: UserMessage, completion: @escaping @Sendable (Result<TurnResult, any Error>) -> Void)
+
+    /// Reads the bot messages of conversation `senderID` numbered after `sequence` (``TurnResult/responses`` with
+    /// their ``TurnResult/sequences``), from the store, and reports them through `completion` (once, on any
+    /// thread). The default reports none.
+    func submitReplay(of senderID: String, after sequence: Int64, completion: @escaping @Sendable (Result<TurnResult, any Error>) -> Void)
+}
+
+extension TurnHandler {
+    public func submitReplay(of senderID: String, after sequence: Int64, completion: @escaping @Sendable (Result<TurnResult, any Error>) -> Void) {
+        completion(.success(TurnResult()))
+    }
 }
 
 /// Receives messages that are not replies to a user message: plugin `emit`s, reminders.
 public protocol ProactiveOutput: Sendable {
-    /// Delivers responses (Rasa response dicts, already formatted) to every client of the conversation.
-    func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async
+    /// Delivers messages (``TurnResult/responses``: Rasa response dicts, already formatted, numbered by
+    /// ``TurnResult/sequences``) to every client of the conversation.
+    func deliver(_ messages: TurnResult, to senderID: String, channel: String?) async
+
+    /// Tells every client of the conversation that the bot is typing (`true`) or stopped (`false`). Called by the
+    /// dispatcher while it holds the conversation's lock: queue the event and return, never wait or call back
+    /// into the dispatcher. The default does nothing.
+    func indicateTyping(_ typing: Bool, to senderID: String, channel: String?)
+}
+
+extension ProactiveOutput {
+    public func indicateTyping(_ typing: Bool, to senderID: String, channel: String?) {}
 }
 
 /// The dispatcher's outbound sink for proactive messages, given to it at construction: channels that can push
@@ -62,12 +91,21 @@ public final class ProactiveOutputs: Sendable {
     /// The registered channel names.
     public var channelNames: [String] { outputs.withLock { Array($0.keys).sorted() } }
 
-    /// Delivers `responses` to the output of `channel`, or to every output when `channel` has none.
-    public func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async {
+    /// Delivers `messages` to the output of `channel`, or to every output when `channel` has none.
+    public func deliver(_ messages: TurnResult, to senderID: String, channel: String?) async {
         let targets: [any ProactiveOutput] = outputs.withLock { all in
             if let channel, let output = all[channel] { return [output] }
             return Array(all.values)
         }
-        for output in targets { await output.deliver(responses, to: senderID, channel: channel) }
+        for output in targets { await output.deliver(messages, to: senderID, channel: channel) }
+    }
+
+    /// Tells the output of `channel` (or every output when `channel` has none) that the bot is typing or stopped.
+    public func indicateTyping(_ typing: Bool, to senderID: String, channel: String?) {
+        let targets: [any ProactiveOutput] = outputs.withLock { all in
+            if let channel, let output = all[channel] { return [output] }
+            return Array(all.values)
+        }
+        for output in targets { output.indicateTyping(typing, to: senderID, channel: channel) }
     }
 }

@@ -159,7 +159,7 @@ public final class SocketIOInMemoryAdapter: SocketIOAdapter {
         let recipients = sockets(for: target)
         guard !recipients.isEmpty else { return }
         let messages = SocketIOPacketEncoder.encode(packet)
-        for socket in recipients { socket.deliver(messages) }
+        for socket in recipients { socket.deliver(packet, encoded: messages) }
     }
 
     /// This process is every server: the local sockets.

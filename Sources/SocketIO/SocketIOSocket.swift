@@ -120,6 +120,7 @@ public final class SocketIOSocket: Sendable {
         var pendingAcks: [Int: PendingAck] = [:]
         var nextAckID = 0
         var data: JSONValue = .object([:])
+        var broadcastInterceptor: (@Sendable (SocketIOPacket) -> Void)?
     }
 
     private let state = Mutex(State())
@@ -230,6 +231,22 @@ public final class SocketIOSocket: Sendable {
         deliverIfConnected(messages)
     }
 
+    /// Hands every broadcast this socket receives (from this node or, through the adapter, another) to `handler`
+    /// instead of queuing it for the client: the handler decides what the client gets (for example, messages
+    /// numbered in order, each once, after a replay). Emits to the socket itself are not intercepted. Called on
+    /// any thread; it must not block.
+    public func interceptBroadcasts(_ handler: @escaping @Sendable (SocketIOPacket) -> Void) {
+        state.withLock { $0.broadcastInterceptor = handler }
+    }
+
+    /// Queues a broadcast packet (`messages` is its encoding, shared with the other recipients), or hands it
+    /// to the socket's interceptor (``interceptBroadcasts(_:)``). Dropped if the socket is not connected.
+    public func deliver(_ packet: SocketIOPacket, encoded messages: [EngineMessage]) {
+        let (connected, interceptor) = state.withLock { ($0.connected, $0.broadcastInterceptor) }
+        guard connected else { return }
+        if let interceptor { interceptor(packet) } else { client.send(messages) }
+    }
+
     func deliverIfConnected(_ messages: [EngineMessage]) {
         guard state.withLock({ $0.connected }) else { return }
         client.send(messages)
@@ -302,6 +319,7 @@ public final class SocketIOSocket: Sendable {
             s.handlers = [:]
             s.anyHandlers = []
             s.disconnectHandlers = []
+            s.broadcastInterceptor = nil
             return (acks, handlers)
         }
         guard let (acks, handlers) = taken else { return }

@@ -170,7 +170,7 @@ struct SocketIOChannelTests {
         let c = h.connect()
         c.receive(#"2["session_request",{"session_id":"p"}]"#)
         _ = c.take()
-        await h.channel.deliver([["text": "reminder"]], to: "p", channel: nil)
+        await h.channel.deliver(TurnResult(responses: [["text": "reminder"]]), to: "p", channel: nil)
         #expect(c.take() == [#"2["bot_uttered",{"text":"reminder"}]"#])
     }
 

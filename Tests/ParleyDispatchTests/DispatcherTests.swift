@@ -216,7 +216,8 @@ struct ActionRequestingAgent: Agent {
 /// Collects proactive deliveries.
 final class CollectingOutput: ProactiveOutput {
     let delivered = Mutex<[(String, [JSONValue], String?)]>([])
-    func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async {
+    func deliver(_ messages: TurnResult, to senderID: String, channel: String?) async {
+        let responses = messages.responses
         delivered.withLock { $0.append((senderID, responses, channel)) }
     }
 }
@@ -419,6 +420,75 @@ extension Result {
             let again = try await dispatcher.handle(message("back", to: "user0"))
             #expect(again.responses == [["text": "echo: back"]])
             #expect(try await store.events(of: "user0", types: ["user"])?.count == 2)
+        }
+    }
+}
+
+@Suite struct DispatcherDeliveryTests {
+    @Test func botMessagesAreNumberedAcrossSessionsAndReloads() async throws {
+        let clock = TestClock(), store = InMemoryConversationStore()
+        let dispatcher = Dispatcher(
+            agent: CountingAgent(), store: store,
+            configuration: .init(sessionExpirationMinutes: 1, idleEvictionSeconds: 600, clock: { clock.read() }))
+        try await withRunning(dispatcher) { () async throws -> Void in
+            #expect(try await dispatcher.handle(message("one")).sequences == [1])
+            #expect(try await dispatcher.handle(message("two")).sequences == [2])
+            clock.advance(seconds: 120)  // a new session: the count goes on
+            let third = try await dispatcher.handle(message("three"))
+            #expect(third.sequences == [3])
+            #expect(third.events.first { $0["event"] == "session_started" }?["parley_seq"] == .int(2))
+            clock.advance(seconds: 601)
+            #expect(dispatcher.evictIdleConversations() == 1)  // reloaded from the current session only
+            clock.advance(seconds: -600)
+            #expect(try await dispatcher.handle(message("four")).sequences == [4])
+            #expect(try await dispatcher.emit([["text": "reminder"]], to: "alice").sequences == [5])
+            let replay = try await dispatcher.replay(of: "alice", after: 2)
+            #expect(replay.sequences == [3, 4, 5])
+            #expect(replay.responses.last == ["text": "reminder"])
+            #expect(try await dispatcher.replay(of: "nobody", after: 0).responses.isEmpty)
+        }
+    }
+
+    @Test func aRepeatedMessageIDIsAnsweredFromTheFirstTurnWithoutRecording() async throws {
+        let store = InMemoryConversationStore()
+        let dispatcher = Dispatcher(agent: CountingAgent(), store: store)
+        try await withRunning(dispatcher) { () async throws -> Void in
+            let first = try await dispatcher.handle(UserMessage(text: "hi", senderID: "alice", inputChannel: "socketio", messageID: "m1"))
+            let again = try await dispatcher.handle(UserMessage(text: "hi", senderID: "alice", inputChannel: "socketio", messageID: "m1"))
+            #expect(!first.isRepeat && again.isRepeat)
+            #expect(again.responses == first.responses && again.sequences == first.sequences && again.events.isEmpty)
+            _ = try await dispatcher.emit([["text": "later"]], to: "alice")  // an emit is not part of the answer
+            #expect(try await dispatcher.handle(UserMessage(text: "hi", senderID: "alice", inputChannel: "socketio", messageID: "m1")).responses == first.responses)
+            #expect(try await dispatcher.handle(UserMessage(text: "next", senderID: "alice", inputChannel: "socketio", messageID: "m2")).responses == [["text": "turn 2"]])
+        }
+        #expect(try await store.events(of: "alice", types: ["user"])?.count == 2)
+    }
+
+    @Test func typingIsSaidForASlowTurnBeforeItsAnswerAndNotForAFastOne() async throws {
+        final class TypingOutput: ProactiveOutput {
+            let said = Mutex<[Bool]>([])
+            func deliver(_ messages: TurnResult, to senderID: String, channel: String?) async {}
+            func indicateTyping(_ typing: Bool, to senderID: String, channel: String?) { said.withLock { $0.append(typing) } }
+        }
+        let output = TypingOutput(), outputs = ProactiveOutputs()
+        outputs.register(output, for: "socketio")
+        let signals = Signals(), gate = Signals()
+        let dispatcher = Dispatcher(
+            agent: GatedAgent(signals: signals, gate: gate), outputs: outputs,
+            configuration: .init(typingDelay: .milliseconds(50), typingRepeat: .milliseconds(100)))
+        try await withRunning(dispatcher) { () async throws -> Void in
+            gate.fire("fast")
+            _ = try await dispatcher.handle(message("fast"))
+            #expect(output.said.withLock { $0 }.isEmpty)
+            let results = Results()
+            dispatcher.submit(message("slow"), completion: results.completion("slow"))
+            await signals.wait("start:slow")
+            try await Task.sleep(for: .milliseconds(300))
+            let during = output.said.withLock { $0 }
+            #expect(during.count >= 2 && during.allSatisfy { $0 })
+            gate.fire("slow")
+            _ = try await results.result("slow").get()
+            #expect(output.said.withLock { $0 }.last == false)
         }
     }
 }

@@ -144,7 +144,7 @@ import Testing
         _ = try await agent.respond(to: request("emit", sender: "early"))
         #expect(fixtureStat(path, FixtureStat.emit) == PARLEY_OK.rawValue)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await host.run { await output.deliver($0.responses, to: $0.senderID, channel: $0.channel) } }
+            group.addTask { await host.run { await output.deliver(TurnResult(responses: $0.responses), to: $0.senderID, channel: $0.channel) } }
             #expect(await eventually { output.delivered.count == 1 })
             await host.shutdown()
             try await group.waitForAll()

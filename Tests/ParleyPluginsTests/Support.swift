@@ -140,7 +140,7 @@ func withHost<T: Sendable>(
     return try await withHost(host, pool: pool) { host in
         try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {
-                await host.run { await output.deliver($0.responses, to: $0.senderID, channel: $0.channel) }
+                await host.run { await output.deliver(TurnResult(responses: $0.responses), to: $0.senderID, channel: $0.channel) }
                 return nil
             }
             let result = try await body(host)
@@ -206,7 +206,8 @@ func request(_ text: String, sender: String = "s1", metadata: JSONObject = [:], 
 /// Collects proactive messages.
 final class OutputCollector: ProactiveOutput {
     private let box = Mutex<[(String, [JSONValue])]>([])
-    func deliver(_ responses: [JSONValue], to senderID: String, channel: String?) async {
+    func deliver(_ messages: TurnResult, to senderID: String, channel: String?) async {
+        let responses = messages.responses
         box.withLock { $0.append((senderID, responses)) }
     }
     var delivered: [(String, [JSONValue])] { box.withLock { $0 } }
