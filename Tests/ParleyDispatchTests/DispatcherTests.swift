@@ -458,8 +458,12 @@ extension Result {
             #expect(!first.isRepeat && again.isRepeat)
             #expect(again.responses == first.responses && again.sequences == first.sequences && again.events.isEmpty)
             _ = try await dispatcher.emit([["text": "later"]], to: "alice")  // an emit is not part of the answer
-            #expect(try await dispatcher.handle(UserMessage(text: "hi", senderID: "alice", inputChannel: "socketio", messageID: "m1")).responses == first.responses)
-            #expect(try await dispatcher.handle(UserMessage(text: "next", senderID: "alice", inputChannel: "socketio", messageID: "m2")).responses == [["text": "turn 2"]])
+            #expect(
+                try await dispatcher.handle(UserMessage(text: "hi", senderID: "alice", inputChannel: "socketio", messageID: "m1")).responses == first.responses)
+            #expect(
+                try await dispatcher.handle(UserMessage(text: "next", senderID: "alice", inputChannel: "socketio", messageID: "m2")).responses == [
+                    ["text": "turn 2"]
+                ])
         }
         #expect(try await store.events(of: "alice", types: ["user"])?.count == 2)
     }
