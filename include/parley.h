@@ -1,5 +1,5 @@
 /*
-** parley.h -- the Parley plugin ABI, version 1.0.
+** parley.h -- the Parley plugin ABI, version 1.2.
 **
 ** A plugin is a shared object that exports ONE function, parley_plugin_init_v1. Parley loads it with
 ** dlopen(RTLD_NOW | RTLD_LOCAL), calls the entry once per configured instance, and never unloads the
@@ -34,7 +34,8 @@
 **     codes, new host functions (appended to parley_host_api AND reachable by name via get_api), new
 **     JSON keys, new PARLEY_FLAG_* bits (a host older than the bit ignores it, so a flag may only ask
 **     the host for less work, never change what a call means).
-**   - History: 1.0 first release. 1.1 PARLEY_FLAG_NO_TRACKER_EVENTS.
+**   - History: 1.0 first release. 1.1 PARLEY_FLAG_NO_TRACKER_EVENTS. 1.2 parley_host_api.stream
+**     ("parley_stream"): partial text of an agent's reply while its call runs.
 **   - The host loads a plugin when plugin major == host major and plugin minor <= host minor.
 **   - Fields and functions are never removed, reordered or retyped within a major version.
 **
@@ -61,6 +62,9 @@
 **     {"error": {"code": "string", "message": "string"}}
 **   Proactive message, passed to emit():
 **     {"responses": [{...}, ...]}       (optionally "channel": "socketio")
+**   Stream chunk, passed to stream() (1.2) while an agent call runs:
+**     {"text": "the next words"}        (appended to what the user sees; the final reply passed to
+**                                        complete() is what is stored and replaces the streamed text)
 */
 #ifndef PARLEY_H
 #define PARLEY_H
@@ -79,8 +83,8 @@ extern "C" {
 **   parley_plugin_def.abi_major / abi_minor. PARLEY_ABI_VERSION_NUMBER is major * 1000 + minor.
 */
 #define PARLEY_ABI_MAJOR 1
-#define PARLEY_ABI_MINOR 1
-#define PARLEY_ABI_VERSION "1.1"
+#define PARLEY_ABI_MINOR 2
+#define PARLEY_ABI_VERSION "1.2"
 #define PARLEY_ABI_VERSION_NUMBER (PARLEY_ABI_MAJOR * 1000 + PARLEY_ABI_MINOR)
 
 /*
@@ -260,9 +264,29 @@ typedef parley_status (*parley_complete_fn)(parley_call *call, parley_status sta
 typedef parley_status (*parley_emit_fn)(parley_host *host, parley_str sender_id, parley_str json);
 
 /*
+** parley_stream_fn -- parley_host_api.stream (ABI 1.2; also get_api("parley_stream")): sends partial text
+**   of an agent's reply while the call runs (an LLM answering token by token). The host shows it to the
+**   conversation's clients at once (Rasa Pro's stream_start / stream_chunk / stream_end on Socket.IO); the
+**   reply passed to complete() afterwards is the message that is stored and sent as the final bot message.
+**   @param call   the handle given to handle(), before its complete().
+**   @param json   {"text": "the next words"} (see PAYLOADS).
+**   @return PARLEY_OK            shown (queued to the clients).
+**           PARLEY_E_EXPIRED     the call was completed, cancelled or past its deadline; nothing was shown.
+**           PARLEY_E_BAD_JSON    json is not valid JSON or not {"text": string}.
+**           PARLEY_E_INVALID     unknown call or {NULL, n > 0} json.
+**           PARLEY_E_UNSUPPORTED the call is not an agent turn (a formatter's call), so there is nothing to
+**                                stream to; complete() still works.
+**   OWNERSHIP: json is borrowed; the host copies it before returning.
+**   THREADS: any thread, also from inside handle(). Chunks of one call are shown in the order of the calls
+**     to stream() (call it from one thread at a time per call to keep an order). Never blocks on clients.
+*/
+typedef parley_status (*parley_stream_fn)(parley_call *call, parley_str json);
+
+/*
 ** parley_get_api_fn -- parley_host_api.get_api: looks up a host function by name.
 **   @param name  a NUL-terminated name: "parley_log", "parley_complete", "parley_emit", "parley_get_api"
-**                in 1.0; a function added in 1.N is also published here under its documented name.
+**                in 1.0; "parley_stream" from 1.2; a function added in 1.N is also published here under
+**                its documented name.
 **   @return the function (cast to its documented type), or NULL if this host does not provide it.
 **   OWNERSHIP: name is borrowed for the call. The returned pointer stays valid for the process lifetime.
 **   THREADS: any thread.
@@ -289,6 +313,8 @@ typedef struct parley_host_api {
     parley_complete_fn complete;
     parley_emit_fn emit;
     parley_get_api_fn get_api;
+    /* 1.2 */
+    parley_stream_fn stream;
 } parley_host_api;
 
 /*

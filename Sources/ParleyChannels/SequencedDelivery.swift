@@ -23,6 +23,11 @@ final class SequencedDelivery: Sendable {
     private struct State {
         /// The number of the last message the client has (nil: none yet; the first one to arrive sets it).
         var mark: Int64?
+        /// ``begin(stream:chunksHeld:)`` ran; before it, intercepted broadcasts wait in `early`.
+        var started = false
+        var early: [SocketIOPacket] = []
+        /// The streamed reply being shown: the number of its final message and the next chunk's index.
+        var streaming: (seq: Int64, next: Int)?
         /// A store read is under way: newer messages wait in `held`.
         var catchingUp = false
         /// Store reads in a row that did not close the gap.
@@ -53,51 +58,121 @@ final class SequencedDelivery: Sendable {
         self.logger = logger
     }
 
-    /// Sends every stored message after the client's mark (the replay), then whatever arrived meanwhile.
-    func replay() {
-        let start = state.withLock { s in
-            guard s.mark != nil, !s.catchingUp else { return false }
-            s.catchingUp = true
-            return true
+    /// Starts delivery after `session_confirm`: when the conversation's next message is being streamed on this
+    /// node right now (`stream`: its number and chunks so far), the client gets the chunks it lacks (it holds
+    /// `chunksHeld` of them) and then the rest live; otherwise every stored message after the client's mark is
+    /// replayed first. Broadcasts that arrived before this call follow, in order.
+    func begin(stream: (seq: Int64, chunks: [String])?, chunksHeld: Int) {
+        let start = state.withLock { s -> Bool in
+            s.started = true
+            var replay = s.mark != nil
+            if let stream, let mark = s.mark, stream.seq == mark + 1 {
+                // Nothing stored is missing: message mark+1 is the one being streamed.
+                replay = false
+                emitStream(["seq": .int(stream.seq)], event: "stream_start")
+                for (i, text) in stream.chunks.enumerated() where i >= chunksHeld {
+                    emitStream(["text": .string(text), "parley": ["seq": .int(stream.seq), "chunk": .int(Int64(i))]], event: "stream_chunk", wrapped: true)
+                }
+                s.streaming = (stream.seq, stream.chunks.count)
+            }
+            if replay { s.catchingUp = true }
+            let early = s.early
+            s.early = []
+            for packet in early { process(packet, &s) }
+            return replay
         }
         if start { catchUp() }
     }
 
-    /// A broadcast to the socket: numbered messages go through the sequence; anything else passes as it is.
+    /// A broadcast to the socket: numbered messages and stream steps go through the sequence; anything else
+    /// passes as it is.
     func intercept(_ packet: SocketIOPacket) {
-        guard case .array(let items)? = packet.data, items.count == 3, items[0].jsonValue?.stringValue == SocketIOChannel.sequencedEvent,
-            let seq = items[1].jsonValue?.int64Value, let response = items[2].jsonValue
-        else {
-            socket.deliver(SocketIOPacketEncoder.encode(packet))
-            return
+        let start = state.withLock { s -> Bool in
+            guard s.started else {
+                s.early.append(packet)
+                return false
+            }
+            return process(packet, &s)
         }
-        receive(seq, response)
+        if start { catchUp() }
     }
 
-    /// A numbered message (live, or sent again for a repeated `message_id`).
+    /// Handles one intercepted packet; true when a store read must start.
+    private func process(_ packet: SocketIOPacket, _ s: inout State) -> Bool {
+        guard case .array(let items)? = packet.data, let name = items.first?.jsonValue?.stringValue else {
+            socket.deliver(SocketIOPacketEncoder.encode(packet))
+            return false
+        }
+        if name == SocketIOChannel.sequencedEvent, items.count == 3, let seq = items[1].jsonValue?.int64Value, let response = items[2].jsonValue {
+            return receive(seq, response, &s)
+        }
+        if name == SocketIOChannel.streamEvent, items.count == 5, let kind = items[1].jsonValue?.stringValue, let seq = items[2].jsonValue?.int64Value,
+            let index = items[3].jsonValue?.int64Value
+        {
+            streamStep(kind, seq: seq, index: Int(index), text: items[4].jsonValue?.stringValue ?? "", &s)
+            return false
+        }
+        socket.deliver(SocketIOPacketEncoder.encode(packet))
+        return false
+    }
+
+    /// A step of a streamed reply: shown when it belongs to the client's next message and nothing is being
+    /// caught up (then the final message, which follows, carries the whole text anyway); each chunk once.
+    private func streamStep(_ kind: String, seq: Int64, index: Int, text: String, _ s: inout State) {
+        guard !s.catchingUp, s.mark.map({ seq == $0 + 1 }) ?? true else { return }
+        if s.streaming?.seq != seq {
+            guard kind != "end" else { return }
+            s.streaming = (seq, 0)
+            emitStream(["seq": .int(seq)], event: "stream_start")
+        }
+        switch kind {
+        case "chunk" where index >= s.streaming!.next:
+            emitStream(["text": .string(text), "parley": ["seq": .int(seq), "chunk": .int(Int64(index))]], event: "stream_chunk", wrapped: true)
+            s.streaming!.next = index + 1
+        case "end":
+            emitStream(["seq": .int(seq)], event: "stream_end")
+            s.streaming = nil
+        default:
+            break
+        }
+    }
+
+    /// `stream_start {"parley": {...}}`, `stream_chunk {"text", "parley"}` (`wrapped`: `payload` is the whole object).
+    private func emitStream(_ payload: JSONObject, event: String, wrapped: Bool = false) {
+        let object: JSONObject = wrapped ? payload : ["parley": .object(payload)]
+        socket.emit(event, arguments: [.json(.object(object))])
+    }
+
+    /// A numbered message sent again for a repeated `message_id`.
     func receive(_ seq: Int64, _ response: JSONValue) {
         let start = state.withLock { s -> Bool in
-            guard let mark = s.mark else {
-                send(seq, response)
-                s.mark = seq
-                return false
-            }
-            if seq <= mark || s.held[seq] != nil { return false }
-            if s.catchingUp {
-                hold(seq, response, in: &s)
-                return false
-            }
-            if seq == mark + 1 {
-                send(seq, response)
-                s.mark = seq
-                return false
-            }
-            // Messages between the mark and this one are missing: read them from the store first.
-            hold(seq, response, in: &s)
-            s.catchingUp = true
-            return true
+            guard s.started else { return false }
+            return receive(seq, response, &s)
         }
         if start { catchUp() }
+    }
+
+    /// A numbered message; true when a store read must start.
+    private func receive(_ seq: Int64, _ response: JSONValue, _ s: inout State) -> Bool {
+        guard let mark = s.mark else {
+            send(seq, response)
+            s.mark = seq
+            return false
+        }
+        if seq <= mark || s.held[seq] != nil { return false }
+        if s.catchingUp {
+            hold(seq, response, in: &s)
+            return false
+        }
+        if seq == mark + 1 {
+            send(seq, response)
+            s.mark = seq
+            return false
+        }
+        // Messages between the mark and this one are missing: read them from the store first.
+        hold(seq, response, in: &s)
+        s.catchingUp = true
+        return true
     }
 
     private func hold(_ seq: Int64, _ response: JSONValue, in s: inout State) {

@@ -46,6 +46,11 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
     /// The event numbered messages travel as between the channel and the sockets that asked for them (never
     /// sent to a client): `[seq, response]` to the conversation's ``numberedRoom(_:)``.
     static let sequencedEvent = "parley:numbered"
+    /// The event stream steps travel as to the numbering sockets: `[kind ("start", "chunk", "end"), seq, index, text]`.
+    static let streamEvent = "parley:stream"
+    /// Replies being streamed on this node right now, by conversation: the final message's number and the chunks
+    /// so far (what a client that reconnects mid-stream lacks).
+    let openStreams = Mutex<[String: (seq: Int64, chunks: [String])]>([:])
 
     /// Installs the channel's middleware and handlers on `server`'s configured namespace.
     /// - Parameters:
@@ -205,6 +210,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
         }
         // `"parley": {"resume_from": N}` (or `{}`): numbered messages, and a replay of those after N.
         var delivery: SequencedDelivery?
+        var chunksHeld = 0
         switch data["parley"] {
         case nil, .null?: break
         case .object(let options)?:
@@ -218,6 +224,13 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             case .int(let n)? where n >= 0: resumeFrom = n
             default:
                 refuse("parley.resume_from must be a whole number >= 0 (the seq of the last message the client has)")
+                return
+            }
+            switch options["chunks"] {
+            case nil, .null?: break
+            case .int(let n)? where n >= 0: chunksHeld = Int(n)
+            default:
+                refuse("parley.chunks must be a whole number >= 0 (how many chunks of the streamed message resume_from + 1 the client has)")
                 return
             }
             delivery = SequencedDelivery(
@@ -236,7 +249,8 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             }
         }
         socket.emit("session_confirm", arguments: [.json(sessionID)])
-        delivery?.replay()
+        // After joining the room (whatever is broadcast from now on waits in the delivery until it began).
+        delivery?.begin(stream: openStreams.withLock { $0[room] }, chunksHeld: chunksHeld)
         logger.debug("socketio: session confirmed", metadata: ["sid": "\(socket.id)", "session_id": "\(Self.roomName(sessionID))"])
     }
 
@@ -357,6 +371,27 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
     /// - Throws: when another node does not answer in time (``SocketIOAdapter/fetchSocketIDs(for:)``).
     public func connections(of conversationID: String) async throws -> [String] {
         try await namespace.to([conversationID, Self.numberedRoom(conversationID)]).fetchSocketIDs().sorted()
+    }
+
+    /// Shows a streamed reply: Rasa Pro's `stream_start {}`, `stream_chunk {"text"}`, `stream_end {}` to the
+    /// conversation's room, and the same steps numbered to the sockets that asked (``SequencedDelivery``).
+    public func stream(_ event: StreamEvent, to senderID: String, channel: String?) {
+        let plain = namespace.to(senderID)
+        let numbered = namespace.to(Self.numberedRoom(senderID))
+        switch event {
+        case .start(let seq):
+            openStreams.withLock { $0[senderID] = (seq, []) }
+            plain.emit("stream_start", .json([:]))
+            numbered.emit(Self.streamEvent, .json("start"), .json(.int(seq)), .json(0), .json(""))
+        case .chunk(let seq, let index, let text):
+            openStreams.withLock { $0[senderID]?.chunks.append(text) }
+            plain.emit("stream_chunk", .json(["text": .string(text)]))
+            numbered.emit(Self.streamEvent, .json("chunk"), .json(.int(seq)), .json(.int(Int64(index))), .json(.string(text)))
+        case .end(let seq):
+            openStreams.withLock { _ = $0.removeValue(forKey: senderID) }
+            plain.emit("stream_end", .json([:]))
+            numbered.emit(Self.streamEvent, .json("end"), .json(.int(seq)), .json(0), .json(""))
+        }
     }
 
     /// Sends the configured typing event (`channels.socketio.typing`) to every socket of the conversation.

@@ -22,6 +22,11 @@ public struct AgentRequest: Sendable {
     /// it, e.g. from event text cached by the tracker; nil when there is no faster way. Agents that send the
     /// payload as text (plugins) use it.
     public var encodedPayload: (@Sendable (inout [UInt8]) -> Void)?
+    /// Shows partial text of the reply to the conversation's clients while the agent works (an LLM answering
+    /// word by word): each call appends `text` to what they see. Returns false once the turn is over (the
+    /// text was not shown). The agent's reply is still what is stored and sent as the final message. Nil when
+    /// the request cannot stream.
+    public var stream: (@Sendable (String) -> Bool)?
     private var storedPayload: JSONValue?
     private var makePayload: (@Sendable () -> JSONValue)?
 

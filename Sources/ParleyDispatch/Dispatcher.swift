@@ -417,7 +417,8 @@ public final class Dispatcher: TurnHandler, Service {
         var result: Result<ComputedTurn?, any Error>
         switch item {
         case .turn(let message, _):
-            result = .success(await runTurn(message, tracker: &current, fallbackOnly: false))
+            let stream = streamSink(conversation, generation: generation, channel: message.inputChannel, seq: current.lastMessageSequence + 1)
+            result = .success(await runTurn(message, tracker: &current, fallbackOnly: false, stream: stream))
         case .replay:
             return .done
         case .expired(let inner):
@@ -544,6 +545,25 @@ public final class Dispatcher: TurnHandler, Service {
         }
     }
 
+    /// The ``AgentRequest/stream`` of a running turn: each chunk goes to the outputs under the conversation's lock
+    /// while the turn is still this generation's and unanswered (so no chunk follows the end or the reply, which
+    /// ``claim(_:generation:)`` sends under the same lock); false afterwards.
+    private func streamSink(_ conversation: Conversation, generation: UInt64, channel: String, seq: Int64) -> @Sendable (String) -> Bool {
+        { [outputs] text in
+            conversation.state.withLock { s in
+                guard s.generation == generation, s.inFlight != nil else { return false }
+                if s.openStream == nil {
+                    s.openStream = OpenStream(seq: seq, channel: channel)
+                    outputs.stream(.start(seq: seq), to: conversation.id, channel: channel)
+                }
+                let index = s.openStream!.nextChunk
+                s.openStream!.nextChunk += 1
+                outputs.stream(.chunk(seq: seq, index: index, text: text), to: conversation.id, channel: channel)
+                return true
+            }
+        }
+    }
+
     /// Tells the conversation's clients the bot is typing, if its turn is still running. Said under the
     /// conversation's lock, as ``claim(_:generation:)`` says "stopped typing" under it before the turn is answered,
     /// so a client never gets "typing" after the reply (the outputs only queue the event on the sockets' loops).
@@ -566,6 +586,9 @@ public final class Dispatcher: TurnHandler, Service {
                 s.typingShown = false
                 outputs.indicateTyping(false, to: conversation.id, channel: s.typingChannel)
             }
+            if let stream = s.openStream.take() {
+                outputs.stream(.end(seq: stream.seq), to: conversation.id, channel: stream.channel)
+            }
             return true
         }
         if won { watchdog.withLock { _ = $0.entries.removeValue(forKey: ObjectIdentifier(conversation)) } }
@@ -575,7 +598,8 @@ public final class Dispatcher: TurnHandler, Service {
     // MARK: - A turn
 
     /// Runs one user turn on `tracker`; returns the result and the events to store.
-    private func runTurn(_ message: UserMessage, tracker: inout Tracker, fallbackOnly: Bool) async -> ComputedTurn? {
+    private func runTurn(_ message: UserMessage, tracker: inout Tracker, fallbackOnly: Bool, stream: (@Sendable (String) -> Bool)? = nil) async -> ComputedTurn?
+    {
         let started = ContinuousClock.now
         defer { DispatchMetrics.turnFinished(after: ContinuousClock.now - started) }
         let now = configuration.clock()
@@ -621,10 +645,11 @@ public final class Dispatcher: TurnHandler, Service {
                 // The request (which shares the tracker's event buffer) is gone before new events are applied.
                 let limit = min(configuration.agentTrackerEventLimit, agent.trackerEventLimit ?? .max)
                 let snapshot = tracker
-                let reply = try await agent.respond(
-                    to: AgentRequest(
-                        message: message, payload: { self.payload(for: message, tracker: snapshot, eventLimit: limit) },
-                        encodedPayload: encodedPayload(for: message, tracker: snapshot, eventLimit: limit)))
+                var request = AgentRequest(
+                    message: message, payload: { self.payload(for: message, tracker: snapshot, eventLimit: limit) },
+                    encodedPayload: encodedPayload(for: message, tracker: snapshot, eventLimit: limit))
+                request.stream = stream
+                let reply = try await agent.respond(to: request)
                 var actionResponses: [JSONValue] = []
                 for raw in reply.events {
                     guard let event = TrackerEvent.normalized(raw, timestamp: now) else {
@@ -981,6 +1006,15 @@ struct ConversationState: Sendable {
     /// The clients were told the bot is typing (on this channel) for the running turn.
     var typingShown = false
     var typingChannel: String?
+    /// The running turn's agent is streaming its reply.
+    var openStream: OpenStream?
+}
+
+/// A streamed reply in progress: the number of its final message, its channel, the next chunk's index.
+struct OpenStream: Sendable {
+    let seq: Int64
+    let channel: String
+    var nextChunk = 0
 }
 
 final class Conversation: Sendable {

@@ -64,10 +64,24 @@ public protocol ProactiveOutput: Sendable {
     /// dispatcher while it holds the conversation's lock: queue the event and return, never wait or call back
     /// into the dispatcher. The default does nothing.
     func indicateTyping(_ typing: Bool, to senderID: String, channel: String?)
+
+    /// Shows a streamed reply: `.start`, the `.chunk`s in order, `.end` (just before the turn is answered). Called
+    /// by the dispatcher while it holds the conversation's lock: queue the event and return. The default does
+    /// nothing (the final message still arrives as usual).
+    func stream(_ event: StreamEvent, to senderID: String, channel: String?)
 }
 
 extension ProactiveOutput {
     public func indicateTyping(_ typing: Bool, to senderID: String, channel: String?) {}
+    public func stream(_ event: StreamEvent, to senderID: String, channel: String?) {}
+}
+
+/// One step of a streamed reply (an agent's ``AgentRequest/stream``). `seq` is the number the final message
+/// will have (``TurnResult/sequences``); chunks are numbered 0, 1, 2, … within it.
+public enum StreamEvent: Sendable, Hashable {
+    case start(seq: Int64)
+    case chunk(seq: Int64, index: Int, text: String)
+    case end(seq: Int64)
 }
 
 /// The dispatcher's outbound sink for proactive messages, given to it at construction: channels that can push
@@ -98,6 +112,15 @@ public final class ProactiveOutputs: Sendable {
             return Array(all.values)
         }
         for output in targets { await output.deliver(messages, to: senderID, channel: channel) }
+    }
+
+    /// Hands a step of a streamed reply to the output of `channel` (or every output when `channel` has none).
+    public func stream(_ event: StreamEvent, to senderID: String, channel: String?) {
+        let targets: [any ProactiveOutput] = outputs.withLock { all in
+            if let channel, let output = all[channel] { return [output] }
+            return Array(all.values)
+        }
+        for output in targets { output.stream(event, to: senderID, channel: channel) }
     }
 
     /// Tells the output of `channel` (or every output when `channel` has none) that the bot is typing or stopped.

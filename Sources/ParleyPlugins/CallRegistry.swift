@@ -22,6 +22,8 @@ final class CallRegistry: Sendable {
         var handleStatus: Int32?
         var lateCompleted = false
         var onSettled: (@Sendable () -> Void)?
+        /// Where `parley_stream` chunks of this call go (an agent turn's stream); nil: the call cannot stream.
+        var stream: (@Sendable (String) -> Bool)?
 
         var finished: Bool { outcome != nil }
     }
@@ -53,13 +55,39 @@ final class CallRegistry: Sendable {
     }
 
     /// Registers a new call of `owner`; `onSettled` runs once when the call is finished and synced.
-    func register(owner: LoadedPlugin, onSettled: @escaping @Sendable () -> Void) -> UInt {
+    /// - Parameter stream: receives the call's `parley_stream` text, returning false once the turn is over.
+    func register(owner: LoadedPlugin, stream: (@Sendable (String) -> Bool)? = nil, onSettled: @escaping @Sendable () -> Void) -> UInt {
         state.withLock { s in
             let id = s.next
             s.next += 1
-            s.records[id] = Record(owner: owner, onSettled: onSettled)
+            s.records[id] = Record(owner: owner, onSettled: onSettled, stream: stream)
             return id
         }
+    }
+
+    /// `parley_host_api.stream` (ABI 1.2): hands `{"text": …}` to the call's stream.
+    func stream(_ call: OpaquePointer?, json: parley_str) -> parley_status {
+        guard let call else { return PARLEY_E_INVALID }
+        let id = UInt(bitPattern: call)
+        let found: (LoadedPlugin, (@Sendable (String) -> Bool)?)? = state.withLock { s in
+            guard let r = s.records[id], !r.finished, !r.expired else { return nil }
+            return (r.owner, r.stream)
+        }
+        guard let (owner, sink) = found else {
+            return state.withLock { s in id > 0 && id < s.next } ? PARLEY_E_EXPIRED : PARLEY_E_INVALID
+        }
+        guard let bytes = copyBytes(json) else {
+            owner.logger.error("plugin \(owner.name): stream with a NULL json pointer and non-zero length was refused (PARLEY_E_INVALID)")
+            return PARLEY_E_INVALID
+        }
+        guard let value = try? bytes.withUnsafeBufferPointer({ try JSONValue.parse($0, maxDepth: JSONValue.inputParseDepth) }),
+            let text = value["text"]?.stringValue
+        else {
+            owner.logger.error(#"plugin \#(owner.name): stream refused, the chunk must be {"text": "..."} (PARLEY_E_BAD_JSON)"#)
+            return PARLEY_E_BAD_JSON
+        }
+        guard let sink else { return PARLEY_E_UNSUPPORTED }
+        return sink(text) ? PARLEY_OK : PARLEY_E_EXPIRED
     }
 
     /// Attaches the awaiting continuation; resumes it at once if the call already finished.

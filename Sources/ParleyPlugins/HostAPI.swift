@@ -148,6 +148,10 @@ private let hostEmit: parley_emit_fn = { host, senderID, json in
     return ctx.sink.enqueue(EmittedMessage(senderID: sender, responses: responses, channel: channel, plugin: ctx.name))
 }
 
+private let hostStream: parley_stream_fn = { call, json in
+    callRegistry.stream(call, json: json)
+}
+
 private let hostGetAPI: parley_get_api_fn = { name in
     guard let name else { return nil }
     switch String(cString: name) {
@@ -155,6 +159,7 @@ private let hostGetAPI: parley_get_api_fn = { name in
     case "parley_complete": return unsafeBitCast(hostComplete, to: parley_fn.self)
     case "parley_emit": return unsafeBitCast(hostEmit, to: parley_fn.self)
     case "parley_get_api": return unsafeBitCast(hostGetAPI, to: parley_fn.self)
+    case "parley_stream": return unsafeBitCast(hostStream, to: parley_fn.self)
     default: return nil
     }
 }
@@ -175,7 +180,8 @@ nonisolated(unsafe) let hostAPITable: UnsafePointer<parley_host_api> = {
             log: hostLog,
             complete: hostComplete,
             emit: hostEmit,
-            get_api: hostGetAPI
+            get_api: hostGetAPI,
+            stream: hostStream
         )
     )
     return UnsafePointer(table)

@@ -109,10 +109,12 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
 
     /// ``call(_:senderID:)`` with the request's JSON text written by `encode` (for callers that have it faster
     /// than serialising a ``JSONValue``, see ``AgentRequest/encodedPayload``).
-    public func call(senderID: String, encode: (inout [UInt8]) -> Void) async throws -> JSONValue {
+    /// - Parameter stream: receives the text the plugin passes to `parley_stream` during this call (returning
+    ///   false once the turn no longer shows it); nil: the plugin's `parley_stream` gets `PARLEY_E_UNSUPPORTED`.
+    public func call(senderID: String, stream: (@Sendable (String) -> Bool)? = nil, encode: (inout [UInt8]) -> Void) async throws -> JSONValue {
         let started = ContinuousClock.now
         do {
-            let reply = try await callUnmeasured(senderID: senderID, encode: encode)
+            let reply = try await callUnmeasured(senderID: senderID, stream: stream, encode: encode)
             metrics.finished(after: ContinuousClock.now - started, error: nil)
             return reply
         } catch {
@@ -121,7 +123,7 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         }
     }
 
-    private func callUnmeasured(senderID: String, encode: (inout [UInt8]) -> Void) async throws -> JSONValue {
+    private func callUnmeasured(senderID: String, stream: (@Sendable (String) -> Bool)?, encode: (inout [UInt8]) -> Void) async throws -> JSONValue {
         if closed.load(ordering: .acquiring) {
             throw PluginCallError(code: .closed, plugin: name, reason: "the plugin host is shut down")
         }
@@ -133,7 +135,7 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         let deadline = self.deadline
         let expiry = kind == .agent ? deadline + Self.agentReleaseMargin : deadline
         stats.withLock { $0.calls += 1 }
-        let id = callRegistry.register(owner: self) { [conversationGate] in conversationGate.release(key) }
+        let id = callRegistry.register(owner: self, stream: stream) { [conversationGate] in conversationGate.release(key) }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
                 callRegistry.attach(id, continuation)

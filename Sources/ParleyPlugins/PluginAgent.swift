@@ -31,9 +31,10 @@ public struct PluginAgent: Agent {
     public func respond(to request: AgentRequest) async throws -> AgentReply {
         let reply: JSONValue
         if request.hasObjectPayload {
-            reply = try await plugin.call(senderID: request.message.senderID) { request.serializePayload(into: &$0) }
+            reply = try await plugin.call(senderID: request.message.senderID, stream: request.stream) { request.serializePayload(into: &$0) }
         } else {
-            reply = try await plugin.call(Self.minimalPayload(for: request.message), senderID: request.message.senderID)
+            let payload = Self.minimalPayload(for: request.message)
+            reply = try await plugin.call(senderID: request.message.senderID, stream: request.stream) { payload.serialize(into: &$0) }
         }
         return try Self.parseReply(reply, plugin: plugin.name)
     }

@@ -150,7 +150,7 @@ import Testing
                 slot: r
             """)
         await #expect {
-            try await runner.runAction(named: "slow", invocation: invocation(slots: ["ms": 300]))
+            try await runner.runAction(named: "slow", invocation: invocation(slots: ["ms": 3000]))
         } throws: { error in
             (error as? ActionError)?.code == .deadline && "\(error)".hasPrefix("action slow: fx_sleep_ms did not return within")
         }

@@ -3,6 +3,7 @@ import ParleyDispatch
 import ParleyWorkers
 import ParleyJSON
 import ParleyPlugins
+import Synchronization
 import Testing
 
 /// Garbage from a plugin is refused with an error naming it; the host and the plugin keep serving.
@@ -122,6 +123,26 @@ import Testing
         #expect(output.delivered.first?.1 == [["text": "pushed"]])
         #expect(fixtureStat(path, FixtureStat.emit) == PARLEY_OK.rawValue)
         #expect(fixtureStat(path, FixtureStat.emitBad) == PARLEY_E_BAD_JSON.rawValue)
+    }
+
+    /// ABI 1.2 `parley_stream`: chunks reach the request's stream in order; bad chunks are refused with a status;
+    /// after `complete` the call can no longer stream; a request that cannot stream gets `PARLEY_E_UNSUPPORTED`.
+    @Test func streamedChunksReachTheTurnUntilTheCallCompletes() async throws {
+        let path = try Build.fixture()
+        try await withHost(output: OutputCollector()) { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            let chunks = Mutex<[String]>([])
+            var streaming = request("stream")
+            streaming.stream = { text in
+                chunks.withLock { $0.append(text) }
+                return true
+            }
+            #expect(try await agent.respond(to: streaming).responses == [["text": "one two"]])
+            #expect(chunks.withLock { $0 } == ["one", " two"])
+            #expect(fixtureStat(path, FixtureStat.streamAfter) == PARLEY_E_EXPIRED.rawValue)
+            // Without a stream (a formatter's call, an embedding that does not show partial text).
+            #expect(try await agent.respond(to: request("stream")).responses == [["text": "stream bad"]])
+        }
     }
 
     /// `get_api` finds every 1.0 host function by name and nothing else; the table carries the run-time version.

@@ -31,7 +31,7 @@ import Testing
         #expect(exports.contains("parley_plugin_init_v1"))
         try await withHost { host in
             let agent = try await host.loadAgent(PluginConfiguration(path: out, kind: .agent))
-            #expect(agent.plugin.version == "1.1")  // PARLEY_ABI_VERSION
+            #expect(agent.plugin.version == "1.2")  // PARLEY_ABI_VERSION
             #expect(try await agent.respond(to: request("x")).responses == [["text": "hi"]])
         }
     }

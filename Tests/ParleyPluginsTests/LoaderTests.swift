@@ -79,7 +79,7 @@ import Testing
         let v2 = try Build.fixture(["-DFIX_V2_SYMBOL"])
         let reports = await checkPlugins(paths: [mirror, missing, v2, mirror], logger: testLogger)
         #expect(reports.map(\.passed) == [true, false, false, false])
-        #expect(reports[0].description == "ok   \(mirror): agent \"mirror\" 1.0.0, ABI 1.1, thread-safe")
+        #expect(reports[0].description == "ok   \(mirror): agent \"mirror\" 1.0.0, ABI 1.2, thread-safe")
         #expect(reports[1].description.hasPrefix("FAIL plugin \(missing): file not found"))
         #expect(reports[2].error?.code == .abiMajorMismatch)
         #expect(reports[2].description.contains("ABI major 2"))
@@ -104,7 +104,7 @@ enum BrokenPlugin: String, CaseIterable, Sendable, CustomTestStringConvertible {
         case .entrySymbolV2:
             return (agent(try Build.fixture(["-DFIX_V2_SYMBOL"])), .abiMajorMismatch, "ABI major 2 (exports parley_plugin_init_v2), host supports 1")
         case .abiMajorInDef: return (agent(try Build.fixture(["-DFIX_MAJOR=2"])), .abiMajorMismatch, "ABI major 2, host supports 1; rebuild")
-        case .minorTooNew: return (agent(try Build.fixture(["-DFIX_MINOR=99"])), .abiMinorTooNew, "ABI 1.99 is newer than the host's 1.1")
+        case .minorTooNew: return (agent(try Build.fixture(["-DFIX_MINOR=99"])), .abiMinorTooNew, "ABI 1.99 is newer than the host's 1.2")
         case .initReturnedNull: return (agent(try Build.fixture(["-DFIX_INIT_NULL"])), .initReturnedNull, "returned NULL")
         case .structTooSmall: return (agent(try Build.fixture(["-DFIX_SMALL"])), .invalidDefinition, "struct_size is 8")
         case .nullName: return (agent(try Build.fixture(["-DFIX_NULL_NAME"])), .invalidDefinition, "name is NULL or empty")

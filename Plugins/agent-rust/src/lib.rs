@@ -5,6 +5,10 @@
 //! `tracker.slots.last_result` is what `ans` means). Anything else gets a short help text with buttons.
 //! `/panic` panics on purpose: every entry point runs inside `catch_unwind`, so the panic becomes a
 //! `PARLEY_E_INTERNAL` completion instead of aborting the host.
+//!
+//! `explain 2 * (3 + 4)` answers word by word, as an LLM would: a thread sends each word through
+//! `parley_stream` (ABI 1.2, looked up with `get_api`, so the plugin still declares ABI 1.0 and loads on
+//! older hosts, which just get the whole answer at the end), then completes the call with the full text.
 
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -14,6 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 const PARLEY_ABI_MAJOR: u32 = 1;
 const PARLEY_ABI_MINOR: u32 = 0;
 const PARLEY_OK: i32 = 0;
+const PARLEY_PENDING: i32 = 1;
 const PARLEY_E_BAD_JSON: i32 = -2;
 const PARLEY_E_INTERNAL: i32 = -4;
 const PARLEY_KIND_AGENT: u32 = 1;
@@ -126,10 +131,69 @@ pub extern "C" fn parley_plugin_init_v1(api: *const HostApi, host: *mut Host, _c
     result.unwrap_or(std::ptr::null())
 }
 
+type StreamFn = extern "C" fn(*mut Call, ParleyStr) -> i32;
+
+/// `parley_stream` (ABI 1.2) if the host has it.
+fn stream_fn(api: *const HostApi) -> Option<StreamFn> {
+    let get_api = unsafe { (*api).get_api }?;
+    let f = get_api(b"parley_stream\0".as_ptr() as *const c_char)?;
+    // SAFETY: parley.h documents "parley_stream" as a parley_stream_fn.
+    Some(unsafe { std::mem::transmute::<extern "C" fn(), StreamFn>(f) })
+}
+
+/// Pointers are not Send; the host allows `stream` and `complete` from any thread.
+struct CallOnThread {
+    call: *mut Call,
+    api: *const HostApi,
+    host: *mut Host,
+}
+unsafe impl Send for CallOnThread {}
+
+/// `explain EXPR`: streams "EXPR is VALUE." word by word from a thread, then completes with the whole text.
+fn start_explaining(state: &State, call: *mut Call, expr: &str, ans: Option<f64>) -> i32 {
+    let answer = match Calc::new(expr, ans).run() {
+        Some(v) => format!("Let me work that out. {} comes to {}, step by step from the inside out.", expr.trim(), number(v)),
+        None => format!("I cannot explain {:?}: it is not arithmetic I know.", expr.trim()),
+    };
+    let job = CallOnThread { call, api: state.api, host: state.host };
+    let spawned = std::thread::Builder::new().name("rustcalc-explain".into()).spawn(move || {
+        let job = job;
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(stream) = stream_fn(job.api) {
+                for (i, word) in answer.split(' ').enumerate() {
+                    std::thread::sleep(std::time::Duration::from_millis(60));
+                    let mut chunk = String::from("{\"text\":");
+                    write_string(&mut chunk, &if i == 0 { word.to_string() } else { format!(" {word}") });
+                    chunk.push('}');
+                    if stream(job.call, ParleyStr::of(&chunk)) != PARLEY_OK {
+                        break; // the turn is over (deadline or cancel): stop talking
+                    }
+                }
+            }
+            let mut reply = String::from("{\"responses\":[{\"text\":");
+            write_string(&mut reply, &answer);
+            reply.push_str("}]}");
+            let state = State { api: job.api, host: job.host };
+            state.complete(job.call, PARLEY_OK, &reply);
+        }));
+    });
+    match spawned {
+        Ok(_) => PARLEY_PENDING,
+        Err(_) => PARLEY_E_INTERNAL,
+    }
+}
+
 extern "C" fn handle(state: *mut c_void, call: *mut Call, request: ParleyStr) -> i32 {
     let state = unsafe { &*(state as *const State) };
     // The request view is valid only during this call: copy it first.
     let Some(text) = (unsafe { request.to_string() }) else { return PARLEY_E_BAD_JSON };
+    if let Ok(root) = Json::parse(&text) {
+        let said = root.get("message").and_then(|m| m.get("text")).and_then(Json::as_str).unwrap_or("").trim().to_string();
+        if let Some(expr) = said.strip_prefix("explain ") {
+            let ans = root.get("tracker").and_then(|t| t.get("slots")).and_then(|s| s.get("last_result")).and_then(Json::as_f64);
+            return start_explaining(state, call, expr, ans);
+        }
+    }
     match catch_unwind(AssertUnwindSafe(|| reply_for(&text))) {
         Ok(Ok(reply)) => {
             state.complete(call, PARLEY_OK, &reply);

@@ -29,10 +29,10 @@
 #define FIX_KIND_VALUE PARLEY_KIND_AGENT
 #endif
 
-enum { ST_DOUBLE, ST_LATE, ST_EMIT, ST_CONCURRENT, ST_MAX_CONCURRENT, ST_CANCELS, ST_EMIT_BAD, ST_HANDLED, ST_COUNT };
+enum { ST_DOUBLE, ST_LATE, ST_EMIT, ST_CONCURRENT, ST_MAX_CONCURRENT, ST_CANCELS, ST_EMIT_BAD, ST_HANDLED, ST_STREAM_AFTER, ST_COUNT };
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cond = PTHREAD_COND_INITIALIZER;
-static int g_stats[ST_COUNT] = {0, 1, 1, 0, 0, 0, 1, 0};
+static int g_stats[ST_COUNT] = {0, 1, 1, 0, 0, 0, 1, 0, 1};
 static const parley_host_api *g_api;
 static parley_host *g_host;
 static char g_suffix[64] = "!";
@@ -179,6 +179,18 @@ static parley_status fixture_handle(void *state, parley_call *call, parley_str r
                  PARLEY_API_HAS(g_api, get_api) && g_api->abi_major == PARLEY_ABI_MAJOR &&
                  g_api->host_version != NULL && strncmp(g_api->host_version, "parley ", 7) == 0;
         complete_cstr(call, ok ? "{\"responses\":[{\"text\":\"get_api ok\"}]}" : "{\"responses\":[{\"text\":\"get_api bad\"}]}");
+    } else if (strcmp(text, "stream") == 0) {
+        /* 1.2: two chunks, then bad ones; after complete() the call can no longer stream. */
+        parley_stream_fn stream = (parley_stream_fn)g_api->get_api("parley_stream");
+        parley_str bad = {NULL, 3};
+        int ok = PARLEY_API_HAS(g_api, stream) && stream == g_api->stream &&
+                 stream(call, parley_str_from_cstr("{\"text\":\"one\"}")) == PARLEY_OK &&
+                 stream(call, parley_str_from_cstr("{\"text\":\" two\"}")) == PARLEY_OK &&
+                 stream(call, parley_str_from_cstr("{\"words\":1}")) == PARLEY_E_BAD_JSON &&
+                 stream(call, parley_str_from_cstr("not json")) == PARLEY_E_BAD_JSON && stream(call, bad) == PARLEY_E_INVALID &&
+                 stream(NULL, parley_str_from_cstr("{\"text\":\"x\"}")) == PARLEY_E_INVALID;
+        complete_cstr(call, ok ? "{\"responses\":[{\"text\":\"one two\"}]}" : "{\"responses\":[{\"text\":\"stream bad\"}]}");
+        set_stat(ST_STREAM_AFTER, (int)stream(call, parley_str_from_cstr("{\"text\":\"late\"}")));
     } else if (strcmp(text, "emit_invalid") == 0) {
         parley_str empty = {NULL, 0}, bad = {NULL, 3};
         int ok = g_api->emit(g_host, empty, parley_str_from_cstr("{\"responses\":[]}")) == PARLEY_E_INVALID &&
