@@ -214,7 +214,7 @@ let package = Package(
         .target(
             name: "ParleyConfig",
             dependencies: [
-                "ParleyServer", "ParleyPostgres", "SocketIORedis", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", "ParleyYAML",
+                "ParleyServer", "ParleyPostgres", "SocketIORedis", "SocketIO", "ParleyChannels", "ParleyDispatch", "EngineIO", "ParleyJSON", "ParleyYAML",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings

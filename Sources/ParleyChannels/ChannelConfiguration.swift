@@ -49,6 +49,8 @@ public struct SocketIOChannelConfiguration: Sendable, Hashable {
     /// The events that tell clients the bot is typing and stopped (sent when the dispatcher says so, see
     /// `DispatcherConfiguration.typingDelay`); nil: none are sent.
     public var typing: TypingEvents?
+    /// Socket.IO connection state recovery (`connectionStateRecovery` of socket.io ≥ 4.6); nil: off.
+    public var connectionStateRecovery: SocketIOConnectionStateRecovery?
 
     /// The typing events.
     public struct TypingEvents: Sendable, Hashable {
@@ -127,7 +129,9 @@ extension SocketIOChannelConfiguration {
 
     /// The Socket.IO server limits these settings describe (attachments).
     public var socketIO: SocketIOConfiguration {
-        SocketIOConfiguration(maxAttachments: maxAttachments, maxAttachmentBytes: maxAttachmentBytes, pendingAttachmentBudget: pendingAttachmentBudget)
+        SocketIOConfiguration(
+            maxAttachments: maxAttachments, maxAttachmentBytes: maxAttachmentBytes, pendingAttachmentBudget: pendingAttachmentBudget,
+            connectionStateRecovery: connectionStateRecovery)
     }
 }
 

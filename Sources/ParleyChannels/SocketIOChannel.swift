@@ -94,6 +94,11 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             }
         }
         namespace.onConnection { [self] socket in
+            if socket.recovered {
+                // Back after a drop (connection state recovery) with its rooms: a numbering socket's sequencer did
+                // not survive, so it leaves that room and asks again (session_request with parley.resume_from).
+                for room in socket.rooms where room.hasPrefix("\u{1}") { socket.leave(room) }
+            }
             logger.debug(
                 "socketio: connected", metadata: ["sid": "\(socket.id)", "engineio.sid": "\(socket.handshake.engineID)", "namespace": "\(namespace.name)"])
             ChannelMetrics.socketConnected()
@@ -360,7 +365,8 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             target.emit(configuration.botMessageEvent, arguments: payload.isNull ? [] : [.json(payload)])
         }
         guard configuration.sessionPersistence, turn.sequences.count == turn.responses.count else { return }
-        let numbered = namespace.to(Self.numberedRoom(room))
+        // Volatile: numbering sockets get these through their sequencer (and a replay), not through recovery.
+        let numbered = namespace.to(Self.numberedRoom(room)).volatile
         for (seq, response) in zip(turn.sequences, turn.responses) {
             numbered.emit(Self.sequencedEvent, arguments: [.json(.int(seq)), .json(response)])
         }
@@ -377,7 +383,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
     /// conversation's room, and the same steps numbered to the sockets that asked (``SequencedDelivery``).
     public func stream(_ event: StreamEvent, to senderID: String, channel: String?) {
         let plain = namespace.to(senderID)
-        let numbered = namespace.to(Self.numberedRoom(senderID))
+        let numbered = namespace.to(Self.numberedRoom(senderID)).volatile
         switch event {
         case .start(let seq):
             openStreams.withLock { $0[senderID] = (seq, []) }
@@ -398,7 +404,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
     public func indicateTyping(_ typing: Bool, to senderID: String, channel: String?) {
         guard let events = configuration.typing else { return }
         let event = typing ? events.on : events.off
-        namespace.to([senderID, Self.numberedRoom(senderID)]).emit(event.event, arguments: event.payload.isNull ? [] : [.json(event.payload)])
+        namespace.to([senderID, Self.numberedRoom(senderID)]).volatile.emit(event.event, arguments: event.payload.isNull ? [] : [.json(event.payload)])
     }
 
     /// Delivers proactive responses (plugin `emit`) to every socket of the conversation's room.

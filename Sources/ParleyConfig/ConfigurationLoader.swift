@@ -6,6 +6,7 @@ import ParleyDispatch
 import ParleyJSON
 public import ParleyYAML
 import ParleyPostgres
+import SocketIO
 import SocketIORedis
 public import ParleyServer
 
@@ -286,6 +287,23 @@ private struct Context {
         if let v = try r.int("max_payload", expected: "a number of bytes", range: 1...1_073_741_824) { c.maxPayload = v }
         if r.has("per_message_deflate") {
             c.perMessageDeflate = try perMessageDeflate(r.node("per_message_deflate"), path: r.childPath("per_message_deflate"))
+        }
+        if r.has("connection_state_recovery") {
+            let path = r.childPath("connection_state_recovery")
+            switch r.node("connection_state_recovery") {
+            case nil: break
+            case .scalar(let sc)? where sc.bool != nil:
+                c.connectionStateRecovery = sc.bool == true ? SocketIOConnectionStateRecovery() : nil
+            case let node? where node.isNull: break
+            case let node?:
+                var recovery = try reader(node, path)
+                var settings = SocketIOConnectionStateRecovery()
+                if let v = try recovery.seconds("max_disconnection_duration") { settings.maxDisconnectionDuration = .milliseconds(Int64(v * 1000)) }
+                if let v = try recovery.bool("skip_middlewares") { settings.skipMiddlewares = v }
+                if let v = try recovery.int("max_packets", expected: "a number of events", range: 1...10_000_000) { settings.maxPackets = v }
+                try recovery.finish()
+                c.connectionStateRecovery = settings
+            }
         }
         if r.has("typing") {
             var typing = try reader(r.node("typing"), r.childPath("typing"))

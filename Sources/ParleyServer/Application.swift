@@ -109,6 +109,12 @@ public struct ParleyApplication: Service {
         let cluster = configuration.redisAdapter.map {
             SocketIORedisCluster(configuration: $0, nodeID: configuration.server.nodeID, logger: Logger(label: "parley.redis"))
         }
+        if cluster != nil, configuration.channels.socketIO?.connectionStateRecovery != nil {
+            throw StartupError(
+                key: "channels.socketio.connection_state_recovery",
+                "needs the in-memory adapter (one node): the events kept for a dropped client are this node's. With adapter.type redis, clients resume with session_request's parley.resume_from (docs/connecting.md)"
+            )
+        }
         if let cluster {
             do {
                 try await cluster.checkReachable()

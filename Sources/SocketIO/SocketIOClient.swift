@@ -225,8 +225,18 @@ final class SocketIOClient: EngineConnectionDelegate, Sendable {
             refuse(name, message: "Invalid namespace", data: nil)
             return
         }
-        let socket = SocketIOSocket(id: SocketIOClient.makeSocketID(), namespace: namespace, handshake: handshake, client: self)
-        for middleware in namespace.middlewareChain {
+        // Connection state recovery: `{pid, offset}` in the CONNECT payload names a socket that dropped recently.
+        var restored: (session: SocketIORecoveryLog.Session, missed: [SocketIOValue])?
+        if let recovery = namespace.recovery, let pid = auth?["pid"]?.stringValue, let offset = auth?["offset"]?.stringValue {
+            restored = recovery.restore(privateID: pid, offset: offset)
+        }
+        let privateID = namespace.recovery == nil ? nil : (restored == nil ? SocketIOClient.makeSocketID() : auth?["pid"]?.stringValue)
+        let socket = SocketIOSocket(
+            id: restored?.session.socketID ?? SocketIOClient.makeSocketID(), namespace: namespace, handshake: handshake, client: self,
+            privateID: privateID, recovered: restored != nil)
+        if let restored { socket.data = restored.session.data }
+        let skipMiddleware = restored != nil && namespace.recovery?.settings.skipMiddlewares == true
+        for middleware in namespace.middlewareChain where !skipMiddleware {
             if case .refuse(let message, let data) = middleware(socket) {
                 logger.info("Socket.IO: connection to namespace \(name) refused by middleware: \(message)")
                 refuse(name, message: message, data: data)
@@ -251,9 +261,18 @@ final class SocketIOClient: EngineConnectionDelegate, Sendable {
         // The CONNECT reply goes out before the socket joins any room, so no broadcast can overtake it.
         var object = JSONObject()
         object["sid"] = .string(socket.id)
+        if let privateID { object["pid"] = .string(privateID) }
         send(SocketIOPacketEncoder.encode(SocketIOPacket(type: .connect, namespace: name, data: .json(.object(object)))))
         if let delay = server.configuration.connectReplyDelay { hold(for: delay) }
         socket.join(socket.id)
+        if let restored {
+            // Its rooms again, then what it missed, before any handler can emit.
+            socket.join(Array(restored.session.rooms.subtracting([socket.id])))
+            for data in restored.missed {
+                send(SocketIOPacketEncoder.encode(SocketIOPacket(type: .event, namespace: name, data: data)))
+            }
+            logger.debug("Socket.IO: socket \(socket.id) recovered, \(restored.missed.count) missed events sent again")
+        }
         for handler in namespace.connectionHandlerChain { handler(socket) }
     }
 

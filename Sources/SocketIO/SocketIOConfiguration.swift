@@ -36,6 +36,9 @@ public struct SocketIOConfiguration: Sendable {
     /// The official Socket.IO test suite's raw client (`ws` >= 8.17, one `await` per frame) drops a frame
     /// that arrives in the same read as the previous one, so the conformance server sets a few milliseconds.
     public var connectReplyDelay: Duration?
+    /// Connection state recovery (socket.io ≥ 4.6): off by default. Needs an adapter of this process only (the
+    /// in-memory one): the events kept for a dropped client are the ones this process broadcast.
+    public var connectionStateRecovery: SocketIOConnectionStateRecovery?
 
     /// Creates a configuration; every parameter has a default (see the properties).
     public init(
@@ -48,7 +51,8 @@ public struct SocketIOConfiguration: Sendable {
         maxPayloadDepth: Int = 128,
         removeEmptyDynamicNamespaces: Bool = false,
         adapter: SocketIOAdapterFactory = .inMemory,
-        connectReplyDelay: Duration? = nil
+        connectReplyDelay: Duration? = nil,
+        connectionStateRecovery: SocketIOConnectionStateRecovery? = nil
     ) {
         self.connectTimeout = connectTimeout
         self.ackTimeout = ackTimeout
@@ -60,6 +64,7 @@ public struct SocketIOConfiguration: Sendable {
         self.removeEmptyDynamicNamespaces = removeEmptyDynamicNamespaces
         self.adapter = adapter
         self.connectReplyDelay = connectReplyDelay
+        self.connectionStateRecovery = connectionStateRecovery
     }
 }
 

@@ -28,6 +28,8 @@ public final class SocketIONamespace: Sendable {
     public let parent: SocketIODynamicNamespace?
     let configuration: SocketIOConfiguration
     let scheduler: any SocketIOScheduler
+    /// Recent events and dropped sockets, when connection state recovery is on.
+    let recovery: SocketIORecoveryLog?
 
     private struct State {
         var middleware: [SocketIOMiddleware] = []
@@ -43,6 +45,7 @@ public final class SocketIONamespace: Sendable {
         self.configuration = server.configuration
         self.scheduler = server.scheduler
         self.adapter = server.configuration.adapter.make(name)
+        self.recovery = server.configuration.connectionStateRecovery.map { SocketIORecoveryLog(settings: $0) }
     }
 
     /// Adds a connection middleware. Middleware runs in registration order (a dynamic family's first);
@@ -177,11 +180,21 @@ public struct SocketIOBroadcastOperator: Sendable {
     public let namespace: SocketIONamespace
     /// The selection so far.
     public private(set) var target: SocketIOBroadcastTarget
+    /// Whether the events are kept for connection state recovery (see ``volatile``).
+    private var recorded = true
 
     /// An operator over every socket of `namespace`.
     public init(namespace: SocketIONamespace, target: SocketIOBroadcastTarget = SocketIOBroadcastTarget()) {
         self.namespace = namespace
         self.target = target
+    }
+
+    /// The same selection, but the events are not kept for connection state recovery: a client that misses them
+    /// does not get them again (for events that only matter now, or that the application delivers its own way).
+    public var volatile: SocketIOBroadcastOperator {
+        var copy = self
+        copy.recorded = false
+        return copy
     }
 
     /// Also reach the sockets in `room` (a socket id is a room holding that socket).
@@ -224,7 +237,9 @@ public struct SocketIOBroadcastOperator: Sendable {
     public func emit(_ event: String, arguments: [SocketIOValue]) {
         var items: [SocketIOValue] = [.json(.string(event))]
         items.append(contentsOf: arguments)
-        let packet = SocketIOPacket(type: .event, namespace: namespace.name, data: .array(items))
+        var data = SocketIOValue.array(items)
+        if recorded, let recovery = namespace.recovery { data = recovery.record(data, to: target) }
+        let packet = SocketIOPacket(type: .event, namespace: namespace.name, data: data)
         namespace.adapter.broadcast(packet, to: target)
     }
 

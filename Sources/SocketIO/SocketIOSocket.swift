@@ -37,6 +37,19 @@ public enum SocketIODisconnectReason: Sendable, Hashable, CustomStringConvertibl
     /// The client sent an invalid packet, so the session was closed.
     case protocolViolation(String)
 
+    /// Whether the client may come back to the same socket (connection state recovery): the connection dropped,
+    /// rather than the client or the server leaving on purpose or the client breaking the protocol.
+    public var isRecoverable: Bool {
+        switch self {
+        case .engineClosed(let reason):
+            switch reason {
+            case .protocolViolation, .slowConsumer: false
+            default: true
+            }
+        default: false
+        }
+    }
+
     public var description: String {
         switch self {
         case .clientNamespaceDisconnect: "client namespace disconnect"
@@ -105,6 +118,12 @@ public final class SocketIOSocket: Sendable {
     /// The handshake request and the CONNECT payload.
     public let handshake: SocketIOHandshake
     let client: SocketIOClient
+    /// The private id a client presents to recover this socket after a drop (connection state recovery on);
+    /// never shown to other clients.
+    public let privateID: String?
+    /// Whether this socket is one that dropped and came back with its id, rooms and data (connection state
+    /// recovery); the events it missed were sent again.
+    public let recovered: Bool
 
     private struct PendingAck {
         var callback: @Sendable (Result<[SocketIOValue], SocketIOAckError>) -> Void
@@ -125,11 +144,16 @@ public final class SocketIOSocket: Sendable {
 
     private let state = Mutex(State())
 
-    init(id: String, namespace: SocketIONamespace, handshake: SocketIOHandshake, client: SocketIOClient) {
+    init(
+        id: String, namespace: SocketIONamespace, handshake: SocketIOHandshake, client: SocketIOClient, privateID: String? = nil,
+        recovered: Bool = false
+    ) {
         self.id = id
         self.namespace = namespace
         self.handshake = handshake
         self.client = client
+        self.privateID = privateID
+        self.recovered = recovered
     }
 
     /// The CONNECT payload (auth), nil when the client sent none.
@@ -178,6 +202,15 @@ public final class SocketIOSocket: Sendable {
 
     /// Emits an event to this socket. Dropped if the socket is not connected.
     public func emit(_ event: String, arguments: [SocketIOValue]) {
+        if let recovery = namespace.recovery {
+            // Kept and numbered as a broadcast to the socket's own room would be, so it is sent again after a drop
+            // (delivered directly: an emit to the socket is never intercepted).
+            var items: [SocketIOValue] = [.json(.string(event))]
+            items.append(contentsOf: arguments)
+            let data = recovery.record(.array(items), to: SocketIOBroadcastTarget(rooms: [id]))
+            deliverIfConnected(SocketIOPacketEncoder.encode(SocketIOPacket(type: .event, namespace: namespace.name, data: data)))
+            return
+        }
         deliverIfConnected(SocketIOPacketEncoder.encodeEvent(namespace: namespace.name, event: event, arguments: arguments))
     }
 
@@ -323,6 +356,11 @@ public final class SocketIOSocket: Sendable {
             return (acks, handlers)
         }
         guard let (acks, handlers) = taken else { return }
+        if let recovery = namespace.recovery, let privateID, reason.isRecoverable {
+            recovery.persist(
+                privateID: privateID,
+                session: .init(socketID: id, rooms: namespace.adapter.rooms(of: self), data: data, disconnectedAt: .now))
+        }
         namespace.adapter.removeSocketFromAllRooms(self)
         client.server.detach(self)
         for pending in acks {

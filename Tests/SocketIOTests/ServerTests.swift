@@ -598,3 +598,61 @@ private func installEcho(on namespace: SocketIONamespace) {
         #expect(acks.values.allSatisfy { !$0 })
     }
 }
+
+@Suite struct ConnectionStateRecoveryTests {
+    /// The CONNECT reply's payload and what followed it.
+    func connect(_ c: TestConnection, auth: String = "") throws -> (JSONValue, [String]) {
+        c.receive("0" + auth)
+        let out = c.take()
+        guard let first = out.first, first.hasPrefix("0{") else { throw TestFailure("no CONNECT reply: \(out)") }
+        return (try JSONValue.parse(String(first.dropFirst())), Array(out.dropFirst()))
+    }
+
+    func connectReply(_ c: TestConnection, auth: String = "") throws -> JSONValue { try connect(c, auth: auth).0 }
+
+    @Test func aDroppedSocketComesBackWithItsIDRoomsDataAndMissedEvents() throws {
+        let (io, _) = makeServer { $0.connectionStateRecovery = SocketIOConnectionStateRecovery() }
+        let ns = io.mainNamespace
+        ns.onConnection { socket in
+            if !socket.recovered {
+                socket.join("news")
+                socket.data = ["user": "ada"]
+            }
+        }
+        let c = TestConnection.open(on: io)
+        let reply = try connectReply(c)
+        let sid = try #require(reply["sid"]?.stringValue), pid = try #require(reply["pid"]?.stringValue)
+        ns.to("news").emit("headline", .json("one"))
+        let got = c.take()
+        #expect(got == [#"2["headline","one","1"]"#])  // the offset is the last argument
+        c.closeFromEngine(.transportError("cable pulled"))
+        // Said while it was away: to its room, to everyone, to another room (not for it), volatile (not kept).
+        ns.to("news").emit("headline", .json("two"))
+        ns.emit("all", .json(1))
+        ns.to("sports").emit("score", .json(3))
+        ns.to("news").volatile.emit("ephemeral")
+        let back = TestConnection.open(on: io)
+        let (again, rest) = try connect(back, auth: #"{"pid":"\#(pid)","offset":"1"}"#)
+        #expect(again["sid"]?.stringValue == sid && again["pid"]?.stringValue == pid)
+        #expect(rest == [#"2["headline","two","2"]"#, #"2["all",1,"3"]"#])
+        let socket = try #require(ns.socket(id: sid))
+        #expect(socket.recovered && socket.rooms == [sid, "news"] && socket.data == ["user": "ada"])
+        // A pid is good once; an unknown one, or a clean disconnect, gives a new socket.
+        let third = TestConnection.open(on: io)
+        let fresh = try connectReply(third, auth: #"{"pid":"\#(pid)","offset":"1"}"#)
+        #expect(fresh["sid"]?.stringValue != sid && fresh["pid"]?.stringValue != pid)
+        let freshPID = try #require(fresh["pid"]?.stringValue)
+        third.receive("1")  // the client leaves on purpose
+        let fourth = TestConnection.open(on: io)
+        #expect(try connectReply(fourth, auth: #"{"pid":"\#(freshPID)","offset":"3"}"#)["pid"]?.stringValue != freshPID)
+    }
+
+    @Test func withoutRecoveryNothingIsNumbered() throws {
+        let (io, _) = makeServer()
+        let c = TestConnection.open(on: io)
+        let reply = try connectReply(c)
+        #expect(reply["pid"] == nil)
+        io.emit("x")
+        #expect(c.take() == [#"2["x"]"#])
+    }
+}
