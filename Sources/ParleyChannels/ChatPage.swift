@@ -10,10 +10,17 @@ import NIOCore
 /// sends the payload), images and attachments, keeps the session id in `localStorage` so a reload continues the
 /// conversation, and shows the history after a reload when the conversation API answers (on a loopback server
 /// or with a session token; otherwise it simply starts without it).
+///
+/// With session persistence it asks for numbered messages: after a lost connection it reconnects and resumes from
+/// the last message it shows (`parley.resume_from`, and the chunks of a streamed reply it has), so nothing said
+/// meanwhile is missing or shown twice. It shows streamed replies as they come (`stream_start` / `stream_chunk` /
+/// `stream_end`) and the typing indicator (`typing_on` / `typing_off`).
 public enum ChatPage {
     /// Adds `GET /chat` to `router`; the page connects to `socketIOPath` on the same origin.
-    public static func add<Context: RequestContext>(to router: Router<Context>, socketIOPath: String = "/socket.io") {
+    /// - Parameter numbered: ask for numbered messages and resume after a drop (needs session persistence).
+    public static func add<Context: RequestContext>(to router: Router<Context>, socketIOPath: String = "/socket.io", numbered: Bool = true) {
         let html = page.replacingOccurrences(of: "__SOCKETIO_PATH__", with: socketIOPath)
+            .replacingOccurrences(of: "__NUMBERED__", with: numbered ? "true" : "false")
         router.get("/chat") { _, _ in
             Response(
                 status: .ok,
@@ -42,6 +49,7 @@ public enum ChatPage {
           .buttons { align-self: flex-start; display: flex; flex-wrap: wrap; gap: 6px; }
           .buttons button { border: 1px solid #2f6fed; background: #fff; color: #2f6fed; border-radius: 14px; padding: 4px 12px; cursor: pointer; }
           .note { align-self: center; color: #778; font-size: 13px; }
+          .typing { align-self: flex-start; color: #778; font-size: 13px; padding: 0 12px; }
           form { display: flex; gap: 8px; padding: 12px; border-top: 1px solid #dde; }
           input { flex: 1; padding: 10px 12px; border: 1px solid #ccd; border-radius: 18px; font: inherit; }
           form button { padding: 0 18px; border: 0; border-radius: 18px; background: #2f6fed; color: #fff; font: inherit; }
@@ -57,15 +65,20 @@ public enum ChatPage {
         "use strict";
         // A small Engine.IO v4 / Socket.IO v5 client: WebSocket first, long-polling when the WebSocket cannot open.
         const PATH = "__SOCKETIO_PATH__/";
+        const NUMBERED = __NUMBERED__;
         const log = document.getElementById("log"), statusEl = document.getElementById("status");
         let sessionId = localStorage.getItem("parley_session");
+        // The number of the last bot message shown (numbered messages), and the reply being streamed.
+        let lastSeq = Number(localStorage.getItem("parley_seq:" + sessionId) || 0);
+        let streaming = null;   // {seq, el, chunks}
+        let typingEl = null;
         let transport = null;
 
         function add(cls, build) {
           const el = document.createElement("div");
           el.className = cls;
           build(el);
-          log.appendChild(el);
+          log.insertBefore(el, typingEl);
           log.scrollTop = log.scrollHeight;
           return el;
         }
@@ -90,6 +103,15 @@ public enum ChatPage {
           });
           if (!m.text && !m.image && !a && !choices && m.custom !== undefined) add("msg bot", el => el.textContent = JSON.stringify(m.custom));
         }
+        function seen(seq) {
+          if (typeof seq !== "number" || seq <= lastSeq) return;
+          lastSeq = seq;
+          localStorage.setItem("parley_seq:" + sessionId, String(seq));
+        }
+        function typing(on) {
+          if (on && !typingEl) { typingEl = document.createElement("div"); typingEl.className = "typing"; typingEl.textContent = "bot is typing…"; log.appendChild(typingEl); }
+          if (!on && typingEl) { typingEl.remove(); typingEl = null; }
+        }
         function say(payload, shown) {
           if (!sessionId || !transport) return;
           showUser(shown || payload);
@@ -101,17 +123,46 @@ public enum ChatPage {
           if (p === "2") { transport.send("3"); return; }
           if (p[0] !== "4") return;
           const s = p.slice(1);
-          if (s[0] === "0") { transport.send("42" + JSON.stringify(["session_request", { session_id: sessionId }])); return; }
+          if (s[0] === "0") {
+            const request = { session_id: sessionId };
+            if (NUMBERED) request.parley = sessionId ? { resume_from: lastSeq, chunks: streaming ? streaming.chunks : 0 } : {};
+            transport.send("42" + JSON.stringify(["session_request", request]));
+            return;
+          }
           if (s[0] !== "2") return;
           const [name, arg] = JSON.parse(s.slice(1));
+          const parley = (arg && arg.parley) || {};
           if (name === "session_confirm") {
-            const restored = sessionId === arg;
+            const fresh = sessionId !== arg;
             sessionId = arg;
             localStorage.setItem("parley_session", arg);
             statusEl.textContent = "connected (" + transport.name + ")";
-            if (restored) loadHistory(); else add("note", el => el.textContent = "Say hello to the bot.");
+            if (fresh) add("note", el => el.textContent = "Say hello to the bot.");
+          } else if (name === "stream_start") {
+            if (!streaming || streaming.seq !== parley.seq) streaming = { seq: parley.seq, el: add("msg bot", () => {}), chunks: 0 };
+          } else if (name === "stream_chunk") {
+            if (!streaming) streaming = { seq: parley.seq, el: add("msg bot", () => {}), chunks: 0 };
+            streaming.el.textContent += arg.text;
+            streaming.chunks += 1;
+            log.scrollTop = log.scrollHeight;
+          } else if (name === "stream_end") {
+            /* the final message follows */
           } else if (name === "bot_uttered") {
-            showBot(arg || {});
+            const m = arg || {};
+            typing(false);
+            if (streaming && m.text && (parley.seq === undefined || parley.seq === streaming.seq)) {
+              streaming.el.textContent = m.text;   // the final text replaces the streamed one
+              const rest = Object.assign({}, m); delete rest.text;
+              streaming = null;
+              showBot(rest);
+            } else {
+              showBot(m);
+            }
+            seen(parley.seq);
+          } else if (name === "typing_on") {
+            typing(true);
+          } else if (name === "typing_off") {
+            typing(false);
           } else if (name === "parley_error") {
             add("note", el => el.textContent = "Not sent: " + (arg && arg.message));
           }
@@ -119,7 +170,8 @@ public enum ChatPage {
 
         async function loadHistory() {
           // Works when the conversation API answers this page (a server on loopback, or a session token);
-          // otherwise the chat starts without the history.
+          // otherwise the chat starts without the history. Bot messages carry their number: the page resumes
+          // after the last one it shows.
           try {
             const r = await fetch("/conversations/" + encodeURIComponent(sessionId) + "/messages");
             if (!r.ok) return;
@@ -127,9 +179,9 @@ public enum ChatPage {
             const messages = Array.isArray(body) ? body : (body.messages || []);
             for (const m of messages) {
               if (m.sender === "user") showUser(m.text || "");
-              else showBot(m.response || m);
+              else { showBot(m.response || m); seen(m.seq); }
             }
-            add("note", el => el.textContent = "— earlier messages above —");
+            if (messages.length) add("note", el => el.textContent = "— earlier messages above —");
           } catch (e) { /* no history */ }
         }
 
@@ -140,6 +192,7 @@ public enum ChatPage {
           ws.onopen = () => { opened = true; };
           ws.onmessage = e => onPacket(e.data);
           ws.onclose = () => { if (!opened) onFail(); else { statusEl.textContent = "disconnected – reconnecting…"; setTimeout(connect, 1000); } };
+          window.parleyDropConnection = () => ws.close();   // what a lost network looks like (for trying it out)
           return t;
         }
 
@@ -176,7 +229,8 @@ public enum ChatPage {
           if (text) say(text);
           input.value = "";
         };
-        connect();
+        // History first (when the API answers), then the socket resumes after the last message shown.
+        (sessionId ? loadHistory() : Promise.resolve()).then(connect);
         </script>
         </body>
         </html>

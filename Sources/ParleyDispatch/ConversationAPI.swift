@@ -123,6 +123,7 @@ public struct ConversationAPI: Sendable {
             var m: JSONObject = ["sender": "bot", "timestamp": timestamp]
             if let text = response["text"], !text.isNull { m["text"] = text }
             m["response"] = response
+            if let seq = TrackerEvent.sequence(of: event) { m["seq"] = .int(seq) }
             return .object(m)
         default:
             return nil

@@ -126,7 +126,9 @@ public struct ParleyApplication: Service {
         if let cluster { adapterHealth = { cluster.problem } }
         HealthRoute.add(to: router, store: runtime.store, adapter: adapterHealth)
         if configuration.server.chatPage {
-            ChatPage.add(to: router, socketIOPath: configuration.channels.socketIO?.socketIOPath ?? "/socket.io")
+            ChatPage.add(
+                to: router, socketIOPath: configuration.channels.socketIO?.socketIOPath ?? "/socket.io",
+                numbered: configuration.channels.socketIO?.sessionPersistence ?? false)
         }
         if configuration.metrics.enabled {
             router.add(middleware: MetricsMiddleware())

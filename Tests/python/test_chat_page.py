@@ -12,7 +12,7 @@ import pytest
 import requests
 import websocket
 
-from conftest import mirror_config
+from conftest import MIRROR, mirror_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -126,3 +126,44 @@ def test_chat_over_long_polling(server_factory, browser):
 def test_the_chat_page_is_off_by_default(server_factory):
     server = server_factory(mirror_config())
     assert requests.get(server.url + "/chat", timeout=10).status_code == 404
+
+
+def test_pull_the_cable_of_a_browser_reading_a_streamed_answer_and_read_every_word(server_factory, browser):
+    """The chat page with the Rust agent streaming word by word, typing on: the connection drops mid-stream and
+    comes back; the page shows the whole answer once, then the conversation goes on."""
+    rust = os.path.join(os.path.dirname(MIRROR), "librustcalc.so")
+    config = f"""server:
+  chat_page: true
+channels:
+  socketio:
+    session_persistence: true
+    typing:
+      on: {{event: typing_on}}
+      off: {{event: typing_off}}
+dispatcher:
+  typing_delay: 0
+agents:
+  - name: rustcalc
+    plugin: {rust}
+store:
+  type: sqlite
+  path: parley.db
+"""
+    server = server_factory(config)
+    answer = "Let me work that out. 2 * (3 + 4) comes to 14, step by step from the inside out."
+    browser.call("Page.navigate", url=server.url + "/chat")
+    browser.wait_for("document.getElementById('status').textContent.startsWith('connected')")
+    browser.js("document.getElementById('text').value = '1 + 1'; document.getElementById('form').requestSubmit(); true")
+    browser.wait_for(f"{bubbles('bot')}.includes('= 2')")
+    browser.js("document.getElementById('text').value = 'explain 2 * (3 + 4)'; document.getElementById('form').requestSubmit(); true")
+    # A few words in, the cable is pulled.
+    browser.wait_for(f"{bubbles('bot')}.some(t => t.startsWith('Let me work'))")
+    browser.js("window.parleyDropConnection(); true")
+    partial = browser.js(f"{bubbles('bot')}.slice(-1)[0]")
+    assert partial.startswith("Let me") and partial != answer, partial
+    # Back: every word, once, then the final message in the same bubble.
+    browser.wait_for(f"{bubbles('bot')}.includes({json.dumps(answer)})", timeout=20)
+    assert browser.js(bubbles("bot")) == ["= 2", answer]
+    assert browser.js("document.querySelector('.typing') === null")
+    browser.js("document.getElementById('text').value = 'ans * 2'; document.getElementById('form').requestSubmit(); true")
+    browser.wait_for(f"{bubbles('bot')}.includes('= 4')")

@@ -471,3 +471,32 @@ def test_room_membership_queries_span_the_nodes_and_speak_socket_io_redis_adapte
         for c in (tab1, tab2, other):
             c.close()
         peer.close()
+
+
+def test_a_client_whose_node_is_gone_resumes_on_another_node_from_the_store(server_factory):
+    """Numbered messages and replay across nodes: the client drops off node A while a slow agent answers there,
+    reconnects to node B with resume_from and gets the missed reply (from PostgreSQL), then live messages from
+    both nodes in order, each once."""
+    a, b = two_nodes(server_factory, os.environ["PARLEY_TEST_REDIS_URL"], unlimited=True)
+    c = Client(a.url)
+    assert c.request_session(payload={"session_id": "traveller", "parley": {"resume_from": 0}}) == "traveller"
+    c.say("hello", session_id="traveller")
+    first = drain(c)
+    assert [(e[1][0]["parley"]["seq"], e[1][0]["text"]) for e in first] == [(1, "hello")]
+    c.say("/slow", session_id="traveller")
+    time.sleep(0.2)
+    c.close()
+    time.sleep(1.3)
+    back = Client(b.url)
+    other_tab = Client(a.url)
+    try:
+        assert back.request_session(payload={"session_id": "traveller", "parley": {"resume_from": 1}}) == "traveller"
+        assert [(e[1][0]["parley"]["seq"], e[1][0]["text"]) for e in drain(back)] == [(2, "slow done")]
+        other_tab.request_session("traveller")
+        other_tab.say("from node A", session_id="traveller")
+        back.say("from node B", session_id="traveller")
+        got = [(e[1][0]["parley"]["seq"], e[1][0]["text"]) for e in drain(back, 1.5)]
+        assert [seq for seq, _ in got] == [3, 4] and {t for _, t in got} == {"from node A", "from node B"}, got
+    finally:
+        back.close()
+        other_tab.close()
