@@ -238,7 +238,9 @@ typedef void (*parley_log_fn)(parley_host *host, parley_log_level level, parley_
 **   @return PARLEY_OK            accepted.
 **           PARLEY_E_EXPIRED     the call's deadline passed or it was cancelled; the reply was dropped.
 **           PARLEY_E_ALREADY_COMPLETED  the call was completed before; this reply was dropped (plugin bug).
-**           PARLEY_E_BAD_JSON    json is not valid JSON; the call failed (the user gets the fallback).
+**           PARLEY_E_BAD_JSON    json is not valid JSON, or valid JSON of another shape than PAYLOADS
+**                                documents (e.g. {"responses": "x"} or {"responses": [1]}); the call
+**                                failed (the user gets the fallback).
 **           PARLEY_E_INVALID     unknown call, {NULL, n > 0} json or PARLEY_PENDING; the call (if known)
 **                                failed.
 **   Complete every call exactly once, also after cancel or expiry (then PARLEY_E_EXPIRED comes back):
@@ -357,7 +359,10 @@ typedef void (*parley_cancel_fn)(void *state, parley_call *call);
 
 /*
 ** parley_shutdown_fn -- parley_plugin_def.shutdown (optional, may be NULL): the host is stopping.
-**   Called once, after in-flight calls finished or a drain deadline passed; no call starts after it.
+**   Called at most once, after every handle() of this instance returned; no call starts after it. If a
+**   handle() is still running when the host's drain deadline passes, the hook is NOT called: the call is
+**   abandoned with the process (so the hook never runs concurrently with handle()). Calls that returned
+**   PARLEY_PENDING may still be uncompleted: a later complete() gets an error status, never a crash.
 **   Free state here. The library itself stays mapped (it is never dlclosed).
 **   OWNERSHIP: the plugin frees its own state; the def must stay valid until shutdown returns.
 **   THREADS: a host worker thread; never concurrent with handle() of this instance.

@@ -1,5 +1,6 @@
 import CParley
 import Logging
+import ParleyCore
 import ParleyJSON
 import Synchronization
 
@@ -230,8 +231,15 @@ final class CallRegistry: Sendable {
                         returned = PARLEY_OK
                     } else {
                         do {
-                            outcome = .success(try bytes.withUnsafeBufferPointer { try JSONValue.parse($0, maxDepth: JSONValue.inputParseDepth) })
-                            returned = PARLEY_OK
+                            let reply = try bytes.withUnsafeBufferPointer { try JSONValue.parse($0, maxDepth: JSONValue.inputParseDepth) }
+                            // A reply the host would drop is refused here, so the plugin learns it (PARLEY_E_BAD_JSON).
+                            if let problem = Self.shapeProblem(reply, kind: owner.kind) {
+                                outcome = .failure(PluginCallError(code: .invalidShape, plugin: name, reason: problem))
+                                returned = PARLEY_E_BAD_JSON
+                            } else {
+                                outcome = .success(reply)
+                                returned = PARLEY_OK
+                            }
                         } catch {
                             outcome = .failure(PluginCallError(code: .invalidJSON, plugin: name, reason: "reply is not valid JSON (\(error))"))
                             returned = PARLEY_E_BAD_JSON
@@ -264,6 +272,28 @@ final class CallRegistry: Sendable {
         }
         effects.run(callID: id)
         return result
+    }
+
+    /// Why a `PARLEY_OK` reply does not have the documented shape, or nil when it does: an agent's is an object
+    /// whose `"events"` and `"responses"` (each optional) are arrays of objects (an `{"error": …}` object without
+    /// responses is a failure the agent reports); a formatter's has `"responses"`, an array of objects.
+    static func shapeProblem(_ reply: JSONValue, kind: PluginKind) -> String? {
+        guard let object = reply.objectValue else { return #"reply must be a JSON object such as {"responses": [...]}"# }
+        func arrayOfObjects(_ key: String, required: Bool) -> String? {
+            guard let value = object[key] else { return required ? #"reply has no "\#(key)": send {"\#(key)": [ {...}, ... ]}"# : nil }
+            guard let items = value.arrayValue else { return #"reply "\#(key)" must be an array of objects, got \#(InputValidation.typeName(value))"# }
+            for (i, item) in items.enumerated() where item.objectValue == nil {
+                return #"reply "\#(key)"[\#(i)] must be an object, got \#(InputValidation.typeName(item))"#
+            }
+            return nil
+        }
+        switch kind {
+        case .formatter:
+            return arrayOfObjects("responses", required: true)
+        default:
+            if object["error"] != nil && object["responses"] == nil { return nil }
+            return arrayOfObjects("events", required: false) ?? arrayOfObjects("responses", required: false)
+        }
     }
 
     // MARK: - Private (under the lock)

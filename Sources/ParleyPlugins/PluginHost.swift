@@ -96,6 +96,14 @@ public final class PluginHost: Sendable {
             while p.statistics.running > 0 && clock.now < drainUntil {
                 try? await Task.sleep(for: .milliseconds(10))
             }
+            // parley.h: the hook never runs while handle() does; a call still running is abandoned with the process.
+            let running = p.statistics.running
+            guard running == 0 else {
+                p.logger.error(
+                    "plugin \(p.name): \(running) call(s) still inside handle() after the drain deadline (\(formatDuration(configuration.drainTimeout))); abandoned, and its shutdown hook is not called"
+                )
+                continue
+            }
             await p.runShutdownHook(deadline: configuration.initDeadline)
         }
     }

@@ -2,7 +2,7 @@ import CParley
 import ParleyDispatch
 import ParleyWorkers
 import ParleyJSON
-import ParleyPlugins
+@testable import ParleyPlugins
 import Synchronization
 import Testing
 
@@ -142,6 +142,26 @@ import Testing
             #expect(fixtureStat(path, FixtureStat.streamAfter) == PARLEY_E_EXPIRED.rawValue)
             // Without a stream (a formatter's call, an embedding that does not show partial text).
             #expect(try await agent.respond(to: request("stream")).responses == [["text": "stream bad"]])
+        }
+    }
+
+    /// A reply of the wrong shape is refused by `complete` itself (`PARLEY_E_BAD_JSON`), not dropped later.
+    @Test func completeRefusesAReplyOfTheWrongShape() async throws {
+        let path = try Build.fixture()
+        try await withHost(output: OutputCollector()) { host in
+            let agent = try await host.loadAgent(PluginConfiguration(path: path, kind: .agent))
+            await #expect {
+                try await agent.respond(to: request("bad_shape"))
+            } throws: { error in
+                "\(error)".contains(#""responses"[0] must be an object, got number"#)
+            }
+            #expect(fixtureStat(path, FixtureStat.shape) == PARLEY_E_BAD_JSON.rawValue)
+        }
+        for (reply, kind) in [(#"{"responses":"x"}"#, PluginKind.agent), ("[1]", .agent), (#"{"events":[2]}"#, .agent), ("{}", .formatter)] {
+            #expect(CallRegistry.shapeProblem(try JSONValue.parse(reply), kind: kind) != nil, "\(reply)")
+        }
+        for (reply, kind) in [("{}", PluginKind.agent), (#"{"error":{"code":"x"}}"#, .agent), (#"{"responses":[]}"#, .formatter)] {
+            #expect(CallRegistry.shapeProblem(try JSONValue.parse(reply), kind: kind) == nil, "\(reply)")
         }
     }
 

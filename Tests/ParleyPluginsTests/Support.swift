@@ -115,7 +115,7 @@ func fixtureStat(_ path: String, _ index: Int32) -> Int32 {
 
 enum FixtureStat {
     static let double: Int32 = 0, late: Int32 = 1, emit: Int32 = 2, concurrent: Int32 = 3, maxConcurrent: Int32 = 4, cancels: Int32 = 5
-    static let emitBad: Int32 = 6, handled: Int32 = 7, streamAfter: Int32 = 8
+    static let emitBad: Int32 = 6, handled: Int32 = 7, streamAfter: Int32 = 8, shape: Int32 = 9
 }
 
 /// Waits (bounded, not timed: up to ~10 s of polling) until `condition` holds; returns whether it did.

@@ -29,10 +29,10 @@
 #define FIX_KIND_VALUE PARLEY_KIND_AGENT
 #endif
 
-enum { ST_DOUBLE, ST_LATE, ST_EMIT, ST_CONCURRENT, ST_MAX_CONCURRENT, ST_CANCELS, ST_EMIT_BAD, ST_HANDLED, ST_STREAM_AFTER, ST_COUNT };
+enum { ST_DOUBLE, ST_LATE, ST_EMIT, ST_CONCURRENT, ST_MAX_CONCURRENT, ST_CANCELS, ST_EMIT_BAD, ST_HANDLED, ST_STREAM_AFTER, ST_SHAPE, ST_COUNT };
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cond = PTHREAD_COND_INITIALIZER;
-static int g_stats[ST_COUNT] = {0, 1, 1, 0, 0, 0, 1, 0, 1};
+static int g_stats[ST_COUNT] = {0, 1, 1, 0, 0, 0, 1, 0, 1, 1};
 static const parley_host_api *g_api;
 static parley_host *g_host;
 static char g_suffix[64] = "!";
@@ -191,6 +191,9 @@ static parley_status fixture_handle(void *state, parley_call *call, parley_str r
                  stream(NULL, parley_str_from_cstr("{\"text\":\"x\"}")) == PARLEY_E_INVALID;
         complete_cstr(call, ok ? "{\"responses\":[{\"text\":\"one two\"}]}" : "{\"responses\":[{\"text\":\"stream bad\"}]}");
         set_stat(ST_STREAM_AFTER, (int)stream(call, parley_str_from_cstr("{\"text\":\"late\"}")));
+    } else if (strcmp(text, "bad_shape") == 0) {
+        /* Valid JSON the host would drop: complete() must say so. */
+        set_stat(ST_SHAPE, (int)g_api->complete(call, PARLEY_OK, parley_str_from_cstr("{\"responses\":[1]}")));
     } else if (strcmp(text, "emit_invalid") == 0) {
         parley_str empty = {NULL, 0}, bad = {NULL, 3};
         int ok = g_api->emit(g_host, empty, parley_str_from_cstr("{\"responses\":[]}")) == PARLEY_E_INVALID &&
