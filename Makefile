@@ -19,6 +19,7 @@ deps:
 ## build: the runtime (debug)
 build: deps
 	$(SWIFT) build --product parley
+	$(SWIFT) build --product parley-plugin-host
 	$(SWIFT) build --product parley-protocol-server
 
 ## plugins: every example plugin in Plugins/ into build/plugins/

@@ -25,6 +25,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "parley", targets: ["ParleyCLI"]),
+        .executable(name: "parley-plugin-host", targets: ["ParleyPluginHost"]),
         .executable(name: "parley-protocol-server", targets: ["ProtocolServer"]),
         .library(name: "EngineIO", targets: ["EngineIO"]),
         .library(name: "SocketIO", targets: ["SocketIO"]),
@@ -233,6 +234,15 @@ let package = Package(
         ),
 
         // MARK: Executables
+        /// The host process of a plugin with `isolation: process` (started by the server, not by users).
+        .executableTarget(
+            name: "ParleyPluginHost",
+            dependencies: [
+                "ParleyPlugins", "ParleyWorkers", "ParleyDispatch", "ParleyCore", "ParleyJSON",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "ParleyCLI",
             dependencies: [

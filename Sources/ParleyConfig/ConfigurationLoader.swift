@@ -449,6 +449,11 @@ private struct Context {
             agent.threadSafe = try r.bool("thread_safe")
             agent.trackerEvents = try r.int("tracker_events", expected: "a number of events (0 = none)", range: 0...100_000)
             agent.config = try pluginConfig(&r)
+            agent.isolated = try r.choice("isolation", ["in_process", "process"]) == "process"
+            if let mb = try r.int("memory_limit_mb", expected: "megabytes of address space for the host process", range: 16...1_048_576) {
+                guard agent.isolated else { throw r.error("memory_limit_mb", "only with isolation: process (a limit applies to a process)") }
+                agent.memoryLimit = mb << 20
+            }
             if let routeNode = r.value("route") {
                 var rr = try MapReader(routeNode, file: file, path: "\(path).route", what: "a mapping with prefix:, metadata: or channels:")
                 var route = AgentRouteConditions()

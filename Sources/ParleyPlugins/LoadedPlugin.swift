@@ -55,6 +55,8 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     private let conversationGate: SerialGate
     private let pluginGate: SerialGate?
     private let stats = Mutex(PluginStatistics())
+    /// When each `handle()` now running began, by call id.
+    private let handleStarts = Mutex<[UInt: ContinuousClock.Instant]>([:])
     private let metrics: PluginMetrics
     private let closed = Atomic<Bool>(false)
 
@@ -95,6 +97,13 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
 
     /// A snapshot of the plugin's counters.
     public var statistics: PluginStatistics { stats.withLock { $0 } }
+
+    /// How long the longest `handle()` running now has been running (nil: none runs). A value far past the
+    /// deadline means the plugin is hung in it.
+    public var longestRunningHandle: Duration? {
+        let now = ContinuousClock.now
+        return handleStarts.withLock { starts in starts.values.min().map { now - $0 } }
+    }
 
     func updateStatistics(_ body: (inout PluginStatistics) -> Void) { stats.withLock { body(&$0) } }
 
@@ -163,6 +172,8 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         let definition = self.definition
         let run: @Sendable () -> Void = { [self] in
             stats.withLock { $0.running += 1 }
+            handleStarts.withLock { $0[id] = .now }
+            defer { handleStarts.withLock { _ = $0.removeValue(forKey: id) } }
             let status: Int32 = pool.runBlocking {
                 payload.withUnsafeBufferPointer { buffer in
                     buffer.withMemoryRebound(to: CChar.self) { chars in

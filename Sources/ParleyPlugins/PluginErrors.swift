@@ -66,7 +66,7 @@ public struct PluginCallError: Error, Sendable, Hashable, CustomStringConvertibl
     /// The failure class; compare with the static members.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         fileprivate enum Value: String, Hashable, Sendable {
-            case deadlineExceeded, cancelled, invalidJSON, invalidShape, pluginFailed, protocolViolation, closed
+            case deadlineExceeded, cancelled, invalidJSON, invalidShape, pluginFailed, protocolViolation, closed, crashed, unavailable
         }
         fileprivate let value: Value
         /// The code's name.
@@ -86,6 +86,10 @@ public struct PluginCallError: Error, Sendable, Hashable, CustomStringConvertibl
         public static let protocolViolation = Code(value: .protocolViolation)
         /// The plugin host is shut down.
         public static let closed = Code(value: .closed)
+        /// The plugin's host process died during the call (`isolation: process`).
+        public static let crashed = Code(value: .crashed)
+        /// The plugin's host process is not running: restarting after a crash, or the circuit breaker is open.
+        public static let unavailable = Code(value: .unavailable)
     }
 
     /// The failure class.

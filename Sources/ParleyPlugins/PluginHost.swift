@@ -83,6 +83,14 @@ public final class PluginHost: Sendable {
         return (loadedAgents, loadedFormatters)
     }
 
+    /// Queues a message emitted by a plugin outside this process (`isolation: process`) with the others, for
+    /// ``run(delivering:)``; dropped (and logged) when the queue is full or the host is shut down.
+    public func enqueue(_ message: EmittedMessage) {
+        if emits.enqueue(message) != PARLEY_OK {
+            logger.warning("plugin \(message.plugin): emit to \(message.senderID) dropped (the emit queue is full or the host is stopping)")
+        }
+    }
+
     /// Stops: refuses new calls and emits, waits up to ``PluginHostConfiguration/drainTimeout`` for running
     /// `handle`s, then calls each plugin's shutdown hook. Libraries stay mapped. ``run()`` returns.
     public func shutdown() async {

@@ -202,7 +202,9 @@ public struct ParleyApplication: Service {
         // The store comes first so that it stops last: after the last turn it checkpoints its WAL into the file.
         let storeService: [any Service] = (runtime.store as? any Service).map { [$0] } ?? []
         let services: [any Service] =
-            storeService + (cluster.map { [$0] } ?? []) + [PluginHostService(host: runtime.plugins, dispatcher: runtime.dispatcher), app] + engines
+            storeService + (cluster.map { [$0] } ?? []) + [
+                PluginHostService(host: runtime.plugins, isolated: runtime.isolated, dispatcher: runtime.dispatcher), app,
+            ] + engines
             + [runtime.dispatcher, ShutdownAnnouncer(timeout: configuration.server.shutdownTimeout, logger: logger)]
         return ParleyApplication(
             configuration: configuration, services: services, dispatcher: runtime.dispatcher, store: runtime.store,
@@ -262,6 +264,7 @@ struct ShutdownAnnouncer: Service {
 /// delivered by the channel) and shuts the plugins down after the dispatcher has drained.
 struct PluginHostService: Service {
     let host: PluginHost
+    let isolated: [IsolatedPlugin]
     let dispatcher: Dispatcher
 
     func run() async throws {
@@ -276,6 +279,7 @@ struct PluginHostService: Service {
                 }
             }
             try? await gracefulShutdown()
+            for plugin in isolated { await plugin.shutdown() }
             await host.shutdown()
         }
     }
@@ -286,6 +290,8 @@ struct Runtime {
     let dispatcher: Dispatcher
     let store: any ConversationStore
     let plugins: PluginHost
+    /// Agents in host processes of their own (`isolation: process`).
+    var isolated: [IsolatedPlugin] = []
 
     static func make(_ c: ParleyServerConfiguration, logger: Logger) async throws -> Runtime {
         let pool = WorkerPool(threads: c.workers)
@@ -314,7 +320,7 @@ struct Runtime {
         let loaded: (agents: [PluginAgent], formatters: [PluginFormatter])
         do {
             loaded = try await host.loadAll(
-                agents: c.agents.map {
+                agents: c.agents.filter { !$0.isolated }.map {
                     PluginConfiguration(
                         path: $0.pluginPath, kind: .agent, name: $0.name, deadline: deadline($0.deadline), config: $0.config, threadSafe: $0.threadSafe)
                 },
@@ -324,8 +330,22 @@ struct Runtime {
         } catch {
             throw StartupError("\(error)")
         }
-        let agents: [any Agent] = zip(c.agents, loaded.agents).map { configured, agent in
-            configured.trackerEvents.map { PluginAgent(plugin: agent.plugin, trackerEvents: $0) } ?? agent
+        var inProcess = loaded.agents.makeIterator()
+        var isolated: [IsolatedPlugin] = []
+        let agents: [any Agent] = c.agents.map { configured in
+            guard configured.isolated else {
+                let agent = inProcess.next()!
+                return configured.trackerEvents.map { PluginAgent(plugin: agent.plugin, trackerEvents: $0) } ?? agent
+            }
+            let plugin = IsolatedPlugin(
+                name: configured.name, path: configured.pluginPath, deadline: deadline(configured.deadline),
+                callDeadline: deadline(configured.deadline) ?? c.dispatcher.turnDeadline, config: configured.config, threadSafe: configured.threadSafe,
+                trackerEvents: configured.trackerEvents,
+                settings: PluginIsolationSettings(
+                    hostExecutable: c.pluginHostExecutable ?? Self.siblingExecutable("parley-plugin-host"), memoryLimit: configured.memoryLimit),
+                logger: Logger(label: "parley.plugins"), emit: { host.enqueue($0) })
+            isolated.append(plugin)
+            return plugin
         }
         // Routing: the first agent without a route is the default.
         var routes: [AgentRoute] = []
@@ -355,7 +375,16 @@ struct Runtime {
         let dispatcher = Dispatcher(
             agent: defaultAgent ?? agents[0], routes: routes, formatters: chains.everywhere, channelFormatters: chains.perChannel, store: store,
             actionRunner: runner, configuration: c.dispatcher, executor: pool, logger: Logger(label: "parley.dispatch"))
-        return Runtime(dispatcher: dispatcher, store: store, plugins: host)
+        return Runtime(dispatcher: dispatcher, store: store, plugins: host, isolated: isolated)
+    }
+
+    /// An executable beside the running one (`/proc/self/exe`'s folder).
+    static func siblingExecutable(_ name: String) -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        let me = n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+        guard let slash = me.lastIndex(of: "/") else { return name }
+        return String(me[...slash]) + name
     }
 }
 

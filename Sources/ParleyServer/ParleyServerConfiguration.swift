@@ -35,6 +35,9 @@ public struct ParleyServerConfiguration: Sendable {
     public var metrics: MetricsConfiguration
     /// `adapter:`: Socket.IO rooms across nodes through Redis; nil keeps them in this process.
     public var redisAdapter: SocketIORedisConfiguration?
+    /// The `parley-plugin-host` executable for agents with `isolation: process`; nil: the one beside the running
+    /// executable.
+    public var pluginHostExecutable: String?
 
     /// A configuration; every parameter has the default documented on its property.
     public init(
@@ -151,6 +154,10 @@ public struct AgentConfiguration: Sendable, Hashable {
     /// Most tracker events sent to the agent each turn (`tracker_events`); nil = what the plugin declares
     /// (`PARLEY_FLAG_NO_TRACKER_EVENTS` = none), else the dispatcher's limit (50). 0 sends an empty list.
     public var trackerEvents: Int?
+    /// Run the plugin in a host process of its own (`isolation: process`): a crash or hang costs only its turns.
+    public var isolated: Bool = false
+    /// With isolation: the host process's address-space limit in bytes (`memory_limit_mb`); nil: none.
+    public var memoryLimit: Int?
 
     public init(
         name: String, pluginPath: String, deadline: Double? = nil, threadSafe: Bool? = nil, config: JSONValue = .object([:]),

@@ -1,0 +1,105 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The frames between Parley and a plugin's host process (`parley-plugin-host`, `isolation: process`), over the
+/// child's stdin (to it) and stdout (from it). Written by hand because it is the whole protocol: a 13-byte header
+/// and the bytes the in-process path already has (the request and reply JSON texts are passed through, never
+/// re-encoded).
+///
+/// `u32 length` (big-endian, of what follows) · `u8 type` · `u64 id` (big-endian; the call, or 0) · body.
+public enum IsolationFrame {
+    /// Parent → child: a call. Body: `u16 sender length`, the sender id (UTF-8), the request JSON.
+    public static let call: UInt8 = 1
+    /// Parent → child: finish the calls in flight, run the shutdown hook, exit.
+    public static let shutdown: UInt8 = 2
+    /// Child → parent: the plugin is loaded. Body: JSON `{"name","version","abi","thread_safe"}`.
+    public static let ready: UInt8 = 10
+    /// Child → parent: a call's reply (body: the reply JSON, already checked by the child's host).
+    public static let reply: UInt8 = 11
+    /// Child → parent: a call failed (body: the error's text).
+    public static let failed: UInt8 = 12
+    /// Child → parent: the plugin emitted (body: JSON `{"sender","responses","channel"?}`).
+    public static let emit: UInt8 = 13
+    /// Child → parent: a stream chunk of a call (body: the text, UTF-8).
+    public static let stream: UInt8 = 14
+    /// Child → parent: the plugin could not be loaded (body: the loader's message); the child exits.
+    public static let loadFailed: UInt8 = 15
+
+    /// The largest frame accepted (a reply or request larger than this is a protocol error).
+    public static let maxLength = 64 << 20
+
+    /// One frame's bytes.
+    public static func encode(type: UInt8, id: UInt64, body: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(13 + body.count)
+        let length = UInt32(9 + body.count)
+        for shift in stride(from: 24, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: length >> UInt32(shift))) }
+        out.append(type)
+        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: id >> UInt64(shift))) }
+        out.append(contentsOf: body)
+        return out
+    }
+
+    /// A call frame's body.
+    public static func callBody(sender: String, request: [UInt8]) -> [UInt8] {
+        let s = Array(sender.utf8.prefix(65_535))
+        return [UInt8(s.count >> 8), UInt8(s.count & 0xFF)] + s + request
+    }
+
+    /// The sender and request of a call frame's body; nil when it is too short.
+    public static func splitCall(_ body: ArraySlice<UInt8>) -> (sender: String, request: [UInt8])? {
+        guard body.count >= 2 else { return nil }
+        let n = Int(body[body.startIndex]) << 8 | Int(body[body.startIndex + 1])
+        guard body.count >= 2 + n else { return nil }
+        let start = body.startIndex + 2
+        return (String(decoding: body[start..<start + n], as: UTF8.self), Array(body[(start + n)...]))
+    }
+}
+
+/// Reads frames from a file descriptor with blocking `read`s (on a thread of its own).
+public struct IsolationFrameReader {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+
+    public init(fd: Int32) { self.fd = fd }
+
+    /// The next frame, or nil at end of file, on a read error or on a malformed length.
+    public mutating func next() -> (type: UInt8, id: UInt64, body: ArraySlice<UInt8>)? {
+        while true {
+            if buffer.count >= 4 {
+                let length = Int(buffer[0]) << 24 | Int(buffer[1]) << 16 | Int(buffer[2]) << 8 | Int(buffer[3])
+                guard length >= 9, length <= IsolationFrame.maxLength else { return nil }
+                if buffer.count >= 4 + length {
+                    let type = buffer[4]
+                    var id: UInt64 = 0
+                    for i in 5..<13 { id = id << 8 | UInt64(buffer[i]) }
+                    let body = buffer[13..<(4 + length)]
+                    let frame = (type, id, ArraySlice(Array(body)))
+                    buffer.removeFirst(4 + length)
+                    return frame
+                }
+            }
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return nil }
+            buffer.append(contentsOf: chunk[0..<n])
+        }
+    }
+}
+
+/// Writes whole buffers to a file descriptor (`write` until done); false when the other side is gone.
+@discardableResult
+public func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { return false }
+        offset += n
+    }
+    return true
+}
