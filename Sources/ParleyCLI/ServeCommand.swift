@@ -88,7 +88,9 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = Logger(label: "parley")
         for warning in configuration.warnings { logger.warning("\(warning)") }
         do {
-            try await buildApplication(configuration.application, logger: logger, metrics: metrics).run()
+            let command = self
+            let reloadSource: ConfigurationSource = { try command.loadConfiguration().application }
+            try await buildApplication(configuration.application, logger: logger, metrics: metrics, reloadSource: reloadSource).run()
         } catch let error as StartupError {
             logger.critical("\(error.description)")
             FileHandle.standardError.write(Data("parley: \(error.description)\n".utf8))

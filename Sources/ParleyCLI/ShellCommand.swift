@@ -230,7 +230,7 @@ struct ShellCommand: AsyncParsableCommand {
         return socket
     }
 
-    static func httpGet(host: String, port: Int, path: String, bearer: String?) async throws -> (Int, [UInt8]) {
+    static func httpGet(host: String, port: Int, path: String, bearer: String?, method: HTTPMethod = .GET) async throws -> (Int, [UInt8]) {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -241,7 +241,8 @@ struct ShellCommand: AsyncParsableCommand {
         return try await channel.executeThenClose { inbound, outbound in
             var headers: HTTPHeaders = ["Host": "\(host):\(port)", "Connection": "close"]
             if let bearer { headers.add(name: "Authorization", value: "Bearer \(bearer)") }
-            try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)))
+            if method == .POST { headers.add(name: "Content-Length", value: "0") }
+            try await outbound.write(.head(HTTPRequestHead(version: .http1_1, method: method, uri: path, headers: headers)))
             try await outbound.write(.end(nil))
             var status = 0
             var body: [UInt8] = []

@@ -17,6 +17,7 @@ struct Parley: AsyncParsableCommand {
             LoadTestCommand.self,  // `parley loadtest`       (Sources/ParleyCLI/LoadTestCommand.swift, branch bench)
             BackupCommand.self,  // `parley backup`         (Sources/ParleyCLI/BackupCommand.swift)
             ShellCommand.self,  // `parley shell`          (Sources/ParleyCLI/ShellCommand.swift)
+            ReloadCommand.self,  // `parley reload`         (Sources/ParleyCLI/ReloadCommand.swift)
                 // ── end of subcommands from other parts ──
         ],
         defaultSubcommand: nil

@@ -83,7 +83,8 @@ public enum ConversationRoutes {
         }
     }
 
-    static func respond(status: HTTPResponse.Status = .ok, _ body: () async throws -> JSONValue) async -> Response {
+    /// Runs `body` and answers with its JSON (or the error's status and Rasa-shaped body).
+    public static func respond(status: HTTPResponse.Status = .ok, _ body: () async throws -> JSONValue) async -> Response {
         do {
             return HTTPJSON.response(try await body(), status: status)
         } catch let error as ConversationAPIError {

@@ -99,7 +99,16 @@ final class SequencedDelivery: Sendable {
 
     /// Handles one intercepted packet; true when a store read must start.
     private func process(_ packet: SocketIOPacket, _ s: inout State) -> Bool {
-        guard case .array(let items)? = packet.data, let name = items.first?.jsonValue?.stringValue else {
+        // A packet from another node comes decoded as one JSON array, a local one as an array of values.
+        let items: [SocketIOValue]
+        switch packet.data {
+        case .array(let values)?: items = values
+        case .json(.array(let values))?: items = values.map { .json($0) }
+        default:
+            socket.deliver(SocketIOPacketEncoder.encode(packet))
+            return false
+        }
+        guard let name = items.first?.jsonValue?.stringValue else {
             socket.deliver(SocketIOPacketEncoder.encode(packet))
             return false
         }

@@ -20,10 +20,9 @@ public final class Dispatcher: TurnHandler, Service {
     /// Receives the outcome of a submitted turn or emit; called exactly once, on any thread.
     public typealias Completion = @Sendable (Result<TurnResult, any Error>) -> Void
 
-    let defaultAgent: any Agent
-    let routes: [AgentRoute]
-    let formatters: [any MessageFormatter]
-    let channelFormatters: [String: [any MessageFormatter]]
+    /// The agents, routes and formatters; replaced whole by ``replacePlugins(_:)`` (a reload). A turn reads them
+    /// once when it starts, so it finishes on the instances it started with.
+    private let pluginSet: Mutex<DispatcherPlugins>
     /// The conversation store.
     public let store: any ConversationStore
     let actionRunner: (any ActionRunner)?
@@ -65,10 +64,7 @@ public final class Dispatcher: TurnHandler, Service {
         logger: Logger = Logger(label: "parley.dispatch")
     ) {
         self.executor = executor
-        self.defaultAgent = agent
-        self.routes = routes
-        self.formatters = formatters
-        self.channelFormatters = channelFormatters
+        self.pluginSet = Mutex(DispatcherPlugins(agent: agent, routes: routes, formatters: formatters, channelFormatters: channelFormatters))
         self.store = store
         self.actionRunner = actionRunner
         self.configuration = configuration
@@ -640,7 +636,8 @@ public final class Dispatcher: TurnHandler, Service {
             fallbacks.append(.deadline)
             responses = [fallbackResponse]
         } else if !tracker.paused {
-            let agent = route(message)
+            let plugins = self.plugins
+            let agent = plugins.route(message)
             do {
                 // The request (which shares the tracker's event buffer) is gone before new events are applied.
                 let limit = min(configuration.agentTrackerEventLimit, agent.trackerEventLimit ?? .max)
@@ -665,7 +662,8 @@ public final class Dispatcher: TurnHandler, Service {
                             name, runner: runner, invocation: invocation, message: message, record: record, now: now, fallbacks: &fallbacks)
                     }
                 }
-                responses = try await format(reply.responses + actionResponses, channel: message.inputChannel, senderID: message.senderID)
+                responses = try await format(
+                    reply.responses + actionResponses, channel: message.inputChannel, senderID: message.senderID, plugins: plugins)
             } catch {
                 logger.error(
                     "agent failed; sending the fallback",
@@ -736,15 +734,24 @@ public final class Dispatcher: TurnHandler, Service {
             record: TurnRecord(senderID: tracker.senderID, events: events), fallbacks: [])
     }
 
+    /// The agents, routes and formatters turns use now.
+    public var plugins: DispatcherPlugins { pluginSet.withLock { $0 } }
+
+    /// Replaces the agents, routes and formatters (a configuration reload): turns that start afterwards use the
+    /// new ones; turns running now finish on the ones they started with.
+    public func replacePlugins(_ plugins: DispatcherPlugins) {
+        pluginSet.withLock { $0 = plugins }
+    }
+
     /// The agent for `message`: the first matching route's, else the default.
     func route(_ message: UserMessage) -> any Agent {
-        for route in routes where route.rule.matches(message) { return route.agent }
-        return defaultAgent
+        plugins.route(message)
     }
 
     /// Applies the formatter chain of `channel`. A formatter that throws is skipped (its input passes on).
-    func format(_ responses: [JSONValue], channel: String, senderID: String) async throws -> [JSONValue] {
-        let chain = channelFormatters[channel] ?? formatters
+    func format(_ responses: [JSONValue], channel: String, senderID: String, plugins: DispatcherPlugins? = nil) async throws -> [JSONValue] {
+        let set = plugins ?? self.plugins
+        let chain = set.channelFormatters[channel] ?? set.formatters
         var current = responses
         for formatter in chain {
             do {
@@ -1053,4 +1060,31 @@ struct WatchdogState: Sendable {
     var entries: [ObjectIdentifier: WatchdogEntry] = [:]
     var waiter: CheckedContinuation<Void, Never>?
     var stopped = false
+}
+
+/// What a dispatcher routes turns to and formats their replies with (see ``Dispatcher/replacePlugins(_:)``).
+public struct DispatcherPlugins: Sendable {
+    /// The agent of messages no route matches.
+    public var agent: any Agent
+    /// Rules sending some messages to other agents, tried in order.
+    public var routes: [AgentRoute]
+    /// The formatter chain of channels without their own.
+    public var formatters: [any MessageFormatter]
+    /// Formatter chains per input channel name.
+    public var channelFormatters: [String: [any MessageFormatter]]
+
+    public init(
+        agent: any Agent, routes: [AgentRoute] = [], formatters: [any MessageFormatter] = [], channelFormatters: [String: [any MessageFormatter]] = [:]
+    ) {
+        self.agent = agent
+        self.routes = routes
+        self.formatters = formatters
+        self.channelFormatters = channelFormatters
+    }
+
+    /// The agent for `message`: the first matching route's, else the default.
+    public func route(_ message: UserMessage) -> any Agent {
+        for route in routes where route.rule.matches(message) { return route.agent }
+        return agent
+    }
 }

@@ -28,6 +28,9 @@ public final class PluginHost: Sendable {
     private let pool: WorkerPool
     private let logger: Logger
     private let registry = Mutex<[LoadedPlugin]>([])
+    /// Plugins replaced by a reload: still mapped (never dlclosed), finishing calls that started on them; their
+    /// shutdown hooks run at ``shutdown()`` like the others'.
+    private let retired = Mutex<[LoadedPlugin]>([])
     private let emits: EmitQueue
     private let isClosed = Atomic<Bool>(false)
 
@@ -83,6 +86,33 @@ public final class PluginHost: Sendable {
         return (loadedAgents, loadedFormatters)
     }
 
+    /// Loads a new set of plugins that replaces every loaded one (a configuration reload): names may be reused; a
+    /// new build of a library must come at a new path or as a new file (`mv` over the old one, never writing
+    /// into it: the old one stays mapped and in use). On success the old instances are retired: no new call
+    /// reaches them through the host, calls running on them finish, and their shutdown hooks run at
+    /// ``shutdown()``. On failure nothing changes (what was loaded of the new set stays mapped, unused) and the
+    /// error is thrown.
+    public func reload(
+        agents: [PluginConfiguration], formatters: [PluginConfiguration]
+    ) async throws(PluginLoadError) -> (agents: [PluginAgent], formatters: [PluginFormatter]) {
+        let previous = registry.withLock { list in
+            defer { list = [] }
+            return list
+        }
+        do {
+            let loaded = try await loadAll(agents: agents, formatters: formatters)
+            retired.withLock { $0.append(contentsOf: previous) }
+            return loaded
+        } catch {
+            let partial = registry.withLock { list in
+                defer { list = previous }
+                return list
+            }
+            retired.withLock { $0.append(contentsOf: partial) }
+            throw error
+        }
+    }
+
     /// Queues a message emitted by a plugin outside this process (`isolation: process`) with the others, for
     /// ``run(delivering:)``; dropped (and logged) when the queue is full or the host is shut down.
     public func enqueue(_ message: EmittedMessage) {
@@ -95,7 +125,7 @@ public final class PluginHost: Sendable {
     /// `handle`s, then calls each plugin's shutdown hook. Libraries stay mapped. ``run()`` returns.
     public func shutdown() async {
         guard !isClosed.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let all = plugins
+        let all = retired.withLock { $0 } + plugins
         for p in all { p.close() }
         emits.finish()
         let clock = ContinuousClock()

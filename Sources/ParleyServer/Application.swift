@@ -33,10 +33,13 @@ import Glibc
 ///   - metrics: the registry `GET /metrics` serves when `metrics.enabled`; the caller bootstraps swift-metrics
 ///     with it before building (metrics bind to the backend present when they are created).
 /// - Throws: ``StartupError`` naming the key and the fix.
+/// - Parameter reloadSource: re-reads the settings for a reload of agents and formatters (`SIGHUP`,
+///   `POST /admin/reload`); nil: reloading is refused.
 public func buildApplication(
-    _ configuration: ParleyServerConfiguration, logger: Logger = Logger(label: "parley"), metrics: PrometheusCollectorRegistry? = nil
+    _ configuration: ParleyServerConfiguration, logger: Logger = Logger(label: "parley"), metrics: PrometheusCollectorRegistry? = nil,
+    reloadSource: ConfigurationSource? = nil
 ) async throws -> ParleyApplication {
-    try await ParleyApplication.build(configuration, logger: logger, metrics: metrics)
+    try await ParleyApplication.build(configuration, logger: logger, metrics: metrics, reloadSource: reloadSource)
 }
 
 /// The running bot: store, plugins, dispatcher and channels on one Hummingbird server, in one `ServiceGroup`.
@@ -77,7 +80,18 @@ public struct ParleyApplication: Service {
         logger.info(
             "starting", metadata: ["agents": "\(configuration.agents.map(\.name).joined(separator: ","))", "store": "\(configuration.store.kind.rawValue)"])
         do {
-            try await group.run()
+            // SIGHUP reloads agents and formatters, for as long as the services run.
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                tasks.addTask { [reloader, logger] in
+                    for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                        let outcome = await reloader.reload()
+                        if !outcome.succeeded { logger.error("SIGHUP: reload failed: \(outcome.message)") }
+                    }
+                }
+                try await tasks.next()
+                tasks.cancelAll()
+            }
         } catch let error as IOError where error.errnoCode == EADDRINUSE {
             throw StartupError(
                 key: "server.port", "\(host):\(port): the address is already in use; stop the other process or choose another port (--port or server.port)")
@@ -96,11 +110,18 @@ public struct ParleyApplication: Service {
         nonmutating set { serverRunning.callback = newValue }
     }
     let serverRunning: ServerRunningCallback
-    static func build(_ configuration: ParleyServerConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry?) async throws -> ParleyApplication {
+    /// Swaps agents and formatters while the server runs (also on `SIGHUP` while ``run()`` runs).
+    public let reloader: PluginReloader
+    static func build(
+        _ configuration: ParleyServerConfiguration, logger: Logger, metrics: PrometheusCollectorRegistry?, reloadSource: ConfigurationSource? = nil
+    ) async throws -> ParleyApplication {
         try configuration.validate()
         // The certificate and key are checked before anything else is set up.
         let tls = try configuration.server.tls.map { try ServerTLS($0) }
         let runtime = try await Runtime.make(configuration, logger: logger)
+        let reloader = PluginReloader(
+            host: runtime.plugins, dispatcher: runtime.dispatcher, configuration: configuration, isolated: runtime.isolated, source: reloadSource,
+            logger: logger)
         let router = Router()
         if let socketConfig = configuration.channels.socketIO, !socketConfig.corsOrigins.isEmpty {
             router.add(middleware: CORSRouteMiddleware(cors: socketConfig.cors))
@@ -168,6 +189,7 @@ public struct ParleyApplication: Service {
             if let socketChannel { connections = { try await socketChannel.connections(of: $0) } }
             ConversationRoutes.add(to: router, api: api, sessionTokens: sessionTokens, connections: connections)
             ProactiveRoute.add(to: router, api: api, dispatcher: runtime.dispatcher)
+            ReloadRoute.add(to: router, reloader: reloader, api: api)
             if apiConfig.token == nil && !apiConfig.sessionToken {
                 logger.info(
                     "conversation API on without a token: the server listens on a loopback address only (set api.token before listening on a public address)")
@@ -208,7 +230,7 @@ public struct ParleyApplication: Service {
             + [runtime.dispatcher, ShutdownAnnouncer(timeout: configuration.server.shutdownTimeout, logger: logger)]
         return ParleyApplication(
             configuration: configuration, services: services, dispatcher: runtime.dispatcher, store: runtime.store,
-            socketIOServer: socketIOServer, logger: logger, serverRunning: serverRunning)
+            socketIOServer: socketIOServer, logger: logger, serverRunning: serverRunning, reloader: reloader)
     }
 }
 extension ParleyApplication {
@@ -316,17 +338,40 @@ struct Runtime {
         }
         // Plugins.
         let host = PluginHost(pool: pool, configuration: .init(defaultDeadline: c.dispatcher.turnDeadline), logger: Logger(label: "parley.plugins"))
+        let (plugins, isolated) = try await makePlugins(c, host: host, reload: false)
+        // Actions.
+        var runner: (any ActionRunner)?
+        if let manifestPath = c.actions.manifestPath {
+            do {
+                let manifest = try ActionManifest.load(path: manifestPath)
+                runner = NativeActionRunner(manifest: manifest, pool: pool, logger: Logger(label: "parley.actions"))
+            } catch {
+                throw StartupError(key: "actions.manifest", "\(manifestPath): \(error)")
+            }
+        }
+        let dispatcher = Dispatcher(
+            agent: plugins.agent, routes: plugins.routes, formatters: plugins.formatters, channelFormatters: plugins.channelFormatters,
+            store: store, actionRunner: runner, configuration: c.dispatcher, executor: pool, logger: Logger(label: "parley.dispatch"))
+        return Runtime(dispatcher: dispatcher, store: store, plugins: host, isolated: isolated)
+    }
+
+    /// Loads the configured agents and formatters (`reload`: replacing the loaded ones, see
+    /// `PluginHost.reload`) and builds routes and formatter chains from them.
+    static func makePlugins(_ c: ParleyServerConfiguration, host: PluginHost, reload: Bool) async throws -> (DispatcherPlugins, [IsolatedPlugin]) {
         func deadline(_ seconds: Double?) -> Duration? { seconds.map { .milliseconds(Int64($0 * 1000)) } }
+        let agentConfigurations = c.agents.filter { !$0.isolated }.map {
+            PluginConfiguration(
+                path: $0.pluginPath, kind: .agent, name: $0.name, deadline: deadline($0.deadline), config: $0.config, threadSafe: $0.threadSafe)
+        }
+        let formatterConfigurations = c.formatters.map {
+            PluginConfiguration(path: $0.pluginPath, kind: .formatter, name: $0.name, deadline: deadline($0.deadline), config: $0.config)
+        }
         let loaded: (agents: [PluginAgent], formatters: [PluginFormatter])
         do {
-            loaded = try await host.loadAll(
-                agents: c.agents.filter { !$0.isolated }.map {
-                    PluginConfiguration(
-                        path: $0.pluginPath, kind: .agent, name: $0.name, deadline: deadline($0.deadline), config: $0.config, threadSafe: $0.threadSafe)
-                },
-                formatters: c.formatters.map {
-                    PluginConfiguration(path: $0.pluginPath, kind: .formatter, name: $0.name, deadline: deadline($0.deadline), config: $0.config)
-                })
+            loaded =
+                reload
+                ? try await host.reload(agents: agentConfigurations, formatters: formatterConfigurations)
+                : try await host.loadAll(agents: agentConfigurations, formatters: formatterConfigurations)
         } catch {
             throw StartupError("\(error)")
         }
@@ -362,20 +407,9 @@ struct Runtime {
             }
         }
         let chains = FormatterChains(c.formatters, loaded: loaded.formatters, channels: [SocketIOChannel.name, RESTChannel.name])
-        // Actions.
-        var runner: (any ActionRunner)?
-        if let manifestPath = c.actions.manifestPath {
-            do {
-                let manifest = try ActionManifest.load(path: manifestPath)
-                runner = NativeActionRunner(manifest: manifest, pool: pool, logger: Logger(label: "parley.actions"))
-            } catch {
-                throw StartupError(key: "actions.manifest", "\(manifestPath): \(error)")
-            }
-        }
-        let dispatcher = Dispatcher(
-            agent: defaultAgent ?? agents[0], routes: routes, formatters: chains.everywhere, channelFormatters: chains.perChannel, store: store,
-            actionRunner: runner, configuration: c.dispatcher, executor: pool, logger: Logger(label: "parley.dispatch"))
-        return Runtime(dispatcher: dispatcher, store: store, plugins: host, isolated: isolated)
+        return (
+            DispatcherPlugins(agent: defaultAgent ?? agents[0], routes: routes, formatters: chains.everywhere, channelFormatters: chains.perChannel), isolated
+        )
     }
 
     /// An executable beside the running one (`/proc/self/exe`'s folder).

@@ -493,10 +493,13 @@ def test_a_client_whose_node_is_gone_resumes_on_another_node_from_the_store(serv
         assert back.request_session(payload={"session_id": "traveller", "parley": {"resume_from": 1}}) == "traveller"
         assert [(e[1][0]["parley"]["seq"], e[1][0]["text"]) for e in drain(back)] == [(2, "slow done")]
         other_tab.request_session("traveller")
+        # Live from the other node (not only through a gap read: nothing else follows it).
         other_tab.say("from node A", session_id="traveller")
+        assert [(e[1][0]["parley"]["seq"], e[1][0]["text"]) for e in drain(back)] == [(3, "from node A")]
+        other_tab.say("again from A", session_id="traveller")
         back.say("from node B", session_id="traveller")
         got = [(e[1][0]["parley"]["seq"], e[1][0]["text"]) for e in drain(back, 1.5)]
-        assert [seq for seq, _ in got] == [3, 4] and {t for _, t in got} == {"from node A", "from node B"}, got
+        assert [seq for seq, _ in got] == [4, 5] and {t for _, t in got} == {"again from A", "from node B"}, got
     finally:
         back.close()
         other_tab.close()
