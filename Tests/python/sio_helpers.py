@@ -155,3 +155,17 @@ class RawPolling:
                 self.send("3")
             if real:
                 return real
+
+
+def drain(client, wait=0.7):
+    """Every (name, args) the client got within `wait` seconds."""
+    out = []
+    deadline = time.monotonic() + wait
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return out
+        try:
+            out.append(client.next(timeout=left))
+        except queue.Empty:
+            return out

@@ -9,7 +9,7 @@ import time
 import requests
 
 from conftest import mirror_config, start
-from sio_helpers import Client
+from sio_helpers import Client, drain
 
 UNLIMITED = """
 rate_limit:
@@ -18,17 +18,7 @@ rate_limit:
 
 
 def events(client, wait=0.8):
-    """Every (name, args) the client got within `wait` seconds."""
-    out = []
-    deadline = time.monotonic() + wait
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return out
-        try:
-            out.append(client.next(timeout=left))
-        except queue.Empty:
-            return out
+    return drain(client, wait)
 
 
 def texts(got):

@@ -19,7 +19,7 @@ import redis
 import requests
 
 from conftest import mirror_config
-from sio_helpers import Client
+from sio_helpers import Client, drain
 
 PG = os.environ.get("PARLEY_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(PG is None or not os.environ.get("PARLEY_TEST_REDIS_URL"),
@@ -104,20 +104,6 @@ def wait_for_subscribers(port, count, deadline):
     while sum(1 for c in redis.Redis(port=port).client_list() if int(c.get("psub", 0)) > 0) < count:
         assert time.monotonic() < deadline, "the nodes did not subscribe"
         time.sleep(0.05)
-
-
-def drain(client, wait=0.7):
-    """Every event the client got within `wait` seconds."""
-    out = []
-    deadline = time.monotonic() + wait
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return out
-        try:
-            out.append(client.next(timeout=left))
-        except queue.Empty:
-            return out
 
 
 def test_a_reply_reaches_the_session_on_the_other_node_once(server_factory):
