@@ -46,6 +46,8 @@ public struct Tracker: Sendable, Hashable {
     /// The latest user messages of the current session with the bot messages that answered them, newest last
     /// (at most ``recentTurnLimit``): a message sent again with the same `message_id` is answered from here.
     public private(set) var recentTurns: [AnsweredMessage] = []
+    /// The ids of ``recentTurns``.
+    private var recentMessageIDs: Set<String> = []
     /// Whether bot messages now answer the latest of ``recentTurns`` (from a user message to the next `action_listen`).
     private var answering = false
     /// How many answered messages ``recentTurns`` keeps.
@@ -88,8 +90,13 @@ public struct Tracker: Sendable, Hashable {
             if answering { recentTurns[recentTurns.count - 1].botEvents.append(event) }
         case TrackerEvent.Kind.user:
             if let id = object["message_id"]?.stringValue {
-                if recentTurns.count >= Self.recentTurnLimit { recentTurns.removeFirst(recentTurns.count - Self.recentTurnLimit + 1) }
+                if recentTurns.count >= Self.recentTurnLimit {
+                    let dropped = recentTurns.count - Self.recentTurnLimit + 1
+                    for turn in recentTurns.prefix(dropped) { recentMessageIDs.remove(turn.messageID) }
+                    recentTurns.removeFirst(dropped)
+                }
                 recentTurns.append(AnsweredMessage(messageID: id))
+                recentMessageIDs.insert(id)
                 answering = true
             }
             latestMessage = object["parse_data"] ?? Tracker.emptyLatestMessage
@@ -107,6 +114,7 @@ public struct Tracker: Sendable, Hashable {
             activeLoop = [:]
             latestActionName = nil
             recentTurns.removeAll()
+            recentMessageIDs.removeAll()
             answering = false
             buffer.removeAll(keepingCapacity: true)
             encodedBuffer.removeAll(keepingCapacity: true)
@@ -136,7 +144,9 @@ public struct Tracker: Sendable, Hashable {
     /// The answer recorded for a user message of the current session with this `message_id`, if it is among
     /// ``recentTurns``.
     public func answer(toMessageID id: String) -> AnsweredMessage? {
-        recentTurns.last { $0.messageID == id }
+        // One hash per turn instead of comparing against every recent id (the common case: a new id).
+        guard recentMessageIDs.contains(id) else { return nil }
+        return recentTurns.last { $0.messageID == id }
     }
 
     /// Applies events in order.
