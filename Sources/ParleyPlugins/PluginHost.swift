@@ -131,7 +131,8 @@ public final class PluginHost: Sendable {
         let clock = ContinuousClock()
         let drainUntil = clock.now.advanced(by: configuration.drainTimeout)
         for p in all {
-            while p.statistics.running > 0 && clock.now < drainUntil {
+            // Cancelled (the shutdown took too long): stop waiting at once instead of spinning on a sleep that throws.
+            while p.statistics.running > 0 && clock.now < drainUntil && !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(10))
             }
             // parley.h: the hook never runs while handle() does; a call still running is abandoned with the process.

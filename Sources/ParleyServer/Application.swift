@@ -1,4 +1,5 @@
 public import EngineIO
+import Foundation
 import Hummingbird
 public import Logging
 import NIOCore
@@ -81,15 +82,32 @@ public struct ParleyApplication: Service {
             "starting", metadata: ["agents": "\(configuration.agents.map(\.name).joined(separator: ","))", "store": "\(configuration.store.kind.rawValue)"])
         do {
             // SIGHUP reloads agents and formatters, for as long as the services run.
-            try await withThrowingTaskGroup(of: Void.self) { tasks in
-                tasks.addTask { try await group.run() }
+            let shutdownTimeout = configuration.server.shutdownTimeout
+            try await withThrowingTaskGroup(of: Bool.self) { tasks in
+                tasks.addTask {
+                    try await group.run()
+                    return true
+                }
                 tasks.addTask { [reloader, logger] in
                     for await _ in await UnixSignalsSequence(trapping: .sighup) {
                         let outcome = await reloader.reload()
                         if !outcome.succeeded { logger.error("SIGHUP: reload failed: \(outcome.message)") }
                     }
+                    return false
                 }
-                try await tasks.next()
+                tasks.addTask { [logger] in
+                    // The last resort of a graceful shutdown: a plugin thread stuck inside handle() holds the turn
+                    // that called it (a call runs on the turn's own worker thread), so the services cannot all
+                    // return. Past shutdown_timeout + 2 s the process exits; every committed turn is in the store.
+                    for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                        Self.exitAfter(seconds: shutdownTimeout + 2, logger: logger)
+                        break
+                    }
+                    return false
+                }
+                while let finished = try await tasks.next() {
+                    if finished { break }
+                }
                 tasks.cancelAll()
             }
         } catch let error as IOError where error.errnoCode == EADDRINUSE {
@@ -102,6 +120,18 @@ public struct ParleyApplication: Service {
             throw StartupError(key: "server", "\(host):\(port): \(error)")
         }
         logger.info("stopped")
+    }
+
+    /// Exits the process `seconds` from now unless it ended before (a thread of its own: the cooperative pool may
+    /// be what is stuck).
+    static func exitAfter(seconds: Double, logger: Logger) {
+        Thread.detachNewThread {
+            Thread.sleep(forTimeInterval: seconds)
+            logger.critical(
+                "shutdown did not finish within server.shutdown_timeout + 2 s: a plugin call is stuck inside handle() (see the lines above); exiting now (every committed turn is in the store)"
+            )
+            exit(70)
+        }
     }
 
     /// Called with the bound port once the server listens (useful with `server.port: 0`).

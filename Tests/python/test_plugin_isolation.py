@@ -3,6 +3,7 @@ of its own; each fault costs only the turns it was answering (the fallback), the
 and the plugin's last stderr lines, the host restarts with backoff, a circuit breaker opens after repeated crashes,
 and the other agents keep answering 20 conversations throughout. The server's PID never changes."""
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -110,3 +111,28 @@ def test_the_breaker_opens_after_repeated_crashes_and_answers_at_once(tmp_path):
         assert say(server.url, "x", "the mirror answers") == ["the mirror answers"]
     finally:
         server.stop()
+
+
+def test_sigterm_with_a_plugin_hung_in_process_still_exits(tmp_path):
+    """In-process, a handle() that never returns holds the turn's own thread; SIGTERM still ends the process within
+    server.shutdown_timeout + 2 s, saying why."""
+    crashy = build_crashy(tmp_path)
+    server = start(f"""server:
+  shutdown_timeout: 2
+channels:
+  rest:
+agents:
+  - name: crashy
+    plugin: {crashy}
+    deadline: 1
+store:
+  type: sqlite
+  path: parley.db
+""", workdir=str(tmp_path))
+    assert say(server.url, "h", "crash:hang") == [FALLBACK]
+    assert say(server.url, "h2", "still answering") == ["crashy: still answering"]
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    server.proc.wait(timeout=15)
+    assert time.monotonic() - started < 6
+    assert "a plugin call is stuck inside handle()" in server.logs()
