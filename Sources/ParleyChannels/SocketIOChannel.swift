@@ -42,6 +42,9 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
     let logger: Logger
     /// The sockets that asked for numbered messages, by socket id.
     let sequenced = Mutex<[String: SequencedDelivery]>([:])
+    /// The namespace's rooms are this process's only (the in-memory adapter): numbered messages need not be
+    /// broadcast when no socket here asked for them.
+    let localRoomsOnly: Bool
 
     /// The event numbered messages travel as between the channel and the sockets that asked for them (never
     /// sent to a client): `[seq, response]` to the conversation's ``numberedRoom(_:)``.
@@ -67,6 +70,7 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
     ) {
         self.configuration = configuration
         self.namespace = server.of(configuration.namespace)
+        self.localRoomsOnly = namespace.adapter is SocketIOInMemoryAdapter
         self.turns = turns
         self.jwt = jwt
         self.logger = logger
@@ -365,6 +369,8 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
             target.emit(configuration.botMessageEvent, arguments: payload.isNull ? [] : [.json(payload)])
         }
         guard configuration.sessionPersistence, turn.sequences.count == turn.responses.count else { return }
+        // Only this process holds the rooms (no Redis adapter) and no socket here asked for numbers: nobody to tell.
+        if localRoomsOnly && sequenced.withLock({ $0.isEmpty }) { return }
         // Volatile: numbering sockets get these through their sequencer (and a replay), not through recovery.
         let numbered = namespace.to(Self.numberedRoom(room)).volatile
         for (seq, response) in zip(turn.sequences, turn.responses) {
@@ -384,19 +390,20 @@ public final class SocketIOChannel: ProactiveOutput, Sendable {
     public func stream(_ event: StreamEvent, to senderID: String, channel: String?) {
         let plain = namespace.to(senderID)
         let numbered = namespace.to(Self.numberedRoom(senderID)).volatile
+        let nobodyNumbered = localRoomsOnly && sequenced.withLock { $0.isEmpty }
         switch event {
         case .start(let seq):
             openStreams.withLock { $0[senderID] = (seq, []) }
             plain.emit("stream_start", .json([:]))
-            numbered.emit(Self.streamEvent, .json("start"), .json(.int(seq)), .json(0), .json(""))
+            if !nobodyNumbered { numbered.emit(Self.streamEvent, .json("start"), .json(.int(seq)), .json(0), .json("")) }
         case .chunk(let seq, let index, let text):
             openStreams.withLock { $0[senderID]?.chunks.append(text) }
             plain.emit("stream_chunk", .json(["text": .string(text)]))
-            numbered.emit(Self.streamEvent, .json("chunk"), .json(.int(seq)), .json(.int(Int64(index))), .json(.string(text)))
+            if !nobodyNumbered { numbered.emit(Self.streamEvent, .json("chunk"), .json(.int(seq)), .json(.int(Int64(index))), .json(.string(text))) }
         case .end(let seq):
             openStreams.withLock { _ = $0.removeValue(forKey: senderID) }
             plain.emit("stream_end", .json([:]))
-            numbered.emit(Self.streamEvent, .json("end"), .json(.int(seq)), .json(0), .json(""))
+            if !nobodyNumbered { numbered.emit(Self.streamEvent, .json("end"), .json(.int(seq)), .json(0), .json("")) }
         }
     }
 

@@ -84,9 +84,9 @@ public struct Tracker: Sendable, Hashable {
         guard case .object(let object) = event, let kind = object["event"]?.stringValue else { return }
         appliedEventCount += 1
         if let t = object["timestamp"]?.doubleValue { latestEventTime = t }
-        if let seq = object[TrackerEvent.sequenceKey]?.int64Value, seq > lastMessageSequence { lastMessageSequence = seq }
         switch kind {
         case TrackerEvent.Kind.bot:
+            if let seq = object[TrackerEvent.sequenceKey]?.int64Value, seq > lastMessageSequence { lastMessageSequence = seq }
             if answering { recentTurns[recentTurns.count - 1].botEvents.append(event) }
         case TrackerEvent.Kind.user:
             if let id = object["message_id"]?.stringValue {
@@ -108,6 +108,7 @@ public struct Tracker: Sendable, Hashable {
         case TrackerEvent.Kind.resetSlots:
             slots = [:]
         case TrackerEvent.Kind.sessionStarted, TrackerEvent.Kind.restart:
+            if let seq = object[TrackerEvent.sequenceKey]?.int64Value, seq > lastMessageSequence { lastMessageSequence = seq }
             slots = [:]
             latestMessage = Tracker.emptyLatestMessage
             paused = false

@@ -63,7 +63,7 @@ public enum TrackerEvent {
     ]
     static let parseDataTemplate: JSONObject = ["intent": [:], "entities": [], "text": nil, "message_id": nil, "metadata": nil]
     static let actionTemplate: JSONObject = ["event": "action", "timestamp": nil, "name": nil, "policy": nil, "confidence": nil]
-    static let botTemplate: JSONObject = ["event": "bot", "timestamp": nil, "metadata": nil, "text": nil, "data": nil]
+    static let botTemplate: JSONObject = ["event": "bot", "timestamp": nil, "metadata": nil, "text": nil, "data": nil, "parley_seq": nil]
 
     /// Rasa's `parse_data` / `latest_message` for a message without NLU: `{"intent":{}, "entities":[], "text",
     /// "message_id", "metadata"}`.
@@ -99,7 +99,8 @@ public enum TrackerEvent {
         o["metadata"] = .object(rest)
         o["text"] = text
         o["data"] = .object(data)
-        if let sequence { o[sequenceKey] = .int(sequence) }
+        // The key is in the template (so numbering never grows the object); an unnumbered message drops it.
+        if let sequence { o[sequenceKey] = .int(sequence) } else { o[sequenceKey] = nil }
         return .object(o)
     }
 

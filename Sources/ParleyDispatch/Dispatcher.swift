@@ -605,8 +605,6 @@ public final class Dispatcher: TurnHandler, Service {
         var encoded: [[UInt8]] = []
         encoded.reserveCapacity(8)
         func record(_ event: JSONValue) {
-            // A new session carries the message count on (Tracker.lastMessageSequence), whoever started it.
-            let event = TrackerEvent.startsSession(event) ? TrackerEvent.numbered(event, tracker.lastMessageSequence) : event
             var text: [UInt8] = []
             text.reserveCapacity(256)
             event.serialize(into: &text)
@@ -625,7 +623,8 @@ public final class Dispatcher: TurnHandler, Service {
         if tracker.isEmpty || tracker.sessionExpired(now: now, expirationMinutes: configuration.sessionExpirationMinutes) {
             let carried = configuration.carryOverSlotsToNewSession ? tracker.slots : [:]
             record(TrackerEvent.action(TrackerEvent.sessionStartActionName, timestamp: now))
-            record(TrackerEvent.sessionStarted(timestamp: now))
+            // A new session carries the message count on (Tracker.lastMessageSequence).
+            record(TrackerEvent.numbered(TrackerEvent.sessionStarted(timestamp: now), tracker.lastMessageSequence))
             for (name, value) in carried { record(TrackerEvent.slot(name, value, timestamp: now)) }
             record(TrackerEvent.action(TrackerEvent.listenActionName, timestamp: now))
         }
@@ -653,13 +652,16 @@ public final class Dispatcher: TurnHandler, Service {
                         logger.warning("agent returned an event without a string \"event\" key; ignored", metadata: ["parley.agent": "\(agent.name)"])
                         continue
                     }
-                    record(event)
+                    // An agent's `restart` or `session_started` carries the message count on, too.
+                    record(TrackerEvent.startsSession(event) ? TrackerEvent.numbered(event, tracker.lastMessageSequence) : event)
                     if TrackerEvent.kind(of: event) == TrackerEvent.Kind.action, let name = event["name"]?.stringValue,
                         let runner = actionRunner, runner.hasAction(named: name)
                     {
                         let invocation = ActionInvocation(senderID: message.senderID, slots: tracker.slots, latestMessage: tracker.latestMessage)
                         actionResponses += await runAction(
-                            name, runner: runner, invocation: invocation, message: message, record: record, now: now, fallbacks: &fallbacks)
+                            name, runner: runner, invocation: invocation, message: message,
+                            record: { record(TrackerEvent.startsSession($0) ? TrackerEvent.numbered($0, tracker.lastMessageSequence) : $0) }, now: now,
+                            fallbacks: &fallbacks)
                     }
                 }
                 responses = try await format(
