@@ -75,7 +75,9 @@ Thread.detachNewThread {
 }
 
 let pool = WorkerPool(threads: max(2, ProcessInfo.processInfo.activeProcessorCount))
-let host = PluginHost(pool: pool, configuration: .init(defaultDeadline: options.deadline), logger: Logger(label: "parley.plugin-host"))
+var hostConfiguration = PluginHostConfiguration(defaultDeadline: options.deadline)
+hostConfiguration.tracksRunningHandles = true
+let host = PluginHost(pool: pool, configuration: hostConfiguration, logger: Logger(label: "parley.plugin-host"))
 let agent: PluginAgent
 do {
     agent = try await host.loadAgent(

@@ -55,15 +55,17 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     private let conversationGate: SerialGate
     private let pluginGate: SerialGate?
     private let stats = Mutex(PluginStatistics())
-    /// When each `handle()` now running began, by call id.
+    /// When each `handle()` now running began, by call id (only with `tracksRunningHandles`).
     private let handleStarts = Mutex<[UInt: ContinuousClock.Instant]>([:])
+    private let tracksRunningHandles: Bool
     private let metrics: PluginMetrics
     private let closed = Atomic<Bool>(false)
 
     init(
         name: String, definition: PluginDefinition, path: String, kind: PluginKind, deadline: Duration, threadSafe: Bool?,
-        instance: InstanceContext, pool: WorkerPool, logger: Logger
+        instance: InstanceContext, pool: WorkerPool, logger: Logger, tracksRunningHandles: Bool = false
     ) {
+        self.tracksRunningHandles = tracksRunningHandles
         let raw = definition.raw
         self.name = name
         self.metrics = PluginMetrics(plugin: name)
@@ -98,8 +100,8 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     /// A snapshot of the plugin's counters.
     public var statistics: PluginStatistics { stats.withLock { $0 } }
 
-    /// How long the longest `handle()` running now has been running (nil: none runs). A value far past the
-    /// deadline means the plugin is hung in it.
+    /// How long the longest `handle()` running now has been running (nil: none runs, or the host does not track
+    /// it: `PluginHostConfiguration.tracksRunningHandles`). A value far past the deadline means the plugin is hung.
     public var longestRunningHandle: Duration? {
         let now = ContinuousClock.now
         return handleStarts.withLock { starts in starts.values.min().map { now - $0 } }
@@ -172,8 +174,8 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         let definition = self.definition
         let run: @Sendable () -> Void = { [self] in
             stats.withLock { $0.running += 1 }
-            handleStarts.withLock { $0[id] = .now }
-            defer { handleStarts.withLock { _ = $0.removeValue(forKey: id) } }
+            if tracksRunningHandles { handleStarts.withLock { $0[id] = .now } }
+            defer { if tracksRunningHandles { handleStarts.withLock { _ = $0.removeValue(forKey: id) } } }
             let status: Int32 = pool.runBlocking {
                 payload.withUnsafeBufferPointer { buffer in
                     buffer.withMemoryRebound(to: CChar.self) { chars in

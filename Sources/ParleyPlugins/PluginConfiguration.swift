@@ -68,6 +68,9 @@ public struct PluginHostConfiguration: Sendable {
     public var drainTimeout: Duration
     /// Capacity of the queue of proactive messages (`emit`); a full queue refuses with `PARLEY_E_BUSY`.
     public var emitQueueCapacity: Int
+    /// Whether each plugin remembers when every running `handle()` began (``LoadedPlugin/longestRunningHandle``;
+    /// two more lock operations per call): on in `parley-plugin-host`, which exits when a call hangs. Default off.
+    public var tracksRunningHandles = false
 
     /// Host settings; every parameter has a default.
     public init(

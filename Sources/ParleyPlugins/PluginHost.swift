@@ -277,7 +277,7 @@ public final class PluginHost: Sendable {
         let plugin = LoadedPlugin(
             name: name, definition: definition, path: path, kind: kind,
             deadline: config.deadline ?? configuration.defaultDeadline, threadSafe: config.threadSafe, instance: instance, pool: pool,
-            logger: logger)
+            logger: logger, tracksRunningHandles: configuration.tracksRunningHandles)
         let clash: LoadedPlugin? = registry.withLock { list in
             if let other = list.first(where: { $0.name == name }) { return other }
             list.append(plugin)
