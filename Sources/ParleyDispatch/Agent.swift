@@ -38,7 +38,11 @@ public struct AgentRequest: Sendable {
 
     /// A request whose ``payload`` is built by `payload` only if an agent reads it (plugins only need
     /// `encodedPayload`'s text).
-    public init(message: UserMessage, payload: @escaping @Sendable () -> JSONValue, encodedPayload: @escaping @Sendable (inout [UInt8]) -> Void) {
+    public init(
+        message: UserMessage, payload: @escaping @Sendable () -> JSONValue, encodedPayload: @escaping @Sendable (inout [UInt8]) -> Void,
+        stream: (@Sendable (String) -> Bool)? = nil
+    ) {
+        self.stream = stream
         self.message = message
         self.makePayload = payload
         self.encodedPayload = encodedPayload

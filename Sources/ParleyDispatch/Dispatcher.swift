@@ -640,12 +640,13 @@ public final class Dispatcher: TurnHandler, Service {
             do {
                 // The request (which shares the tracker's event buffer) is gone before new events are applied.
                 let limit = min(configuration.agentTrackerEventLimit, agent.trackerEventLimit ?? .max)
+                // A temporary request: it (and the snapshot it shares with the tracker) is released as soon as the
+                // agent returns, so recording the reply below does not copy the tracker's buffers.
                 let snapshot = tracker
-                var request = AgentRequest(
-                    message: message, payload: { self.payload(for: message, tracker: snapshot, eventLimit: limit) },
-                    encodedPayload: encodedPayload(for: message, tracker: snapshot, eventLimit: limit))
-                request.stream = stream
-                let reply = try await agent.respond(to: request)
+                let reply = try await agent.respond(
+                    to: AgentRequest(
+                        message: message, payload: { self.payload(for: message, tracker: snapshot, eventLimit: limit) },
+                        encodedPayload: encodedPayload(for: message, tracker: snapshot, eventLimit: limit), stream: stream))
                 var actionResponses: [JSONValue] = []
                 for raw in reply.events {
                     guard let event = TrackerEvent.normalized(raw, timestamp: now) else {
