@@ -84,6 +84,8 @@ public final class IsolatedPlugin: Agent, Sendable {
         private let input = Mutex<Bool>(true)
         let pending = Mutex<[UInt64: Pending]>([:])
         let stderrTail = Mutex<[String]>([])
+        /// Signalled when the stderr reader has read everything (the pipe closed with the process).
+        let stderrDone = DispatchSemaphore(value: 0)
         init(process: Process, stdin: FileHandle) {
             self.process = process
             self.handle = stdin
@@ -313,7 +315,10 @@ public final class IsolatedPlugin: Agent, Sendable {
 
     private func readErrors(of child: Child, from handle: FileHandle) {
         let fd = handle.fileDescriptor
-        defer { try? handle.close() }
+        defer {
+            try? handle.close()
+            child.stderrDone.signal()
+        }
         var partial: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 8192)
         while true {
@@ -346,8 +351,9 @@ public final class IsolatedPlugin: Agent, Sendable {
             defer { p = [:] }
             return Array(p.values)
         }
-        // Let the stderr reader take the last lines (it reads until the pipe closes).
-        usleep(20_000)
+        // The last lines: the stderr reader ends when the pipe closes with the process (bounded, in case something
+        // the plugin started still holds the pipe).
+        _ = child.stderrDone.wait(timeout: .now() + .milliseconds(200))
         let tail = child.stderrTail.withLock { $0 }
         let now = ContinuousClock.now
         let (opened, inARow, crashes) = state.withLock { s -> (Bool, Int, Int) in

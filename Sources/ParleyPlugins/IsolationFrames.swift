@@ -59,30 +59,38 @@ public enum IsolationFrame {
     }
 }
 
-/// Reads frames from a file descriptor with blocking `read`s (on a thread of its own).
+/// Reads frames from a file descriptor with blocking `read`s (on a thread of its own). One buffer, reused: bytes
+/// are read after the unread ones and the consumed prefix is dropped only when it is most of the buffer.
 public struct IsolationFrameReader {
     private let fd: Int32
     private var buffer: [UInt8] = []
+    /// Where the unread bytes start in `buffer`.
+    private var start = 0
+    /// What one `read` fills (allocated once).
+    private var chunk = [UInt8](repeating: 0, count: 65_536)
 
     public init(fd: Int32) { self.fd = fd }
 
     /// The next frame, or nil at end of file, on a read error or on a malformed length.
     public mutating func next() -> (type: UInt8, id: UInt64, body: ArraySlice<UInt8>)? {
         while true {
-            if buffer.count >= 4 {
-                let length = Int(buffer[0]) << 24 | Int(buffer[1]) << 16 | Int(buffer[2]) << 8 | Int(buffer[3])
+            let available = buffer.count - start
+            if available >= 4 {
+                let s = start
+                let length = Int(buffer[s]) << 24 | Int(buffer[s + 1]) << 16 | Int(buffer[s + 2]) << 8 | Int(buffer[s + 3])
                 guard length >= 9, length <= IsolationFrame.maxLength else { return nil }
-                if buffer.count >= 4 + length {
-                    let type = buffer[4]
+                if available >= 4 + length {
                     var id: UInt64 = 0
-                    for i in 5..<13 { id = id << 8 | UInt64(buffer[i]) }
-                    let body = buffer[13..<(4 + length)]
-                    let frame = (type, id, ArraySlice(Array(body)))
-                    buffer.removeFirst(4 + length)
+                    for i in (s + 5)..<(s + 13) { id = id << 8 | UInt64(buffer[i]) }
+                    let frame = (buffer[s + 4], id, ArraySlice(buffer[(s + 13)..<(s + 4 + length)]))
+                    start += 4 + length
                     return frame
                 }
             }
-            var chunk = [UInt8](repeating: 0, count: 65_536)
+            if start > 0 && start * 2 >= buffer.count {
+                buffer.removeFirst(start)
+                start = 0
+            }
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { return nil }
