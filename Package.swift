@@ -163,6 +163,7 @@ let package = Package(
             name: "ParleyPlugins",
             dependencies: [
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 "CParley", "ParleyDispatch", "ParleyWorkers", "ParleyCore", "ParleyJSON",
                 .product(name: "Logging", package: "swift-log"),
             ],

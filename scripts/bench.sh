@@ -7,8 +7,10 @@
 #
 # Environment (all optional):
 #   REPS=3                   repetitions per scenario and server (a fresh server process for each run)
-#   SERVERS="parley parley-mem node anchor echo"   which servers to measure (parley-mem: Parley with
-#                            store: memory, S1 and S2 only, to show what the durable store costs; node: the
+#   SERVERS="parley parley-mem parley-iso node anchor echo"   which servers to measure (parley-mem: Parley with
+#                            store: memory, S1 and S2 only, to show what the durable store costs; parley-iso: the
+#                            same with the agent in a host process of its own (isolation: process), S1 and S2 only,
+#                            to show what the process boundary costs; node: the
 #                            unmodified upstream socket.io 4.8.3 built by ../shared/bench/anchors/node-sio/setup.sh
 #                            from local git copies of socketio/socket.io and websockets/ws, skipped with a note
 #                            when those copies or node are missing)
@@ -39,7 +41,7 @@ else
   REPS=${REPS:-3}; DUR=${DUR:-10}; WARM=${WARM:-2}; S3_N=${S3_N:-2000}; S4_N=${S4_N:-5000}; HOLD=${HOLD:-10}
 fi
 S2_C=${S2_C:-100} S3_K=${S3_K:-100} S4_K=${S4_K:-100}
-SERVERS=${SERVERS:-"parley parley-mem node anchor echo"}
+SERVERS=${SERVERS:-"parley parley-mem parley-iso node anchor echo"}
 SCENARIOS=${SCENARIOS:-"S1 S2 S3 S4"}
 PARLEY_PORT=${PARLEY_PORT:-17005} ANCHOR_PORT=${ANCHOR_PORT:-17007} ECHO_PORT=${ECHO_PORT:-17902} NODE_PORT=${NODE_PORT:-17009}
 NODE_SIO_ANCHOR=${NODE_SIO_ANCHOR:-../shared/bench/anchors/node-sio}
@@ -61,12 +63,14 @@ note() { echo "$*" >>"$OUTDIR/notes-$STAMP.txt"; say "$*"; }
 
 # ---- build ---------------------------------------------------------------------------------------
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  say "building release (swift build -c release --product parley, NIOEchoBench)"
+  say "building release (swift build -c release --product parley, parley-plugin-host, NIOEchoBench)"
   if ! swift build -c release --product parley >"$OUTDIR/logs/build-parley.log" 2>&1; then
     tail -30 "$OUTDIR/logs/build-parley.log" >&2
     say "the release build of parley failed (see $OUTDIR/logs/build-parley.log): the load generator is part of it, so nothing can be measured"
     exit 1
   fi
+  swift build -c release --product parley-plugin-host >"$OUTDIR/logs/build-plugin-host.log" 2>&1 \
+    || note "parley-plugin-host did not build (see $OUTDIR/logs/build-plugin-host.log); parley-iso cannot start"
   swift build -c release --product NIOEchoBench >"$OUTDIR/logs/build-echo.log" 2>&1 \
     || note "NIOEchoBench did not build (see $OUTDIR/logs/build-echo.log); the raw-echo column will be empty"
   make --no-print-directory plugins >"$OUTDIR/logs/build-plugins.log" 2>&1 \
@@ -118,11 +122,12 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" -ge $((S4_N + 200)) ] 2>/dev/null || note "ulimit -n is $(ulimit -n): S4 with $S4_N sessions may fail (raise the hard limit)"
 
 # ---- servers -------------------------------------------------------------------------------------
-server_port() { case $1 in parley|parley-mem) echo "$PARLEY_PORT";; anchor) echo "$ANCHOR_PORT";; echo) echo "$ECHO_PORT";; node) echo "$NODE_PORT";; esac; }
+server_port() { case $1 in parley|parley-mem|parley-iso) echo "$PARLEY_PORT";; anchor) echo "$ANCHOR_PORT";; echo) echo "$ECHO_PORT";; node) echo "$NODE_PORT";; esac; }
 server_cmd() {
   case $1 in
     parley) echo "$REL/parley $PARLEY_SERVE_ARGS";;
     parley-mem) echo "$REL/parley serve --config examples/mirror-memory.yml --port $PARLEY_PORT";;
+    parley-iso) echo "$REL/parley serve --config examples/mirror-isolated.yml --port $PARLEY_PORT";;
     anchor) echo "$VENV/bin/python bench/anchor_rasa_like.py --port $ANCHOR_PORT";;
     echo) echo "$REL/NIOEchoBench $ECHO_PORT 127.0.0.1 1";;
     node) echo "node $NODE_SIO_DIR/server.mjs --port $NODE_PORT";;
@@ -173,7 +178,7 @@ for name in $SERVERS; do
   port=$(server_port "$name")
   for S in $SCENARIOS; do
     # The memory-store variant only explains the latency/throughput rows.
-    [ "$name" = parley-mem ] && case $S in S1|S2) ;; *) continue;; esac
+    case $name in parley-mem|parley-iso) case $S in S1|S2) ;; *) continue;; esac;; esac
     for rep in $(seq 1 "$REPS"); do
       log="$OUTDIR/logs/$name-$S-$rep.log"
       if ! start_server "$name" "$log"; then

@@ -12,7 +12,8 @@ SERVERS = {"parley": "Parley (`parley serve`, C mirror agent, embedded store)",
            "node": "Node.js socket.io 4.8.3, unmodified upstream, Rasa-style echo (../shared/bench/anchors/node-sio)",
            "anchor": "anchor: python-socketio on aiohttp + uvloop (Rasa channel logic)",
            "echo": "raw SwiftNIO WebSocket echo (NIOEchoBench, transport limit)",
-           "parley-mem": "Parley with `store: memory` (examples/mirror-memory.yml; no durable write per turn), S1/S2 only"}
+           "parley-mem": "Parley with `store: memory` (examples/mirror-memory.yml; no durable write per turn), S1/S2 only",
+           "parley-iso": "Parley with `store: memory` and the agent in a host process (`isolation: process`, examples/mirror-isolated.yml), S1/S2 only"}
 GEN_BOUND_PCT = 70.0     # above this the generator may be the limit
 DISTURBED_PCT = 20.0     # other_cpu_pct above this: something else used the machine
 
@@ -119,6 +120,7 @@ def main():
     P, A, E = (lambda sc: C[("parley", sc)]), (lambda sc: C[("anchor", sc)]), (lambda sc: C[("echo", sc)])
     N = lambda sc: C[("node", sc)]
     M = lambda sc: C[("parley-mem", sc)]
+    I = lambda sc: C[("parley-iso", sc)]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = []
     w = out.append
@@ -180,6 +182,18 @@ def main():
     w(f"| S4 <= 10 KB per idle session | {fmt(p4, ' B')} | {verdict(lambda: p4 <= 10240, p4)} |")
     w("")
 
+    # --- the process boundary (issue 15), both sides with the memory store
+    i2, i1 = I("S2").main, I("S1").lat("p50")
+    w("## The process boundary (issue 15: `isolation: process`)\n")
+    w("Both with `store: memory`, the same C mirror agent: in process (`parley-mem`) and in a host process of its own "
+      "(`parley-iso`).\n")
+    w("| target | measured | met? |")
+    w("|---|---|---|")
+    w(f"| S2 msgs/s, isolated >= 0.7x in process | {fmt(ratio(i2, m2), 'x')} ({fmt(i2)} vs {fmt(m2)}) | {verdict(lambda: i2 >= 0.7 * m2, i2, m2)} |")
+    w(f"| S1 p50, isolated <= in process + 30 us | {fmt(i1, ' us')} vs {fmt(m1, ' us')} (+{fmt(i1 - m1 if None not in (i1, m1) else None, ' us')}) "
+      f"| {verdict(lambda: i1 <= m1 + 30, i1, m1)} |")
+    w("")
+
     # --- why the unmet ones are not met, from this run's numbers
     cpu = per_cpu("msgs_per_s")
     us_per = lambda c: (1e6 / c.med(cpu)) if c.med(cpu) else None
@@ -239,7 +253,7 @@ def main():
                 if alive is not None and alive < c.med(lambda d: d.get("established") or 0):
                     warnings.append(f"{s} S4: only {alive:.0f} sessions still open at the end of the hold")
     for s in SERVERS:
-        if s == "parley-mem" and not any(C[(s, sc)].all for sc in ("S1", "S2")):
+        if s in ("parley-mem", "parley-iso") and not any(C[(s, sc)].all for sc in ("S1", "S2")):
             continue
         if not any(C[(s, sc)].all for sc in ("S1", "S2", "S3", "S4")):
             warnings.append(f"{s}: not measured")

@@ -10,14 +10,29 @@ import ParleyJSON
 ///
 /// With a cluster adapter, `"adapter"` says whether it is connected (`"ok"` or what is wrong). It does not make
 /// the answer 503: a node that lost Redis still serves its own sockets and keeps every turn in the store.
+///
+/// With plugins, `"plugins"` is `"ok"` or an object naming each plugin that is degraded and why (every slot held
+/// by a hung `handle()`, a circuit breaker open); the status is then `"degraded"` with `200`: the node still
+/// answers, its other agents normally and the degraded one with the fallback.
 public enum HealthRoute {
-    /// Adds `GET /health` to `router`, reporting `store` and, when given, the adapter (nil: healthy).
+    /// Adds `GET /health` to `router`, reporting `store` and, when given, the adapter (nil: healthy) and the
+    /// plugins' problems by plugin name (empty: healthy).
     public static func add<Context: RequestContext>(
-        to router: Router<Context>, store: any ConversationStore, adapter: (@Sendable () -> String?)? = nil
+        to router: Router<Context>, store: any ConversationStore, adapter: (@Sendable () -> String?)? = nil,
+        plugins: (@Sendable () -> [String: String])? = nil
     ) {
         router.get("/health") { _, _ in
             var body: JSONObject = ["status": "ok", "store": "ok"]
             if let adapter { body["adapter"] = .string(adapter() ?? "ok") }
+            if let plugins {
+                let problems = plugins()
+                if problems.isEmpty {
+                    body["plugins"] = "ok"
+                } else {
+                    body["plugins"] = .object(JSONObject(problems.sorted { $0.key < $1.key }.map { ($0.key, JSONValue.string($0.value)) }))
+                    body["status"] = "degraded"
+                }
+            }
             do {
                 try await store.checkHealth()
                 return HTTPJSON.response(.object(body))

@@ -449,11 +449,7 @@ private struct Context {
             agent.threadSafe = try r.bool("thread_safe")
             agent.trackerEvents = try r.int("tracker_events", expected: "a number of events (0 = none)", range: 0...100_000)
             agent.config = try pluginConfig(&r)
-            agent.isolated = try r.choice("isolation", ["in_process", "process"]) == "process"
-            if let mb = try r.int("memory_limit_mb", expected: "megabytes of address space for the host process", range: 16...1_048_576) {
-                guard agent.isolated else { throw r.error("memory_limit_mb", "only with isolation: process (a limit applies to a process)") }
-                agent.memoryLimit = mb << 20
-            }
+            (agent.isolation, agent.maxConcurrentCalls) = try isolation(&r)
             if let routeNode = r.value("route") {
                 var rr = try MapReader(routeNode, file: file, path: "\(path).route", what: "a mapping with prefix:, metadata: or channels:")
                 var route = AgentRouteConditions()
@@ -475,6 +471,40 @@ private struct Context {
         return out
     }
 
+    /// `isolation`, its limits and `processes`, and `max_concurrent_calls` of an agent or formatter entry.
+    func isolation(_ r: inout MapReader) throws(ConfigError) -> (ProcessIsolation?, Int?) {
+        let isolated = try r.choice("isolation", ["in_process", "process"]) == "process"
+        var settings = ProcessIsolation()
+        func onlyIsolated(_ key: String) throws(ConfigError) {
+            guard isolated else { throw r.error(key, "only with isolation: process (it applies to the plugin's host processes)") }
+        }
+        if let n = try r.int("processes", expected: "a number of host processes", range: 1...64) {
+            try onlyIsolated("processes")
+            settings.processes = n
+        }
+        if let mb = try r.int("memory_limit_mb", expected: "megabytes of resident memory for the host process", range: 16...1_048_576) {
+            try onlyIsolated("memory_limit_mb")
+            settings.memoryLimit = mb << 20
+        }
+        if let mb = try r.int("address_space_limit_mb", expected: "megabytes of address space for the host process", range: 64...16_777_216) {
+            try onlyIsolated("address_space_limit_mb")
+            settings.addressSpaceLimit = mb << 20
+        }
+        if let seconds = try r.int("cpu_limit_seconds", expected: "seconds of CPU time for the host process", range: 1...31_536_000) {
+            try onlyIsolated("cpu_limit_seconds")
+            settings.cpuSeconds = seconds
+        }
+        if let files = try r.int("open_files_limit", expected: "a number of open files for the host process", range: 16...1_048_576) {
+            try onlyIsolated("open_files_limit")
+            settings.openFiles = files
+        }
+        let slots = try r.int("max_concurrent_calls", expected: "a number of calls at once", range: 1...1024)
+        if slots != nil && isolated {
+            throw r.error("max_concurrent_calls", "only with isolation: in_process (an isolated plugin runs in processes: N host processes)")
+        }
+        return (isolated ? settings : nil, slots)
+    }
+
     mutating func formatters(_ node: ConfigNode?) throws(ConfigError) -> [FormatterConfiguration] {
         var out: [FormatterConfiguration] = []
         for (i, item) in try list(node, "formatters", what: "formatters (- name: …, plugin: …)").enumerated() {
@@ -494,6 +524,7 @@ private struct Context {
             f.channels = try channelList(&r, "channels")
             f.config = try pluginConfig(&r)
             f.deadline = try r.seconds("deadline")
+            (f.isolation, f.maxConcurrentCalls) = try isolation(&r)
             try r.finish()
             out.append(f)
         }
@@ -597,6 +628,10 @@ private struct Context {
         if let v = try r.string("fallback_text", expected: "the text sent when a turn fails") { app.dispatcher.fallbackText = v }
         if let v = try r.seconds("idle_eviction") { app.dispatcher.idleEvictionSeconds = v }
         if let v = try r.int("workers", expected: "a number of threads", range: 1...1024) { app.workers = v }
+        if let v = try r.int("max_threads", expected: "a number of threads", range: 1...4096) {
+            guard v >= app.workers else { throw r.error("max_threads", "must be at least dispatcher.workers (\(app.workers))") }
+            app.maxThreads = v
+        }
         var d = app.dispatcher
         if let v = try r.int("max_message_bytes", expected: "a number of bytes", range: 1...16_777_216) { d.maxMessageBytes = v }
         // The store reads back 512 levels; stored events wrap metadata two levels deeper, input is parsed to 128.

@@ -1,7 +1,8 @@
-// parley-plugin-host: loads ONE plugin (an agent) with the in-process loader and serves the calls Parley frames
-// over stdin/stdout (ParleyPlugins.IsolationFrame). Started by the server for `isolation: process`; a crash here
-// costs the server only the calls in flight. Log lines (the plugin's own and the loader's) go to stderr, which the
-// server relays to its log and keeps for crash reports.
+// parley-plugin-host: loads ONE plugin (an agent or a formatter) with the in-process loader and serves the calls
+// Parley frames over stdin/stdout (ParleyPlugins.IsolationFrame). Started by the server for `isolation: process`; a
+// crash here costs the server only the calls in flight. Log lines (the plugin's own and the loader's) go to stderr,
+// which the server relays to its log and keeps for crash reports. With --check it only loads the plugin, reports
+// it (`ready` or `loadFailed`), runs its shutdown hook and exits (`parley plugins check --isolated`).
 import Foundation
 import Logging
 import ParleyCore
@@ -21,7 +22,12 @@ struct Options {
     var deadline = Duration.seconds(10)
     var config: JSONValue = .object([:])
     var threadSafe: Bool?
+    /// nil: either kind (--check).
+    var kind: PluginKind? = .agent
+    var check = false
     var limits: [(Int32, Int)] = []
+    /// `memory_limit_mb` in bytes: resident memory at which the host asks to be replaced.
+    var memoryLimit: Int?
 
     init(_ arguments: [String]) {
         var i = 1
@@ -36,6 +42,11 @@ struct Options {
             case "--deadline-ms": deadline = .milliseconds(Int64(value()) ?? 10_000)
             case "--config": config = (try? JSONValue.parse(value())) ?? .object([:])
             case "--thread-safe": threadSafe = value() == "true"
+            case "--kind": kind = PluginKind(rawValue: value())
+            case "--check":
+                check = true
+                kind = nil
+            case "--memory-limit": memoryLimit = Int(value())
             case "--limit-as": limits.append((Int32(RLIMIT_AS.rawValue), Int(value()) ?? 0))
             case "--limit-cpu": limits.append((Int32(RLIMIT_CPU.rawValue), Int(value()) ?? 0))
             case "--limit-files": limits.append((Int32(RLIMIT_NOFILE.rawValue), Int(value()) ?? 0))
@@ -54,10 +65,21 @@ LoggingSystem.bootstrap { label in
 }
 signal(SIGPIPE, SIG_IGN)
 for (resource, value) in options.limits where value > 0 {
-    var limit = rlimit(rlim_cur: rlim_t(value), rlim_max: rlim_t(value))
+    // CPU time: SIGXCPU at the limit (reported as such), SIGKILL a second later if the plugin catches it.
+    let hard = resource == Int32(RLIMIT_CPU.rawValue) ? value + 1 : value
+    var limit = rlimit(rlim_cur: rlim_t(value), rlim_max: rlim_t(hard))
     #if canImport(Glibc)
     setrlimit(__rlimit_resource_t(UInt32(resource)), &limit)
     #endif
+}
+
+/// Bytes of this process: virtual size and resident set (`/proc/self/statm`, in pages).
+func memoryUse() -> (virtual: Int, resident: Int)? {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return nil }
+    let fields = text.split(separator: " ").compactMap { Int($0) }
+    guard fields.count >= 2 else { return nil }
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    return (fields[0] * page, fields[1] * page)
 }
 
 let out = Mutex<Void>(())
@@ -78,20 +100,43 @@ let pool = WorkerPool(threads: max(2, ProcessInfo.processInfo.activeProcessorCou
 var hostConfiguration = PluginHostConfiguration(defaultDeadline: options.deadline)
 hostConfiguration.tracksRunningHandles = true
 let host = PluginHost(pool: pool, configuration: hostConfiguration, logger: Logger(label: "parley.plugin-host"))
-let agent: PluginAgent
+let plugin: LoadedPlugin
 do {
-    agent = try await host.loadAgent(
-        PluginConfiguration(
-            path: options.plugin, kind: .agent, name: options.name, deadline: options.deadline, config: options.config, threadSafe: options.threadSafe))
+    let configuration = PluginConfiguration(
+        path: options.plugin, kind: options.kind ?? .agent, name: options.name, deadline: options.deadline, config: options.config,
+        threadSafe: options.threadSafe)
+    plugin = options.kind == nil ? try await host.loadAnyKind(configuration) : try await host.load(configuration)
 } catch {
     send(IsolationFrame.loadFailed, 0, Array("\(error)".utf8))
     exit(2)
 }
 let info: JSONValue = [
-    "name": .string(agent.plugin.name), "version": .string(agent.plugin.version),
-    "thread_safe": .bool(agent.plugin.isThreadSafe),
+    "name": .string(plugin.name), "kind": .string(plugin.kind.rawValue), "version": .string(plugin.version),
+    "abi": .string("\(plugin.abiMajor).\(plugin.abiMinor)"), "thread_safe": .bool(plugin.isThreadSafe),
 ]
+// The memory limit (`memory_limit_mb`) is on resident memory: checked after each call, at the limit the host asks
+// Parley to replace it between calls (no call is lost); checked by the watchdog below, at 1.5 times the limit
+// (a leak within one call) the host exits at once. An address-space limit in the kernel is `address_space_limit_mb`
+// (RLIMIT_AS, set above): it makes allocations fail, which not every plugin survives.
+let recycleAsked = Atomic<Bool>(false)
+func checkMemory() {
+    guard let limit = options.memoryLimit, !recycleAsked.load(ordering: .relaxed), let use = memoryUse(), use.resident >= limit else { return }
+    guard !recycleAsked.exchange(true, ordering: .relaxed) else { return }
+    send(IsolationFrame.recycle, 0, Array("it uses \(use.resident >> 20) MB of its \(limit >> 20) MB memory limit".utf8))
+}
 send(IsolationFrame.ready, 0, Array(info.serialized.utf8))
+if options.check {
+    await host.shutdown()
+    exit(0)
+}
+
+/// Where the plugin's `parley_stream` text for call `id` goes: to Parley, framed.
+func streamSink(call id: UInt64) -> @Sendable (String) -> Bool {
+    { text in
+        send(IsolationFrame.stream, id, Array(text.utf8))
+        return true
+    }
+}
 
 /// A handle() still running this long after the call's deadline is hung: the host exits, so that Parley restarts
 /// it (the thread cannot be taken back from the plugin any other way). Parley reports the exit with these lines.
@@ -101,10 +146,17 @@ await withDiscardingTaskGroup { group in
     group.addTask {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(250))
-            if let running = agent.plugin.longestRunningHandle, running > hangLimit {
+            if let limit = options.memoryLimit, let use = memoryUse(), use.resident >= limit + limit / 2 {
                 FileHandle.standardError.write(
                     Data(
-                        "parley-plugin-host: plugin \(agent.plugin.name): handle() has not returned for \(running) (deadline \(options.deadline)); exiting so Parley restarts this host\n"
+                        "parley-plugin-host: plugin \(plugin.name): \(use.resident >> 20) MB resident, past 1.5 times its memory limit of \(limit >> 20) MB; exiting so Parley restarts this host\n"
+                            .utf8))
+                exit(71)
+            }
+            if let running = plugin.longestRunningHandle, running > hangLimit {
+                FileHandle.standardError.write(
+                    Data(
+                        "parley-plugin-host: plugin \(plugin.name): handle() has not returned for \(running) (deadline \(options.deadline)); exiting so Parley restarts this host\n"
                             .utf8))
                 exit(70)
             }
@@ -122,19 +174,16 @@ await withDiscardingTaskGroup { group in
         guard let (sender, request) = IsolationFrame.splitCall(body) else { continue }
         group.addTask {
             do {
-                let reply = try await agent.plugin.call(
-                    senderID: sender,
-                    stream: { text in
-                        send(IsolationFrame.stream, id, Array(text.utf8))
-                        return true
-                    },
-                    encode: { $0 = request })
+                // Only an agent's turn shows streamed text (a formatter's parley_stream gets PARLEY_E_UNSUPPORTED).
+                let stream = plugin.kind == .agent ? streamSink(call: id) : nil
+                let reply = try await plugin.call(senderID: sender, stream: stream, encode: { $0 = request })
                 var bytes: [UInt8] = []
                 reply.serialize(into: &bytes)
                 send(IsolationFrame.reply, id, bytes)
             } catch {
-                send(IsolationFrame.failed, id, Array("\(error)".dropFirst("plugin \(agent.plugin.name): ".count).utf8))
+                send(IsolationFrame.failed, id, Array("\(error)".dropFirst("plugin \(plugin.name): ".count).utf8))
             }
+            checkMemory()
         }
     }
     // Parley closed our stdin or asked us to stop: finish what runs (bounded by the host's drain deadline).

@@ -22,6 +22,8 @@ final class CallRegistry: Sendable {
         var synced = false
         var handleStatus: Int32?
         var lateCompleted = false
+        /// `handle` was still running when the call expired at its deadline.
+        var hung = false
         var onSettled: (@Sendable () -> Void)?
         /// Where `parley_stream` chunks of this call go (an agent turn's stream); nil: the call cannot stream.
         var stream: (@Sendable (String) -> Bool)?
@@ -45,10 +47,14 @@ final class CallRegistry: Sendable {
         var resume: (CheckedContinuation<JSONValue, any Error>, Result<JSONValue, PluginCallError>)?
         var settled: (@Sendable () -> Void)?
         var cancelHook: LoadedPlugin?
+        var hung: LoadedPlugin?
+        var unhung: LoadedPlugin?
         var log: (() -> Void)?
 
         func run(callID: UInt) {
             if let (continuation, outcome) = resume { continuation.resume(with: outcome.mapError { $0 as any Error }) }
+            if let hung { hung.handleHung(callID: callID) }
+            if let unhung { unhung.hungHandleReturned(callID: callID) }
             if let cancelHook { cancelHook.runCancelHook(callID: callID) }
             if let log { log() }
             if let settled { settled() }
@@ -133,6 +139,7 @@ final class CallRegistry: Sendable {
             guard var r = s.records[id] else { return }
             r.synced = true
             r.handleStatus = status
+            if r.hung { effects.unhung = r.owner }
             if !r.finished {
                 let name = r.owner.name
                 let error: PluginCallError? =
@@ -173,6 +180,10 @@ final class CallRegistry: Sendable {
             r.owner.updateStatistics { $0.expired += 1 }
             finish(&r, .failure(error), effects: &effects)
             if r.started { effects.cancelHook = r.owner }
+            if r.started && !r.synced && !cancelled {
+                r.hung = true
+                effects.hung = r.owner
+            }
             settle(&r, id: id, in: &s, effects: &effects)
         }
         effects.run(callID: id)

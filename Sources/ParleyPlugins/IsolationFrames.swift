@@ -27,6 +27,9 @@ public enum IsolationFrame {
     public static let stream: UInt8 = 14
     /// Child → parent: the plugin could not be loaded (body: the loader's message); the child exits.
     public static let loadFailed: UInt8 = 15
+    /// Child → parent: the host reached its memory limit (body: a sentence saying how much it uses); Parley routes
+    /// new calls to a new host and sends this one `shutdown`, so it is replaced between calls, losing none.
+    public static let recycle: UInt8 = 16
 
     /// The largest frame accepted (a reply or request larger than this is a protocol error).
     public static let maxLength = 64 << 20

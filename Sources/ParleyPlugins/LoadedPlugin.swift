@@ -15,15 +15,20 @@ struct PluginDefinition: @unchecked Sendable {
 
 /// One loaded plugin instance: its identity and the machinery that calls it.
 ///
-/// Every call runs `handle` on the ``WorkerPool`` (never on an event loop), serialized per conversation,
-/// and — unless the plugin sets `PARLEY_FLAG_THREAD_SAFE` — at most one `handle` of this plugin at a time.
+/// Every call runs `handle` on the ``WorkerPool`` (never on an event loop), serialized per conversation, with at
+/// most ``slots`` `handle`s of this plugin at a time: one unless the plugin sets `PARLEY_FLAG_THREAD_SAFE`, else
+/// ``PluginConfiguration/maxConcurrentCalls`` (default ``PluginHostConfiguration/defaultMaxConcurrentCalls``).
+/// The slots bound how many worker threads a hung plugin can hold: a `handle()` still running when its call
+/// expires is *hung* (``PluginStatistics/hung``) until it returns; while every slot is hung, calls fail at once
+/// (``PluginCallError/Code/unavailable``, the dispatcher sends the fallback without waiting) and ``problem`` says
+/// why (the health route reports it).
 /// Each call has a deadline; on expiry the caller gets ``PluginCallError/Code/deadlineExceeded``, the
 /// plugin's cancel hook runs, and the plugin's late `complete` returns `PARLEY_E_EXPIRED`.
 ///
 /// An agent's deadline belongs to the dispatcher (``Agent/deadline``): it sends the fallback at that instant,
 /// whatever thread the call holds. The plugin layer does not race it: an agent call expires here
 /// ``agentReleaseMargin`` later, which only releases the waiting task, runs the cancel hook and counts the expiry.
-public final class LoadedPlugin: Sendable, CustomStringConvertible {
+public final class LoadedPlugin: PluginStatusReporting, CustomStringConvertible {
     /// The name used in logs and routing (configured name, or the plugin's own).
     public let name: String
     /// The name the plugin reports in `parley_plugin_def.name`.
@@ -44,6 +49,9 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     public let wantsTrackerEvents: Bool
     /// Per-call deadline.
     public let deadline: Duration
+    /// Most `handle()` calls of this plugin running at once (each holds a worker thread): 1 for a plugin that is
+    /// not thread-safe.
+    public let slots: Int
     /// How long after its deadline an agent call is expired here (the dispatcher has sent the fallback by then).
     public static let agentReleaseMargin: Duration = .milliseconds(250)
     /// Logger with `parley.plugin` metadata.
@@ -53,7 +61,9 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     let instance: InstanceContext
     private let pool: WorkerPool
     private let conversationGate: SerialGate
-    private let pluginGate: SerialGate?
+    private let slotGate: SlotGate
+    /// When a refusal because every slot is hung was last logged (nanoseconds of the monotonic clock).
+    private let lastHungLog = Atomic<Int64>(0)
     private let stats = Mutex(PluginStatistics())
     /// When each `handle()` now running began, by call id (only with `tracksRunningHandles`).
     private let handleStarts = Mutex<[UInt: ContinuousClock.Instant]>([:])
@@ -63,7 +73,8 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
 
     init(
         name: String, definition: PluginDefinition, path: String, kind: PluginKind, deadline: Duration, threadSafe: Bool?,
-        instance: InstanceContext, pool: WorkerPool, logger: Logger, tracksRunningHandles: Bool = false
+        maxConcurrentCalls: Int = PluginHostConfiguration.defaultMaxConcurrentCalls, instance: InstanceContext, pool: WorkerPool, logger: Logger,
+        tracksRunningHandles: Bool = false
     ) {
         self.tracksRunningHandles = tracksRunningHandles
         let raw = definition.raw
@@ -86,10 +97,16 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         self.instance = instance
         self.pool = pool
         self.conversationGate = SerialGate(pool: pool)
-        self.pluginGate = isThreadSafe ? nil : SerialGate(pool: pool)
+        self.slots = isThreadSafe ? max(1, maxConcurrentCalls) : 1
+        self.slotGate = SlotGate(limit: slots, pool: pool)
         var logger = logger
         logger[metadataKey: "parley.plugin"] = "\(name)"
         self.logger = logger
+        if !isThreadSafe && maxConcurrentCalls != PluginHostConfiguration.defaultMaxConcurrentCalls && maxConcurrentCalls > 1 {
+            logger.warning(
+                "plugin \(name): max_concurrent_calls \(maxConcurrentCalls) is ignored; the plugin is not thread-safe, so one call runs at a time (use isolation: process with processes: N for parallelism)"
+            )
+        }
     }
 
     /// `agent "mirror" 1.0.0 (path, ABI 1.0, thread-safe)`.
@@ -108,6 +125,42 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     }
 
     func updateStatistics(_ body: (inout PluginStatistics) -> Void) { stats.withLock { body(&$0) } }
+
+    /// Counts, slots and latency for `parley plugins status`.
+    public var status: PluginStatus {
+        var status = PluginStatus(name: name, kind: kind, path: path, isolation: "in_process")
+        metrics.fill(&status)
+        let stats = self.statistics
+        status.running = stats.running
+        status.hung = stats.hung
+        status.slots = slots
+        status.problem = problem
+        return status
+    }
+
+    /// What is wrong with the plugin now, for the health route: every slot held by a hung `handle()`; nil: healthy.
+    public var problem: String? {
+        let hung = stats.withLock { $0.hung }
+        guard hung >= slots else { return nil }
+        return "degraded: all \(slots) slot(s) held by handle() calls that did not return by their deadline; its calls get the fallback at once"
+    }
+
+    /// A `handle()` of call `id` was still running when the call expired: it holds its slot (and thread) until it returns.
+    func handleHung(callID id: UInt) {
+        let hung = stats.withLock { s in
+            s.hung += 1
+            return s.hung
+        }
+        logger.error(
+            "plugin \(name): handle() of call \(id) has not returned by its deadline (\(formatDuration(deadline))); it keeps its thread until it returns (\(hung) of \(slots) slot(s) hung)"
+        )
+    }
+
+    /// A hung `handle()` returned at last.
+    func hungHandleReturned(callID id: UInt) {
+        stats.withLock { $0.hung -= 1 }
+        logger.notice("plugin \(name): the hung handle() of call \(id) returned; its slot is free again")
+    }
 
     /// Sends `request` (serialized as JSON) to the plugin's `handle` for conversation `senderID` and returns
     /// the JSON the plugin completed the call with.
@@ -145,7 +198,23 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
         let key = senderID
         let deadline = self.deadline
         let expiry = kind == .agent ? deadline + Self.agentReleaseMargin : deadline
-        stats.withLock { $0.calls += 1 }
+        let hung = stats.withLock { s in
+            s.calls += 1
+            if s.hung >= slots { s.refused += 1 }
+            return s.hung
+        }
+        if hung >= slots {
+            // Waiting for a slot would only end at the deadline: answer now, and say why (at most once a second).
+            let now = Int64(DispatchTime.now().uptimeNanoseconds)
+            let last = lastHungLog.load(ordering: .relaxed)
+            if now - last > 1_000_000_000, lastHungLog.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged {
+                logger.warning(
+                    "plugin \(name): call refused at once (fallback): all \(slots) slot(s) are held by handle() calls past their deadline\(isThreadSafe ? "" : " (the plugin is not thread-safe: one slot)")"
+                )
+            }
+            throw PluginCallError(
+                code: .unavailable, plugin: name, reason: "all \(slots) slot(s) are held by handle() calls that did not return by their deadline")
+        }
         let id = callRegistry.register(owner: self, stream: stream) { [conversationGate] in conversationGate.release(key) }
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
@@ -153,10 +222,10 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
                 // One shared timer for every call's deadline, not a GCD timer per call.
                 callDeadlines.schedule(id, after: expiry, deadline: deadline)
                 conversationGate.enqueue(key) { [self] in
-                    if let pluginGate, !callRegistry.isFinished(id) {
-                        pluginGate.enqueue("") { self.start(id, payload: payload, releasing: pluginGate) }
-                    } else {
+                    if callRegistry.isFinished(id) {
                         start(id, payload: payload, releasing: nil)
+                    } else {
+                        slotGate.acquire { self.start(id, payload: payload, releasing: self.slotGate) }
                     }
                 }
             }
@@ -166,9 +235,9 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
     }
 
     /// Runs `handle` for call `id` on a worker thread, unless the call already finished.
-    private func start(_ id: UInt, payload: [UInt8], releasing gate: SerialGate?) {
+    private func start(_ id: UInt, payload: [UInt8], releasing gate: SlotGate?) {
         guard callRegistry.begin(id) else {
-            gate?.release("")
+            gate?.release()
             return
         }
         let definition = self.definition
@@ -186,7 +255,7 @@ public final class LoadedPlugin: Sendable, CustomStringConvertible {
                 }
             }
             stats.withLock { $0.running -= 1 }
-            gate?.release("")
+            gate?.release()
             callRegistry.handleReturned(id, status: status)
         }
         // A turn running on the pool (the dispatcher's executor) calls the plugin right here: no hand-off.

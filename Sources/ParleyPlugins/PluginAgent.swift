@@ -85,11 +85,15 @@ public struct PluginFormatter: MessageFormatter {
     /// Formats `responses` for `channel`. Throws ``PluginCallError`` (deadline, invalid reply, failure).
     public func format(_ responses: [JSONValue], channel: String, senderID: String) async throws -> [JSONValue] {
         let request: JSONValue = ["channel": .string(channel), "sender_id": .string(senderID), "responses": .array(responses)]
-        let reply = try await plugin.call(request, senderID: senderID)
+        return try Self.parseReply(try await plugin.call(request, senderID: senderID), plugin: plugin.name)
+    }
+
+    /// Validates a formatter reply: `{"responses": [{…}]}`.
+    static func parseReply(_ reply: JSONValue, plugin: String) throws(PluginCallError) -> [JSONValue] {
         guard let object = reply.objectValue, object["responses"] != nil else {
-            throw PluginCallError(code: .invalidShape, plugin: plugin.name, reason: #"reply must be {"responses": [...]}"#)
+            throw PluginCallError(code: .invalidShape, plugin: plugin, reason: #"reply must be {"responses": [...]}"#)
         }
-        return try objects(object["responses"], key: "responses", plugin: plugin.name)
+        return try objects(object["responses"], key: "responses", plugin: plugin)
     }
 }
 

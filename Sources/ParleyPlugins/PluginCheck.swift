@@ -1,6 +1,13 @@
+import Foundation
 public import Logging
 public import ParleyDispatch
+import ParleyJSON
 public import ParleyWorkers
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The result of checking one plugin file (``checkPlugins(paths:pool:logger:)``).
 public struct PluginCheckReport: Sendable, CustomStringConvertible {
@@ -57,4 +64,106 @@ public func checkPlugins(paths: [String], pool: WorkerPool? = nil, logger: Logge
     await host.shutdown()
     if pool == nil { try? await workers.shutdown() }
     return reports
+}
+
+/// ``checkPlugins(paths:pool:logger:)`` with each plugin loaded in a child process of its own
+/// (`parley plugins check --isolated`, the GStreamer registry scanner's idea): a plugin whose entry point crashes,
+/// aborts or hangs is reported (``PluginLoadError/Code/crashedWhileLoading``, with the signal and its last stderr
+/// lines) instead of taking the checking process down. Each child runs `hostExecutable --check`, which loads the
+/// plugin, reports it, runs its shutdown hook and exits; a child still running after `timeout` is killed.
+public func checkPluginsIsolated(paths: [String], hostExecutable: String, timeout: Duration = .seconds(10)) async -> [PluginCheckReport] {
+    var reports: [PluginCheckReport] = []
+    var names: [String: String] = [:]
+    for path in paths {
+        var report = await checkIsolated(path: path, hostExecutable: hostExecutable, timeout: timeout)
+        if let name = report.name, report.passed {
+            if let other = names[name] {
+                report.error = PluginLoadError(
+                    code: .duplicateName, path: path,
+                    reason: "plugin name \"\(name)\" is already used by \(other); give one of them another name (name: in the configuration)")
+            } else {
+                names[name] = path
+            }
+        }
+        reports.append(report)
+    }
+    return reports
+}
+
+private func checkIsolated(path: String, hostExecutable: String, timeout: Duration) async -> PluginCheckReport {
+    await withCheckedContinuation { (continuation: CheckedContinuation<PluginCheckReport, Never>) in
+        // Blocking reads of the child's pipes: on a thread of GCD's, not the cooperative pool.
+        DispatchQueue.global().async {
+            continuation.resume(returning: checkIsolatedBlocking(path: path, hostExecutable: hostExecutable, timeout: timeout))
+        }
+    }
+}
+
+private func checkIsolatedBlocking(path: String, hostExecutable: String, timeout: Duration) -> PluginCheckReport {
+    func failed(_ code: PluginLoadError.Code, _ reason: String) -> PluginCheckReport {
+        PluginCheckReport(path: path, isThreadSafe: false, error: PluginLoadError(code: code, path: path, reason: reason))
+    }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: hostExecutable)
+    process.arguments = ["--check", "--plugin", path]
+    let output = Pipe(), errors = Pipe()
+    process.standardInput = FileHandle.nullDevice
+    process.standardOutput = output
+    process.standardError = errors
+    var environment = ProcessInfo.processInfo.environment
+    environment["SWIFT_BACKTRACE"] = "enable=no"
+    process.environment = environment
+    do {
+        try process.run()
+    } catch {
+        return failed(.crashedWhileLoading, "cannot start \(hostExecutable) to check it: \(error)")
+    }
+    let pid = process.processIdentifier
+    let killer = DispatchWorkItem { kill(pid, SIGKILL) }
+    let nanos = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+    DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanos)), execute: killer)
+    // stderr is read beside stdout, so that a chatty plugin cannot fill its pipe and block.
+    let stderrText = Mutex<[UInt8]>([])
+    let stderrDone = DispatchSemaphore(value: 0)
+    let stderrHandle = errors.fileHandleForReading
+    Thread.detachNewThread {
+        let data = stderrHandle.readDataToEndOfFile()
+        stderrText.withLock { $0 = Array(data.suffix(4096)) }
+        stderrDone.signal()
+    }
+    var reader = IsolationFrameReader(fd: output.fileHandleForReading.fileDescriptor)
+    var info: JSONValue?
+    var loadFailure: String?
+    while let frame = reader.next() {
+        switch frame.type {
+        case IsolationFrame.ready: info = try? JSONValue.parse(frame.body)
+        case IsolationFrame.loadFailed: loadFailure = String(decoding: frame.body, as: UTF8.self)
+        default: break
+        }
+    }
+    process.waitUntilExit()
+    killer.cancel()
+    _ = stderrDone.wait(timeout: .now() + 1)
+    let lastLines = String(decoding: stderrText.withLock { $0 }, as: UTF8.self).split(separator: "\n").suffix(3).joined(separator: " | ")
+    if let loadFailure {
+        let prefix = "plugin \(path): "
+        return failed(.initFailed, loadFailure.hasPrefix(prefix) ? String(loadFailure.dropFirst(prefix.count)) : loadFailure)
+    }
+    if let info, process.terminationReason == .exit, process.terminationStatus == 0 {
+        return PluginCheckReport(
+            path: path, name: info["name"]?.stringValue, kind: info["kind"]?.stringValue.flatMap(PluginKind.init(rawValue:)),
+            version: info["version"]?.stringValue, abi: info["abi"]?.stringValue, isThreadSafe: info["thread_safe"]?.boolValue ?? false, error: nil)
+    }
+    let how =
+        process.terminationReason == .uncaughtSignal
+        ? "signal \(process.terminationStatus) (\(IsolatedPlugin.signalName(process.terminationStatus)))"
+        : "exit status \(process.terminationStatus)"
+    let stage = info == nil ? "while loading" : "in its shutdown hook"
+    let hung = process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL
+    return failed(
+        .crashedWhileLoading,
+        (hung
+            ? "did not finish loading within \(timeout) (its entry point must not block); the check process was killed"
+            : "crashed the check process \(stage) with \(how); loaded in process it would take the server down")
+            + (lastLines.isEmpty ? "" : "; last stderr lines: \(lastLines)"))
 }

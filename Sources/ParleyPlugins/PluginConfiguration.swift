@@ -41,11 +41,16 @@ public struct PluginConfiguration: Sendable, Hashable {
     /// conversations although it declares itself thread-safe; `true` is ignored for a plugin that does not
     /// declare it (nothing can make such a plugin safe to call concurrently), with a warning. nil = the flag.
     public var threadSafe: Bool?
+    /// Most `handle()` calls of a thread-safe plugin running at once, each on a worker thread of its own (nil:
+    /// ``PluginHostConfiguration/defaultMaxConcurrentCalls``). It bounds how many threads the plugin can hold when
+    /// it hangs; once all are hung its calls get the fallback at once. Ignored for a plugin that is not thread-safe
+    /// (one at a time).
+    public var maxConcurrentCalls: Int?
 
     /// One plugin entry; everything but the path and the slot is optional.
     public init(
         path: String, kind: PluginKind, name: String? = nil, deadline: Duration? = nil, config: JSONValue = .object([:]),
-        threadSafe: Bool? = nil
+        threadSafe: Bool? = nil, maxConcurrentCalls: Int? = nil
     ) {
         self.path = path
         self.kind = kind
@@ -53,6 +58,7 @@ public struct PluginConfiguration: Sendable, Hashable {
         self.deadline = deadline
         self.config = config
         self.threadSafe = threadSafe
+        self.maxConcurrentCalls = maxConcurrentCalls
     }
 }
 
@@ -71,6 +77,8 @@ public struct PluginHostConfiguration: Sendable {
     /// Whether each plugin remembers when every running `handle()` began (``LoadedPlugin/longestRunningHandle``;
     /// two more lock operations per call): on in `parley-plugin-host`, which exits when a call hangs. Default off.
     public var tracksRunningHandles = false
+    /// ``PluginConfiguration/maxConcurrentCalls`` when a plugin's configuration gives none.
+    public static let defaultMaxConcurrentCalls = 16
 
     /// Host settings; every parameter has a default.
     public init(
@@ -104,6 +112,10 @@ public struct PluginStatistics: Sendable, Hashable {
     public var cancelHookCalls = 0
     /// `handle` invocations currently running on worker threads.
     public var running = 0
+    /// Of those, the ones still running after their call expired (hung: each holds a slot and a thread).
+    public var hung = 0
+    /// Calls refused at once because every slot was hung.
+    public var refused = 0
 
     /// All counters zero.
     public init() {}

@@ -9,7 +9,7 @@ public struct PluginLoadError: Error, Sendable, Hashable, CustomStringConvertibl
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         fileprivate enum Value: String, Hashable, Sendable {
             case fileNotFound, notSharedObject, cannotOpen, entrySymbolMissing, abiMajorMismatch, abiMinorTooNew
-            case initReturnedNull, initFailed, invalidDefinition, duplicateName, wrongKind, hostClosed
+            case initReturnedNull, initFailed, invalidDefinition, duplicateName, wrongKind, hostClosed, crashedWhileLoading
         }
         fileprivate let value: Value
         /// The code's name.
@@ -39,6 +39,9 @@ public struct PluginLoadError: Error, Sendable, Hashable, CustomStringConvertibl
         public static let wrongKind = Code(value: .wrongKind)
         /// The plugin host was shut down.
         public static let hostClosed = Code(value: .hostClosed)
+        /// Its host process (`isolation: process`, `parley plugins check --isolated`) died or stopped answering
+        /// while loading it: a crash in the plugin's entry point.
+        public static let crashedWhileLoading = Code(value: .crashedWhileLoading)
     }
 
     /// The failure class.

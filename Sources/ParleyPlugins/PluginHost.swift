@@ -60,6 +60,11 @@ public final class PluginHost: Sendable {
         try await load(config, expecting: config.kind)
     }
 
+    /// Loads a plugin of either kind (`config.kind` is ignored), as `parley plugins check` does.
+    public func loadAnyKind(_ config: PluginConfiguration) async throws(PluginLoadError) -> LoadedPlugin {
+        try await load(config, expecting: nil)
+    }
+
     /// Loads an agent plugin.
     public func loadAgent(_ config: PluginConfiguration) async throws(PluginLoadError) -> PluginAgent {
         var config = config
@@ -276,7 +281,8 @@ public final class PluginHost: Sendable {
         }
         let plugin = LoadedPlugin(
             name: name, definition: definition, path: path, kind: kind,
-            deadline: config.deadline ?? configuration.defaultDeadline, threadSafe: config.threadSafe, instance: instance, pool: pool,
+            deadline: config.deadline ?? configuration.defaultDeadline, threadSafe: config.threadSafe,
+            maxConcurrentCalls: config.maxConcurrentCalls ?? PluginHostConfiguration.defaultMaxConcurrentCalls, instance: instance, pool: pool,
             logger: logger, tracksRunningHandles: configuration.tracksRunningHandles)
         let clash: LoadedPlugin? = registry.withLock { list in
             if let other = list.first(where: { $0.name == name }) { return other }

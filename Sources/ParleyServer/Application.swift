@@ -134,6 +134,10 @@ public struct ParleyApplication: Service {
         }
     }
 
+    /// The `parley-plugin-host` executable beside the running one (what `isolation: process` starts unless
+    /// ``ParleyServerConfiguration/pluginHostExecutable`` says otherwise).
+    public static var pluginHostExecutable: String { Runtime.siblingExecutable("parley-plugin-host") }
+
     /// Called with the bound port once the server listens (useful with `server.port: 0`).
     public var onServerRunning: (@Sendable (Int) async -> Void)? {
         get { serverRunning.callback }
@@ -175,7 +179,16 @@ public struct ParleyApplication: Service {
         }
         var adapterHealth: (@Sendable () -> String?)?
         if let cluster { adapterHealth = { cluster.problem } }
-        HealthRoute.add(to: router, store: runtime.store, adapter: adapterHealth)
+        HealthRoute.add(
+            to: router, store: runtime.store, adapter: adapterHealth,
+            plugins: {
+                var problems: [String: String] = [:]
+                for plugin in reloader.plugins {
+                    let status = plugin.status
+                    if let problem = status.problem { problems[status.name] = problem }
+                }
+                return problems
+            })
         if configuration.server.chatPage {
             ChatPage.add(
                 to: router, socketIOPath: configuration.channels.socketIO?.socketIOPath ?? "/socket.io",
@@ -220,6 +233,7 @@ public struct ParleyApplication: Service {
             ConversationRoutes.add(to: router, api: api, sessionTokens: sessionTokens, connections: connections)
             ProactiveRoute.add(to: router, api: api, dispatcher: runtime.dispatcher)
             ReloadRoute.add(to: router, reloader: reloader, api: api)
+            PluginStatusRoute.add(to: router, reloader: reloader, api: api)
             if apiConfig.token == nil && !apiConfig.sessionToken {
                 logger.info(
                     "conversation API on without a token: the server listens on a loopback address only (set api.token before listening on a public address)")
@@ -320,19 +334,44 @@ struct PluginHostService: Service {
     let dispatcher: Dispatcher
 
     func run() async throws {
+        // A plugin flooding emits that cannot be delivered must not flood the log too: one line a second, counting
+        // the others.
+        let undelivered = LogThrottle()
         await withDiscardingTaskGroup { group in
             group.addTask { [dispatcher] in
                 await host.run { emitted in
                     do {
                         _ = try await dispatcher.emit(emitted.responses, to: emitted.senderID, channel: emitted.channel)
                     } catch {
-                        dispatcher.logger.warning("plugin \(emitted.plugin): emit to \(emitted.senderID) not delivered: \(error)")
+                        if let suppressed = undelivered.admit() {
+                            dispatcher.logger.warning(
+                                "plugin \(emitted.plugin): emit to \(emitted.senderID) not delivered: \(error)\(suppressed > 0 ? " (and \(suppressed) more emits not delivered in the second before)" : "")"
+                            )
+                        }
                     }
                 }
             }
             try? await gracefulShutdown()
             for plugin in isolated { await plugin.shutdown() }
             await host.shutdown()
+        }
+    }
+}
+
+/// At most one log line a second: ``admit()`` says whether to write one now, and how many were held back since.
+final class LogThrottle: Sendable {
+    private let state = Mutex<(lastLine: ContinuousClock.Instant?, suppressed: Int)>((nil, 0))
+
+    /// nil: skip this line; else write it, mentioning the returned number of lines skipped before it.
+    func admit() -> Int? {
+        let now = ContinuousClock.now
+        return state.withLock { s in
+            if let last = s.lastLine, now - last < .seconds(1) {
+                s.suppressed += 1
+                return nil
+            }
+            defer { s = (now, 0) }
+            return s.suppressed
         }
     }
 }
@@ -346,7 +385,7 @@ struct Runtime {
     var isolated: [IsolatedPlugin] = []
 
     static func make(_ c: ParleyServerConfiguration, logger: Logger) async throws -> Runtime {
-        let pool = WorkerPool(threads: c.workers)
+        let pool = WorkerPool(threads: c.workers, maximumThreads: c.maxThreads)
         // The store.
         let store: any ConversationStore
         switch c.store.kind {
@@ -369,6 +408,13 @@ struct Runtime {
         // Plugins.
         let host = PluginHost(pool: pool, configuration: .init(defaultDeadline: c.dispatcher.turnDeadline), logger: Logger(label: "parley.plugins"))
         let (plugins, isolated) = try await makePlugins(c, host: host, reload: false)
+        // Plugins hung in every slot must leave `workers` threads for everything else.
+        let slots = host.plugins.filter(\.isThreadSafe).reduce(0) { $0 + $1.slots } + host.plugins.filter { !$0.isThreadSafe }.count
+        if c.workers + slots > pool.maximumThreadCount {
+            logger.warning(
+                "dispatcher.max_threads is \(pool.maximumThreadCount), less than dispatcher.workers (\(c.workers)) plus the slots of the in-process plugins (\(slots)): plugins hung in every slot could leave no thread for the others; raise max_threads or lower max_concurrent_calls"
+            )
+        }
         // Actions.
         var runner: (any ActionRunner)?
         if let manifestPath = c.actions.manifestPath {
@@ -386,15 +432,63 @@ struct Runtime {
     }
 
     /// Loads the configured agents and formatters (`reload`: replacing the loaded ones, see
-    /// `PluginHost.reload`) and builds routes and formatter chains from them.
+    /// `PluginHost.reload`) and builds routes and formatter chains from them. Isolated plugins' host processes are
+    /// started and must load their plugin here too, so a plugin that cannot load stops the start (or the reload).
     static func makePlugins(_ c: ParleyServerConfiguration, host: PluginHost, reload: Bool) async throws -> (DispatcherPlugins, [IsolatedPlugin]) {
         func deadline(_ seconds: Double?) -> Duration? { seconds.map { .milliseconds(Int64($0 * 1000)) } }
         let agentConfigurations = c.agents.filter { !$0.isolated }.map {
             PluginConfiguration(
-                path: $0.pluginPath, kind: .agent, name: $0.name, deadline: deadline($0.deadline), config: $0.config, threadSafe: $0.threadSafe)
+                path: $0.pluginPath, kind: .agent, name: $0.name, deadline: deadline($0.deadline), config: $0.config, threadSafe: $0.threadSafe,
+                maxConcurrentCalls: $0.maxConcurrentCalls)
         }
-        let formatterConfigurations = c.formatters.map {
-            PluginConfiguration(path: $0.pluginPath, kind: .formatter, name: $0.name, deadline: deadline($0.deadline), config: $0.config)
+        let formatterConfigurations = c.formatters.filter { !$0.isolated }.map {
+            PluginConfiguration(
+                path: $0.pluginPath, kind: .formatter, name: $0.name, deadline: deadline($0.deadline), config: $0.config,
+                maxConcurrentCalls: $0.maxConcurrentCalls)
+        }
+        // Isolated plugins first: their host processes load them (in parallel with nothing else to wait for).
+        var isolated: [IsolatedPlugin] = []
+        func isolatedPlugin(
+            name: String, path: String, kind: PluginKind, deadline seconds: Double?, config: JSONValue, threadSafe: Bool?, trackerEvents: Int?,
+            _ settings: ProcessIsolation
+        ) -> IsolatedPlugin {
+            let plugin = IsolatedPlugin(
+                name: name, path: path, kind: kind, deadline: deadline(seconds), callDeadline: deadline(seconds) ?? c.dispatcher.turnDeadline,
+                config: config, threadSafe: threadSafe, trackerEvents: trackerEvents,
+                settings: PluginIsolationSettings(
+                    hostExecutable: c.pluginHostExecutable ?? Self.siblingExecutable("parley-plugin-host"), memoryLimit: settings.memoryLimit,
+                    addressSpaceLimit: settings.addressSpaceLimit, cpuSeconds: settings.cpuSeconds, openFiles: settings.openFiles, processes: settings.processes
+                ),
+                logger: Logger(label: "parley.plugins"), emit: { host.enqueue($0) })
+            isolated.append(plugin)
+            return plugin
+        }
+        let isolatedAgents: [String: IsolatedPlugin] = Dictionary(
+            uniqueKeysWithValues: c.agents.compactMap { a in
+                a.isolation.map {
+                    (
+                        a.name,
+                        isolatedPlugin(
+                            name: a.name, path: a.pluginPath, kind: .agent, deadline: a.deadline, config: a.config, threadSafe: a.threadSafe,
+                            trackerEvents: a.trackerEvents, $0)
+                    )
+                }
+            })
+        let isolatedFormatters: [String: IsolatedPlugin] = Dictionary(
+            uniqueKeysWithValues: c.formatters.compactMap { f in
+                f.isolation.map {
+                    (
+                        f.name,
+                        isolatedPlugin(
+                            name: f.name, path: f.pluginPath, kind: .formatter, deadline: f.deadline, config: f.config, threadSafe: nil, trackerEvents: nil, $0)
+                    )
+                }
+            })
+        do {
+            for plugin in isolated { try await plugin.prepare(timeout: .seconds(10)) }
+        } catch {
+            for plugin in isolated { await plugin.shutdown(grace: .milliseconds(500)) }
+            throw StartupError("\(error)")
         }
         let loaded: (agents: [PluginAgent], formatters: [PluginFormatter])
         do {
@@ -403,24 +497,19 @@ struct Runtime {
                 ? try await host.reload(agents: agentConfigurations, formatters: formatterConfigurations)
                 : try await host.loadAll(agents: agentConfigurations, formatters: formatterConfigurations)
         } catch {
+            for plugin in isolated { await plugin.shutdown(grace: .milliseconds(500)) }
             throw StartupError("\(error)")
         }
         var inProcess = loaded.agents.makeIterator()
-        var isolated: [IsolatedPlugin] = []
         let agents: [any Agent] = c.agents.map { configured in
-            guard configured.isolated else {
-                let agent = inProcess.next()!
-                return configured.trackerEvents.map { PluginAgent(plugin: agent.plugin, trackerEvents: $0) } ?? agent
-            }
-            let plugin = IsolatedPlugin(
-                name: configured.name, path: configured.pluginPath, deadline: deadline(configured.deadline),
-                callDeadline: deadline(configured.deadline) ?? c.dispatcher.turnDeadline, config: configured.config, threadSafe: configured.threadSafe,
-                trackerEvents: configured.trackerEvents,
-                settings: PluginIsolationSettings(
-                    hostExecutable: c.pluginHostExecutable ?? Self.siblingExecutable("parley-plugin-host"), memoryLimit: configured.memoryLimit),
-                logger: Logger(label: "parley.plugins"), emit: { host.enqueue($0) })
-            isolated.append(plugin)
-            return plugin
+            if let plugin = isolatedAgents[configured.name] { return plugin }
+            let agent = inProcess.next()!
+            return configured.trackerEvents.map { PluginAgent(plugin: agent.plugin, trackerEvents: $0) } ?? agent
+        }
+        var inProcessFormatters = loaded.formatters.makeIterator()
+        let formatters: [any MessageFormatter] = c.formatters.map { configured in
+            if let plugin = isolatedFormatters[configured.name] { return plugin.formatter }
+            return inProcessFormatters.next()!
         }
         // Routing: the first agent without a route is the default.
         var routes: [AgentRoute] = []
@@ -436,13 +525,14 @@ struct Runtime {
                 throw StartupError(key: "agents[\(i)].route", error.description)
             }
         }
-        let chains = FormatterChains(c.formatters, loaded: loaded.formatters, channels: [SocketIOChannel.name, RESTChannel.name])
+        let chains = FormatterChains(c.formatters, loaded: formatters, channels: [SocketIOChannel.name, RESTChannel.name])
         return (
             DispatcherPlugins(agent: defaultAgent ?? agents[0], routes: routes, formatters: chains.everywhere, channelFormatters: chains.perChannel), isolated
         )
     }
 
     /// An executable beside the running one (`/proc/self/exe`'s folder).
+    /// (`ParleyApplication.pluginHostExecutable` names the plugin host this way.)
     static func siblingExecutable(_ name: String) -> String {
         var buffer = [CChar](repeating: 0, count: 4096)
         let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)

@@ -29,6 +29,11 @@ public struct ParleyServerConfiguration: Sendable {
     public var dispatcher: DispatcherConfiguration
     /// Worker threads for plugin and action calls (`dispatcher.workers`, default 4).
     public var workers: Int
+    /// Most worker threads, counting those started while others are held by plugin calls that block or hang
+    /// (`dispatcher.max_threads`); nil: ``workers`` + 32. Keep it at least ``workers`` plus the slots of every
+    /// thread-safe in-process plugin (`max_concurrent_calls`, 16 each by default) so that plugins hung in every
+    /// slot still leave ``workers`` threads for everything else; `parley serve` warns when it is smaller.
+    public var maxThreads: Int?
     /// The conversation HTTP API.
     public var api: APIConfiguration
     /// `GET /metrics` for Prometheus.
@@ -154,10 +159,14 @@ public struct AgentConfiguration: Sendable, Hashable {
     /// Most tracker events sent to the agent each turn (`tracker_events`); nil = what the plugin declares
     /// (`PARLEY_FLAG_NO_TRACKER_EVENTS` = none), else the dispatcher's limit (50). 0 sends an empty list.
     public var trackerEvents: Int?
-    /// Run the plugin in a host process of its own (`isolation: process`): a crash or hang costs only its turns.
-    public var isolated: Bool = false
-    /// With isolation: the host process's address-space limit in bytes (`memory_limit_mb`); nil: none.
-    public var memoryLimit: Int?
+    /// `isolation: process` and its settings: the plugin runs in host processes of its own, so a crash or hang
+    /// costs only its turns; nil (`isolation: in_process`, the default): inside the server.
+    public var isolation: ProcessIsolation?
+    /// In process: most `handle()` calls of a thread-safe plugin at once (`max_concurrent_calls`); nil: 16.
+    public var maxConcurrentCalls: Int?
+
+    /// Whether the plugin runs in host processes of its own.
+    public var isolated: Bool { isolation != nil }
 
     public init(
         name: String, pluginPath: String, deadline: Double? = nil, threadSafe: Bool? = nil, config: JSONValue = .object([:]),
@@ -227,6 +236,13 @@ public struct FormatterConfiguration: Sendable, Hashable {
     public var config: JSONValue
     /// Deadline of one call in seconds (`deadline`); nil = the dispatcher's `turn_deadline`.
     public var deadline: Double?
+    /// `isolation: process` and its settings; nil: inside the server (the default).
+    public var isolation: ProcessIsolation?
+    /// In process: most `format` calls of a thread-safe formatter at once (`max_concurrent_calls`); nil: 16.
+    public var maxConcurrentCalls: Int?
+
+    /// Whether the plugin runs in host processes of its own.
+    public var isolated: Bool { isolation != nil }
 
     public init(name: String, pluginPath: String, channels: [String]? = nil, config: JSONValue = .object([:]), deadline: Double? = nil) {
         self.name = name
@@ -234,6 +250,35 @@ public struct FormatterConfiguration: Sendable, Hashable {
         self.channels = channels
         self.config = config
         self.deadline = deadline
+    }
+}
+
+/// The settings of a plugin with `isolation: process` (an `agents:` or `formatters:` entry).
+public struct ProcessIsolation: Sendable, Hashable {
+    /// Host processes of the plugin (`processes`, default 1); calls go to the least busy one. More than one gives
+    /// a plugin that is not thread-safe parallelism (each process runs one call at a time).
+    public var processes: Int
+    /// Resident memory of each host process in bytes (`memory_limit_mb`); nil: none. Checked after every call: a
+    /// host at the limit is replaced between calls (it finishes its calls, a new one takes the next; none is lost);
+    /// one at 1.5 times the limit (a leak inside one call) exits at once and is restarted.
+    public var memoryLimit: Int?
+    /// Address-space limit of each host process in bytes (`address_space_limit_mb`, RLIMIT_AS); nil: none.
+    /// Allocations past it fail, which the plugin must survive (or crash, costing its calls).
+    public var addressSpaceLimit: Int?
+    /// CPU-time limit of each host process in seconds (`cpu_limit_seconds`, RLIMIT_CPU); nil: none. At the limit
+    /// the kernel ends the process (SIGXCPU) and the host is restarted with a fresh budget.
+    public var cpuSeconds: Int?
+    /// Most open file descriptors of each host process (`open_files_limit`, RLIMIT_NOFILE); nil: inherited.
+    public var openFiles: Int?
+
+    public init(
+        processes: Int = 1, memoryLimit: Int? = nil, addressSpaceLimit: Int? = nil, cpuSeconds: Int? = nil, openFiles: Int? = nil
+    ) {
+        self.processes = max(1, processes)
+        self.memoryLimit = memoryLimit
+        self.addressSpaceLimit = addressSpaceLimit
+        self.cpuSeconds = cpuSeconds
+        self.openFiles = openFiles
     }
 }
 

@@ -35,6 +35,12 @@ public final class PluginReloader: Sendable {
         self.state = Mutex((configuration, isolated))
     }
 
+    /// The plugins in use now (in process and isolated), for the health route and `GET /admin/plugins`.
+    public var plugins: [any PluginStatusReporting] {
+        let isolated = state.withLock { $0.isolated }
+        return host.plugins.map { $0 as any PluginStatusReporting } + isolated.map { $0 as any PluginStatusReporting }
+    }
+
     /// The outcome of a reload, one line for a person.
     public struct Outcome: Sendable {
         public var succeeded: Bool
@@ -109,6 +115,23 @@ enum ReloadRoute {
                 let outcome = await reloader.reload()
                 guard outcome.succeeded else { throw ConversationAPIError(status: 422, reason: "ReloadFailed", message: outcome.message) }
                 return ["reloaded": true, "message": .string(outcome.message)]
+            }
+        }
+    }
+}
+
+/// `GET /admin/plugins` (API token, `403` without one configured): `{"plugins": [PluginStatus.json, ...]}` — calls,
+/// errors, deadline expiries, refusals, fallbacks, hung slots, host crashes and restarts, breaker state and latency
+/// of every plugin in use. `parley plugins status` prints it.
+enum PluginStatusRoute {
+    static func add<Context: RequestContext>(to router: Router<Context>, reloader: PluginReloader, api: ConversationAPI) {
+        router.get("/admin/plugins") { request, _ in
+            await ConversationRoutes.respond {
+                guard api.token != nil else {
+                    throw ConversationAPIError(status: 403, reason: "NotAuthorized", message: "plugin status over HTTP needs a token: set api.token")
+                }
+                try api.authorize(token: request.uri.queryParameters.get("token"), authorization: request.headers[.authorization])
+                return ["plugins": .array(reloader.plugins.map(\.status.json))]
             }
         }
     }

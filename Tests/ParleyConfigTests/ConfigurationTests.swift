@@ -612,3 +612,32 @@ struct SecurityAndOperationsKeysTests {
         #expect(failure("server:\n  chat_page: sure")?.contains("server.chat_page") == true)
     }
 }
+
+@Suite("Plugin isolation and slot keys")
+struct PluginIsolationKeysTests {
+    @Test func isolationSettingsReachTheServerConfiguration() throws {
+        let c = try parse(
+            """
+            agents:
+              - {name: a, plugin: a.so, isolation: process, processes: 3, memory_limit_mb: 128, cpu_limit_seconds: 60, open_files_limit: 64, address_space_limit_mb: 4096}
+              - {name: b, plugin: b.so, max_concurrent_calls: 4}
+            formatters:
+              - {name: f, plugin: f.so, isolation: process}
+            dispatcher: {workers: 2, max_threads: 40}
+            """
+        ).application
+        #expect(c.agents[0].isolation == ProcessIsolation(processes: 3, memoryLimit: 128 << 20, addressSpaceLimit: 4096 << 20, cpuSeconds: 60, openFiles: 64))
+        #expect(c.agents[1].isolation == nil && c.agents[1].maxConcurrentCalls == 4)
+        #expect(c.formatters[0].isolated && c.formatters[0].isolation?.processes == 1)
+        #expect(c.workers == 2 && c.maxThreads == 40)
+    }
+
+    @Test func isolationKeysNeedTheirMode() {
+        #expect(failure("agents: [{name: a, plugin: a.so, processes: 2}]")?.contains("agents[0].processes: only with isolation: process") == true)
+        #expect(failure("formatters: [{name: f, plugin: f.so, cpu_limit_seconds: 5}]")?.contains("only with isolation: process") == true)
+        #expect(
+            failure("agents: [{name: a, plugin: a.so, isolation: process, max_concurrent_calls: 2}]")?.contains("only with isolation: in_process") == true)
+        #expect(failure("agents: [{name: a, plugin: a.so, isolation: sandbox}]") != nil)
+        #expect(failure("dispatcher: {workers: 8, max_threads: 4}")?.contains("must be at least dispatcher.workers (8)") == true)
+    }
+}

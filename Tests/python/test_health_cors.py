@@ -31,7 +31,7 @@ def test_health_reports_the_store(server_factory):
     server = server_factory(mirror_config())
     r = requests.get(server.url + "/health", timeout=5)
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "store": "ok"}
+    assert r.json() == {"status": "ok", "store": "ok", "plugins": "ok"}
 
 
 def test_preflight_and_requests_from_an_allowed_origin(server_factory):

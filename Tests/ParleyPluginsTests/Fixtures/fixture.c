@@ -37,6 +37,11 @@ static const parley_host_api *g_api;
 static parley_host *g_host;
 static char g_suffix[64] = "!";
 
+static int g_release;
+
+/* Lets every "block" call return. */
+PARLEY_EXPORT void fixture_release(void) { __atomic_store_n(&g_release, 1, __ATOMIC_SEQ_CST); }
+
 PARLEY_EXPORT int fixture_stat(int i) {
     pthread_mutex_lock(&g_lock);
     int v = (i >= 0 && i < ST_COUNT) ? g_stats[i] : -999;
@@ -139,7 +144,10 @@ static parley_status fixture_handle(void *state, parley_call *call, parley_str r
     pthread_mutex_unlock(&g_lock);
     parley_status result = PARLEY_OK;
 
-    if (strcmp(text, "nap") == 0) {
+    if (strcmp(text, "block") == 0) {
+        while (!__atomic_load_n(&g_release, __ATOMIC_SEQ_CST)) nap_ms(1);
+        complete_cstr(call, "{\"responses\":[{\"text\":\"released\"}]}");
+    } else if (strcmp(text, "nap") == 0) {
         nap_ms(20);
         complete_cstr(call, "{\"responses\":[{\"text\":\"rested\"}]}");
     } else if (strcmp(text, "invalid_json") == 0) {
