@@ -57,28 +57,13 @@ extension PluginsCommand {
             abstract: "Show calls, errors, fallbacks, hung slots, crashes, breaker state and latency of a running server's plugins.",
             discussion: "Reads GET /admin/plugins; needs api.token on the server. Exits with status 1 when a plugin is degraded.")
 
-        @Option(name: .long, help: "The server's URL.")
-        var url = "http://127.0.0.1:5005"
-
-        @Option(name: .long, help: "The API token (default: $PARLEY_API_TOKEN).")
-        var token: String?
+        @OptionGroup var server: AdminServerOptions
 
         @Flag(help: "Print the server's JSON instead of a table.")
         var json = false
 
         func run() async throws {
-            guard let parsed = URL(string: url), let host = parsed.host else {
-                FileHandle.standardError.write(Data("parley plugins status: --url must be like http://127.0.0.1:5005\n".utf8))
-                throw ExitCode(2)
-            }
-            let bearer = token ?? ProcessInfo.processInfo.environment["PARLEY_API_TOKEN"]
-            let (status, body): (Int, [UInt8])
-            do {
-                (status, body) = try await ShellCommand.httpGet(host: host, port: parsed.port ?? 80, path: "/admin/plugins", bearer: bearer)
-            } catch {
-                FileHandle.standardError.write(Data("parley plugins status: cannot reach \(url): \(error)\n".utf8))
-                throw ExitCode(1)
-            }
+            let (status, body) = try await server.request("/admin/plugins", command: "parley plugins status")
             guard status == 200, let value = try? JSONValue.parse(body), let plugins = value["plugins"]?.arrayValue else {
                 let message = (try? JSONValue.parse(body))?["message"]?.stringValue ?? String(decoding: body, as: UTF8.self)
                 FileHandle.standardError.write(Data("parley plugins status: \(status): \(message)\n".utf8))

@@ -172,7 +172,9 @@ await withDiscardingTaskGroup { group in
     for await (type, id, body) in frames {
         guard type == IsolationFrame.call else { break }
         guard let (sender, request) = IsolationFrame.splitCall(body) else { continue }
-        group.addTask {
+        // On the worker pool: the plugin's handle() then runs on this task's own thread (no hand-off), and its
+        // synchronous complete() resumes the task there.
+        group.addTask(executorPreference: pool) {
             do {
                 // Only an agent's turn shows streamed text (a formatter's parley_stream gets PARLEY_E_UNSUPPORTED).
                 let stream = plugin.kind == .agent ? streamSink(call: id) : nil

@@ -21,7 +21,9 @@ public struct PluginIsolationSettings: Sendable, Hashable {
     public var crashWindow: Duration
     /// How long the breaker stays open (calls get the fallback at once) before one host is started again.
     public var breakerOpenFor: Duration
-    /// How long past a call's deadline the host may take to answer before it is killed and restarted.
+    /// How long past a call's deadline the host may take to answer before it is killed and restarted (default 3 s:
+    /// a host exits by itself 2 s after a `handle()` passed its deadline; this is the backstop for one that is
+    /// wedged).
     public var killGrace: Duration
     /// Resident memory of the host process in bytes: at it the host is replaced between calls, at 1.5 times it
     /// the host exits at once; nil: none.
@@ -37,7 +39,7 @@ public struct PluginIsolationSettings: Sendable, Hashable {
 
     public init(
         hostExecutable: String, breakerThreshold: Int = 5, crashWindow: Duration = .seconds(60), breakerOpenFor: Duration = .seconds(30),
-        killGrace: Duration = .seconds(2), memoryLimit: Int? = nil, addressSpaceLimit: Int? = nil, cpuSeconds: Int? = nil, openFiles: Int? = nil,
+        killGrace: Duration = .seconds(3), memoryLimit: Int? = nil, addressSpaceLimit: Int? = nil, cpuSeconds: Int? = nil, openFiles: Int? = nil,
         processes: Int = 1
     ) {
         self.processes = max(1, processes)
@@ -88,6 +90,9 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
     private struct Pending {
         var continuation: CheckedContinuation<JSONValue, any Error>
         var stream: (@Sendable (String) -> Bool)?
+        /// When the call was sent: a host that has not answered by then + the call deadline + the kill grace is
+        /// killed (``sweep()``).
+        var sent: ContinuousClock.Instant
     }
 
     private final class Child: @unchecked Sendable {
@@ -170,6 +175,10 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
     }
 
     private let state: Mutex<State>
+    /// Whether ``sweep()`` is scheduled.
+    private let sweepArmed = Atomic<Bool>(false)
+    /// A copy of ``State/crashesInARow`` readable without the lock (resetting it costs a lock only after a crash).
+    private let crashesInARow = Atomic<Int>(0)
     private let metrics: PluginMetrics
     private let breakerGauge: Gauge
 
@@ -318,38 +327,56 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
             return s.nextID
         }
         let frame = IsolationFrame.encode(type: IsolationFrame.call, id: id, body: IsolationFrame.callBody(sender: senderID, request: request))
-        let limit = callDeadline + settings.killGrace
-        return try await withThrowingTaskGroup(of: JSONValue?.self) { group in
-            group.addTask {
-                try await withTaskCancellationHandler {
-                    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
-                        child.pending.withLock { $0[id] = Pending(continuation: continuation, stream: stream) }
-                        let written = child.write(frame)
-                        if !written, let pending = child.pending.withLock({ $0.removeValue(forKey: id) }) {
-                            pending.continuation.resume(throwing: PluginCallError(code: .crashed, plugin: self.name, reason: "its host process is gone"))
-                        }
-                    }
-                } onCancel: {
-                    child.pending.withLock { $0.removeValue(forKey: id) }?.continuation.resume(
-                        throwing: PluginCallError(code: .cancelled, plugin: self.name, reason: "the turn no longer waits for this call"))
+        // No timer per call: the sweep (armed while calls are in flight) kills a host that is overdue.
+        armSweep()
+        let reply: JSONValue = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
+                child.pending.withLock { $0[id] = Pending(continuation: continuation, stream: stream, sent: .now) }
+                let written = child.write(frame)
+                if !written, let pending = child.pending.withLock({ $0.removeValue(forKey: id) }) {
+                    pending.continuation.resume(throwing: PluginCallError(code: .crashed, plugin: self.name, reason: "its host process is gone"))
                 }
             }
-            group.addTask {
-                try? await Task.sleep(for: limit)
-                return nil
-            }
-            let first = try await group.next() ?? nil
-            group.cancelAll()
-            if let first {
-                state.withLock { $0.crashesInARow = 0 }
-                return first
-            }
-            // No answer by the deadline plus the grace period: the host is hung; kill it (its calls fail).
-            logger.error(
-                "plugin \(name): its host process did not answer a call within \(limit); killing it (pid \(child.process.processIdentifier))")
-            kill(child.process.processIdentifier, SIGKILL)
-            throw PluginCallError(code: .deadlineExceeded, plugin: name, reason: "no reply within \(limit); its host process was killed")
+        } onCancel: {
+            child.pending.withLock { $0.removeValue(forKey: id) }?.continuation.resume(
+                throwing: PluginCallError(code: .cancelled, plugin: self.name, reason: "the turn no longer waits for this call"))
         }
+        if crashesInARow.load(ordering: .relaxed) != 0 {
+            state.withLock { $0.crashesInARow = 0 }
+            crashesInARow.store(0, ordering: .relaxed)
+        }
+        return reply
+    }
+
+    /// How often the sweep looks for overdue calls while calls are in flight.
+    private static let sweepInterval: Duration = .milliseconds(250)
+
+    /// Arms the sweep unless it is armed (one relaxed load per call when it is).
+    private func armSweep() {
+        guard !sweepArmed.load(ordering: .relaxed), sweepArmed.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+        else { return }
+        let nanos = Self.sweepInterval.components.attoseconds / 1_000_000_000 + Self.sweepInterval.components.seconds * 1_000_000_000
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanos))) { [self] in sweep() }
+    }
+
+    /// Kills every host with a call unanswered past its deadline + ``PluginIsolationSettings/killGrace`` (its calls
+    /// fail, the crash is reported as usual); re-arms itself while any call is in flight.
+    private func sweep() {
+        let limit = callDeadline + settings.killGrace
+        let now = ContinuousClock.now
+        let children = state.withLock { $0.children.compactMap { $0 } }
+        var inFlight = false
+        for child in children {
+            let (count, oldest) = child.pending.withLock { p in (p.count, p.values.map(\.sent).min()) }
+            if count > 0 { inFlight = true }
+            if let oldest, now - oldest > limit, child.process.isRunning {
+                logger.error(
+                    "plugin \(name): its host process did not answer a call within \(limit); killing it (pid \(child.process.processIdentifier))")
+                kill(child.process.processIdentifier, SIGKILL)
+            }
+        }
+        sweepArmed.store(false, ordering: .releasing)
+        if inFlight { armSweep() }
     }
 
     /// The host process for the next call, started if needed; throws at once while a restart backoff or the
@@ -419,13 +446,7 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
         if let v = settings.openFiles { arguments += ["--limit-files", String(v)] }
         process.arguments = arguments
         let input = Pipe(), output = Pipe(), errors = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        process.standardError = errors
-        // The plugin's crash is reported here; Swift's backtracer in the host would only delay it by seconds.
-        var environment = ProcessInfo.processInfo.environment
-        environment["SWIFT_BACKTRACE"] = "enable=no"
-        process.environment = environment
+        Self.prepareHost(process, stdin: input, stdout: output, stderr: errors)
         do {
             try process.run()
         } catch {
@@ -583,6 +604,7 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
             if s.children[child.slot] === child { s.children[child.slot] = nil }
             s.crashes = s.crashes.filter { now - $0 < settings.crashWindow } + [now]
             s.crashesInARow += 1
+            crashesInARow.store(s.crashesInARow, ordering: .relaxed)
             s.lastCrash = how
             let backoff = min(Duration.milliseconds(100) * (1 << min(s.crashesInARow - 1, 6)), .seconds(5))
             s.notBefore = now + backoff
@@ -614,6 +636,17 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
             while child.process.isRunning && ContinuousClock.now < until { try? await Task.sleep(for: .milliseconds(10)) }
             if child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) }
         }
+    }
+
+    /// Wires a `parley-plugin-host` process's pipes and environment (the plugin's crash is reported by Parley;
+    /// Swift's backtracer in the host would only delay it by seconds).
+    static func prepareHost(_ process: Process, stdin: Any, stdout: Pipe, stderr: Pipe) {
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = stderr
+        var environment = ProcessInfo.processInfo.environment
+        environment["SWIFT_BACKTRACE"] = "enable=no"
+        process.environment = environment
     }
 
     static func signalName(_ signal: Int32) -> String {

@@ -107,12 +107,7 @@ private func checkIsolatedBlocking(path: String, hostExecutable: String, timeout
     process.executableURL = URL(fileURLWithPath: hostExecutable)
     process.arguments = ["--check", "--plugin", path]
     let output = Pipe(), errors = Pipe()
-    process.standardInput = FileHandle.nullDevice
-    process.standardOutput = output
-    process.standardError = errors
-    var environment = ProcessInfo.processInfo.environment
-    environment["SWIFT_BACKTRACE"] = "enable=no"
-    process.environment = environment
+    IsolatedPlugin.prepareHost(process, stdin: FileHandle.nullDevice, stdout: output, stderr: errors)
     do {
         try process.run()
     } catch {

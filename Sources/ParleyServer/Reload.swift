@@ -102,16 +102,21 @@ public final class PluginReloader: Sendable {
     }
 }
 
+/// An `/admin/` request needs the API token; without one configured the route is closed (`403`).
+private func authorizeAdmin(_ request: Request, api: ConversationAPI, what: String) throws {
+    guard api.token != nil else {
+        throw ConversationAPIError(status: 403, reason: "NotAuthorized", message: "\(what) over HTTP needs a token: set api.token")
+    }
+    try api.authorize(token: request.uri.queryParameters.get("token"), authorization: request.headers[.authorization])
+}
+
 /// `POST /admin/reload`: reloads agents and formatters (the API token is required, `403` without one configured).
 /// `200 {"reloaded": true, "message"}` or `422 {"reloaded": false, "message"}` (nothing changed).
 enum ReloadRoute {
     static func add<Context: RequestContext>(to router: Router<Context>, reloader: PluginReloader, api: ConversationAPI) {
         router.post("/admin/reload") { request, _ in
             await ConversationRoutes.respond {
-                guard api.token != nil else {
-                    throw ConversationAPIError(status: 403, reason: "NotAuthorized", message: "reloading over HTTP needs a token: set api.token")
-                }
-                try api.authorize(token: request.uri.queryParameters.get("token"), authorization: request.headers[.authorization])
+                try authorizeAdmin(request, api: api, what: "reloading")
                 let outcome = await reloader.reload()
                 guard outcome.succeeded else { throw ConversationAPIError(status: 422, reason: "ReloadFailed", message: outcome.message) }
                 return ["reloaded": true, "message": .string(outcome.message)]
@@ -127,10 +132,7 @@ enum PluginStatusRoute {
     static func add<Context: RequestContext>(to router: Router<Context>, reloader: PluginReloader, api: ConversationAPI) {
         router.get("/admin/plugins") { request, _ in
             await ConversationRoutes.respond {
-                guard api.token != nil else {
-                    throw ConversationAPIError(status: 403, reason: "NotAuthorized", message: "plugin status over HTTP needs a token: set api.token")
-                }
-                try api.authorize(token: request.uri.queryParameters.get("token"), authorization: request.headers[.authorization])
+                try authorizeAdmin(request, api: api, what: "plugin status")
                 return ["plugins": .array(reloader.plugins.map(\.status.json))]
             }
         }
