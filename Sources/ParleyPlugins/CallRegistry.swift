@@ -15,7 +15,7 @@ import Synchronization
 final class CallRegistry: Sendable {
     private struct Record {
         let owner: LoadedPlugin
-        var continuation: CheckedContinuation<JSONValue, any Error>?
+        var completion: Completion?
         var outcome: Result<JSONValue, PluginCallError>?
         var expired = false
         var started = false
@@ -44,7 +44,7 @@ final class CallRegistry: Sendable {
 
     /// Things to do after the lock is released.
     private struct Effects {
-        var resume: (CheckedContinuation<JSONValue, any Error>, Result<JSONValue, PluginCallError>)?
+        var resume: (Completion, Result<JSONValue, PluginCallError>)?
         var settled: (@Sendable () -> Void)?
         var cancelHook: LoadedPlugin?
         var hung: LoadedPlugin?
@@ -52,7 +52,7 @@ final class CallRegistry: Sendable {
         var log: (() -> Void)?
 
         func run(callID: UInt) {
-            if let (continuation, outcome) = resume { continuation.resume(with: outcome.mapError { $0 as any Error }) }
+            if let (completion, outcome) = resume { completion(outcome) }
             if let hung { hung.handleHung(callID: callID) }
             if let unhung { unhung.hungHandleReturned(callID: callID) }
             if let cancelHook { cancelHook.runCancelHook(callID: callID) }
@@ -97,16 +97,19 @@ final class CallRegistry: Sendable {
         return sink(text) ? PARLEY_OK : PARLEY_E_EXPIRED
     }
 
-    /// Attaches the awaiting continuation; resumes it at once if the call already finished.
-    func attach(_ id: UInt, _ continuation: CheckedContinuation<JSONValue, any Error>) {
+    /// Who waits for a call's outcome (a continuation's resume, or a callback); called exactly once.
+    typealias Completion = @Sendable (Result<JSONValue, PluginCallError>) -> Void
+
+    /// Attaches who waits for the outcome; called at once if the call already finished.
+    func attach(_ id: UInt, _ completion: @escaping Completion) {
         let outcome: Result<JSONValue, PluginCallError>? = state.withLock { s in
             guard var r = s.records[id] else { return .failure(PluginCallError(code: .closed, plugin: "?", reason: "call record vanished")) }
             if let outcome = r.outcome { return outcome }
-            r.continuation = continuation
+            r.completion = completion
             s.records[id] = r
             return nil
         }
-        if let outcome { continuation.resume(with: outcome.mapError { $0 as any Error }) }
+        if let outcome { completion(outcome) }
     }
 
     func isFinished(_ id: UInt) -> Bool {
@@ -316,9 +319,9 @@ final class CallRegistry: Sendable {
         case .failure(let e) where e.code != .deadlineExceeded && e.code != .cancelled: r.owner.updateStatistics { $0.failed += 1 }
         case .failure: break
         }
-        if let continuation = r.continuation {
-            r.continuation = nil
-            effects.resume = (continuation, outcome)
+        if let completion = r.completion {
+            r.completion = nil
+            effects.resume = (completion, outcome)
         }
     }
 
@@ -329,7 +332,7 @@ final class CallRegistry: Sendable {
             effects.settled = onSettled
         }
         let owesLateCompletion = r.expired && r.started && r.handleStatus == PARLEY_PENDING.rawValue && !r.lateCompleted
-        let done = r.finished && r.synced && r.continuation == nil && !owesLateCompletion
+        let done = r.finished && r.synced && r.completion == nil && !owesLateCompletion
         if done {
             s.records[id] = nil
             remember(id, r.owner, in: &s)

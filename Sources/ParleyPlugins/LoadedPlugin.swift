@@ -187,50 +187,89 @@ public final class LoadedPlugin: PluginStatusReporting, CustomStringConvertible 
         }
     }
 
-    private func callUnmeasured(senderID: String, stream: (@Sendable (String) -> Bool)?, encode: (inout [UInt8]) -> Void) async throws -> JSONValue {
-        if closed.load(ordering: .acquiring) {
-            throw PluginCallError(code: .closed, plugin: name, reason: "the plugin host is shut down")
+    /// ``call(senderID:stream:encode:)`` without waiting: `completion` gets the outcome exactly once, on whatever
+    /// thread it is known (at once when the call is refused; usually the worker thread whose `handle()` completed
+    /// it). For a caller that is not a task — `parley-plugin-host` answers each call from the thread that read it.
+    /// - Parameter request: the request's JSON text.
+    public func call(
+        senderID: String, stream: (@Sendable (String) -> Bool)? = nil, request: [UInt8],
+        completion: @escaping @Sendable (Result<JSONValue, PluginCallError>) -> Void
+    ) {
+        let started = ContinuousClock.now
+        let done: CallRegistry.Completion = { [metrics] outcome in
+            if case .failure(let error) = outcome {
+                metrics.finished(after: ContinuousClock.now - started, error: error)
+            } else {
+                metrics.finished(after: ContinuousClock.now - started, error: nil)
+            }
+            completion(outcome)
         }
+        do {
+            try admit()
+        } catch {
+            done(.failure(error))
+            return
+        }
+        var payload = request
+        payload.append(0)  // courtesy NUL after the view (documented in parley.h); not counted in len
+        launch(register(senderID: senderID, stream: stream), senderID: senderID, payload: payload, completion: done)
+    }
+
+    private func callUnmeasured(senderID: String, stream: (@Sendable (String) -> Bool)?, encode: (inout [UInt8]) -> Void) async throws -> JSONValue {
+        try admit()
         var bytes: [UInt8] = []
         encode(&bytes)
         bytes.append(0)  // courtesy NUL after the view (documented in parley.h); not counted in len
         let payload = bytes
-        let key = senderID
+        let id = register(senderID: senderID, stream: stream)
         let deadline = self.deadline
-        let expiry = kind == .agent ? deadline + Self.agentReleaseMargin : deadline
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
+                launch(id, senderID: senderID, payload: payload) { continuation.resume(with: $0.mapError { $0 as any Error }) }
+            }
+        } onCancel: {
+            callRegistry.expire(id, deadline: deadline, cancelled: true)
+        }
+    }
+
+    /// Counts a call, or refuses it at once: the host is shut down, or every slot is hung (waiting for a slot would
+    /// only end at the deadline; the log says why, at most once a second).
+    private func admit() throws(PluginCallError) {
+        if closed.load(ordering: .acquiring) {
+            throw PluginCallError(code: .closed, plugin: name, reason: "the plugin host is shut down")
+        }
         let hung = stats.withLock { s in
             s.calls += 1
             if s.hung >= slots { s.refused += 1 }
             return s.hung
         }
-        if hung >= slots {
-            // Waiting for a slot would only end at the deadline: answer now, and say why (at most once a second).
-            let now = Int64(DispatchTime.now().uptimeNanoseconds)
-            let last = lastHungLog.load(ordering: .relaxed)
-            if now - last > 1_000_000_000, lastHungLog.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged {
-                logger.warning(
-                    "plugin \(name): call refused at once (fallback): all \(slots) slot(s) are held by handle() calls past their deadline\(isThreadSafe ? "" : " (the plugin is not thread-safe: one slot)")"
-                )
-            }
-            throw PluginCallError(
-                code: .unavailable, plugin: name, reason: "all \(slots) slot(s) are held by handle() calls that did not return by their deadline")
+        guard hung >= slots else { return }
+        let now = Int64(DispatchTime.now().uptimeNanoseconds)
+        let last = lastHungLog.load(ordering: .relaxed)
+        if now - last > 1_000_000_000, lastHungLog.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged {
+            logger.warning(
+                "plugin \(name): call refused at once (fallback): all \(slots) slot(s) are held by handle() calls past their deadline\(isThreadSafe ? "" : " (the plugin is not thread-safe: one slot)")"
+            )
         }
-        let id = callRegistry.register(owner: self, stream: stream) { [conversationGate] in conversationGate.release(key) }
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<JSONValue, any Error>) in
-                callRegistry.attach(id, continuation)
-                // One shared timer for every call's deadline, not a GCD timer per call.
-                callDeadlines.schedule(id, after: expiry, deadline: deadline)
-                conversationGate.enqueue(key) { [self] in
-                    if callRegistry.isFinished(id) {
-                        start(id, payload: payload, releasing: nil)
-                    } else {
-                        slotGate.acquire { self.start(id, payload: payload, releasing: self.slotGate) }
-                    }
-                }
+        throw PluginCallError(code: .unavailable, plugin: name, reason: "all \(slots) slot(s) are held by handle() calls that did not return by their deadline")
+    }
+
+    /// A new call record; its conversation's turn is released when it settles.
+    private func register(senderID: String, stream: (@Sendable (String) -> Bool)?) -> UInt {
+        callRegistry.register(owner: self, stream: stream) { [conversationGate] in conversationGate.release(senderID) }
+    }
+
+    /// Attaches `completion`, arms the call's deadline and queues it behind its conversation and a free slot.
+    private func launch(_ id: UInt, senderID: String, payload: [UInt8], completion: @escaping CallRegistry.Completion) {
+        callRegistry.attach(id, completion)
+        // One shared timer for every call's deadline, not a GCD timer per call.
+        callDeadlines.schedule(id, after: kind == .agent ? deadline + Self.agentReleaseMargin : deadline, deadline: deadline)
+        conversationGate.enqueue(senderID) { [self] in
+            if callRegistry.isFinished(id) {
+                start(id, payload: payload, releasing: nil)
+            } else {
+                slotGate.acquire { self.start(id, payload: payload, releasing: self.slotGate) }
             }
-        } onCancel: {
-            callRegistry.expire(id, deadline: deadline, cancelled: true)
         }
     }
 
