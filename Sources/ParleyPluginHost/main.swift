@@ -82,10 +82,10 @@ func memoryUse() -> (virtual: Int, resident: Int)? {
     return (fields[0] * page, fields[1] * page)
 }
 
-let out = Mutex<Void>(())
+/// Frames to Parley, from any thread (batched while another thread writes).
+let out = FrameWriter(fd: STDOUT_FILENO)
 func send(_ type: UInt8, _ id: UInt64, _ body: [UInt8]) {
-    let frame = IsolationFrame.encode(type: type, id: id, body: body)
-    out.withLock { _ in _ = writeAll(STDOUT_FILENO, frame) }
+    out.write(IsolationFrame.encode(type: type, id: id, body: body))
 }
 
 let pool = WorkerPool(threads: max(2, ProcessInfo.processInfo.activeProcessorCount))
@@ -201,4 +201,6 @@ await withDiscardingTaskGroup { group in
     await host.shutdown()
     group.cancelAll()
 }
+// A reply handed to another thread's batch is written before the process ends.
+for _ in 0..<1000 where !out.isIdle { usleep(1000) }
 exit(0)

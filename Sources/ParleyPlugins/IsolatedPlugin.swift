@@ -104,10 +104,8 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
         /// Calls given to this host and not finished (counted when the host is chosen, so that calls arriving
         /// together spread over the hosts).
         let inFlight = Atomic<Int>(0)
-        /// The write end of the host's stdin. Its descriptor is only used under `input` and closed once, through
-        /// the FileHandle (a descriptor closed twice could be another connection's by then).
-        private let handle: FileHandle
-        private let input = Mutex<Bool>(true)
+        /// The write end of the host's stdin (a descriptor of its own, closed once by the writer).
+        private let input: FrameWriter
         let pending = Mutex<[UInt64: Pending]>([:])
         let stderrTail = Mutex<[String]>([])
         /// Signalled when the stderr reader has read everything (the pipe closed with the process).
@@ -129,21 +127,20 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
         init(process: Process, slot: Int, stdin: FileHandle) {
             self.process = process
             self.slot = slot
-            self.handle = stdin
+            // The writer owns a duplicate; the FileHandle (which would close its descriptor again when freed) is
+            // closed now.
+            self.input = FrameWriter(fd: dup(stdin.fileDescriptor))
+            try? stdin.close()
         }
 
         /// Writes a frame; false when the host is gone.
         func write(_ frame: [UInt8]) -> Bool {
-            input.withLock { open in open && writeAll(handle.fileDescriptor, frame) }
+            input.write(frame)
         }
 
         /// No more writes; closes the descriptor.
         func closeInput() {
-            input.withLock { open in
-                guard open else { return }
-                open = false
-                try? handle.close()
-            }
+            input.close()
         }
     }
 

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
 /// The frames between Parley and a plugin's host process (`parley-plugin-host`, `isolation: process`), over the
 /// child's stdin (to it) and stdout (from it). Written by hand because it is the whole protocol: a 13-byte header
@@ -113,4 +114,104 @@ public func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
         offset += n
     }
     return true
+}
+
+/// Writes frames to a pipe from any thread without holding a lock across `write(2)`: a thread that finds another
+/// one writing appends its frame to the next batch that thread writes, and returns. Under load this makes fewer,
+/// larger writes and no thread waits for another's system call (measured: with one lock held across each write,
+/// the lock's slow path was 11 % of `parley-plugin-host`'s CPU and 5 % of the server's in S2).
+///
+/// The descriptor is closed once, by ``close()`` or — when a write is under way then — by the writer when it is
+/// done, so it is never used after it is closed (by then the number could be another file's).
+public final class FrameWriter: Sendable {
+    private struct State {
+        var pending: [UInt8] = []
+        var spare: [UInt8] = []
+        /// New frames are taken (false after ``close()`` or a failed write).
+        var accepting = true
+        var writing = false
+        var descriptorOpen = true
+        var closeRequested = false
+    }
+
+    private let state = Mutex(State())
+    private let fd: Int32
+
+    /// A writer of `fd`, which ``close()`` closes.
+    public init(fd: Int32) {
+        self.fd = fd
+    }
+
+    /// Queues `frame` and writes it (with whatever others queue meanwhile) unless another thread is writing, which
+    /// then writes it. False when the writer is closed or the pipe is broken (the reader is gone).
+    @discardableResult
+    public func write(_ frame: [UInt8]) -> Bool {
+        let writeNow: Bool? = state.withLock { s in
+            guard s.accepting else { return nil }
+            s.pending.append(contentsOf: frame)
+            if s.writing { return false }
+            s.writing = true
+            return true
+        }
+        guard let writeNow else { return false }
+        guard writeNow else { return true }
+        var ok = true
+        var batch: [UInt8] = []
+        while true {
+            let (next, closeNow): ([UInt8]?, Bool) = state.withLock { s in
+                if batch.capacity > s.spare.capacity {
+                    batch.removeAll(keepingCapacity: true)
+                    swap(&batch, &s.spare)
+                }
+                guard s.accepting, !s.pending.isEmpty else {
+                    s.writing = false
+                    s.pending.removeAll(keepingCapacity: true)
+                    let closeNow = s.closeRequested && s.descriptorOpen
+                    if closeNow { s.descriptorOpen = false }
+                    return (nil, closeNow)
+                }
+                var next = s.spare
+                swap(&next, &s.pending)
+                s.spare = []
+                return (next, false)
+            }
+            guard let next else {
+                if closeNow { closeDescriptor() }
+                break
+            }
+            batch = next
+            if !writeAll(fd, batch) {
+                ok = false
+                state.withLock { $0.accepting = false }
+            }
+        }
+        return ok
+    }
+
+    /// Whether every queued frame has been written (or dropped): nothing is pending and no thread is writing.
+    public var isIdle: Bool { state.withLock { !$0.writing && $0.pending.isEmpty } }
+
+    /// Stops writing (frames queued and not written are dropped) and closes the descriptor, now or when the write
+    /// under way ends. Idempotent.
+    public func close() {
+        let closeNow: Bool = state.withLock { s in
+            s.accepting = false
+            guard s.descriptorOpen else { return false }
+            if s.writing {
+                s.closeRequested = true
+                return false
+            }
+            s.descriptorOpen = false
+            return true
+        }
+        if closeNow { closeDescriptor() }
+    }
+
+    private func closeDescriptor() {
+        #if canImport(Glibc)
+        _ = Glibc.close(fd)
+        #elseif canImport(Darwin)
+        _ = Darwin.close(fd)
+        #endif
+    }
 }
