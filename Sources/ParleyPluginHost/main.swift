@@ -105,6 +105,7 @@ do {
 let info: JSONValue = [
     "name": .string(plugin.name), "kind": .string(plugin.kind.rawValue), "version": .string(plugin.version),
     "abi": .string("\(plugin.abiMajor).\(plugin.abiMinor)"), "thread_safe": .bool(plugin.isThreadSafe),
+    "tracker_events": .bool(plugin.wantsTrackerEvents),
 ]
 // The memory limit (`memory_limit_mb`) is on resident memory: checked after each call, at the limit the host asks
 // Parley to replace it between calls (no call is lost); checked by the watchdog below, at 1.5 times the limit

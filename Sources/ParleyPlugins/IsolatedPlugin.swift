@@ -172,6 +172,8 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
     }
 
     private let state: Mutex<State>
+    /// What the plugin's host reported at load: false when the plugin sets `PARLEY_FLAG_NO_TRACKER_EVENTS`.
+    private let wantsTrackerEvents = Atomic<Bool>(true)
     /// Whether ``sweep()`` is scheduled.
     private let sweepArmed = Atomic<Bool>(false)
     /// A copy of ``State/crashesInARow`` readable without the lock (resetting it costs a lock only after a crash).
@@ -205,7 +207,9 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
         signal(SIGPIPE, SIG_IGN)
     }
 
-    public var trackerEventLimit: Int? { trackerEvents }
+    /// The configured `tracker_events`, else 0 when the plugin sets `PARLEY_FLAG_NO_TRACKER_EVENTS` (its host says
+    /// so when it has loaded it), else nil (the dispatcher's limit) — as ``PluginAgent`` does in process.
+    public var trackerEventLimit: Int? { trackerEvents ?? (wantsTrackerEvents.load(ordering: .relaxed) ? nil : 0) }
 
     /// This plugin as a formatter (it must be one: the host process refuses an agent configured as a formatter).
     public var formatter: IsolatedFormatter { IsolatedFormatter(plugin: self) }
@@ -498,6 +502,9 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
                     emit(EmittedMessage(senderID: sender, responses: responses, channel: value["channel"]?.stringValue, plugin: name))
                 }
             case IsolationFrame.ready:
+                if let info = try? JSONValue.parse(frame.body), let wants = info["tracker_events"]?.boolValue {
+                    wantsTrackerEvents.store(wants, ordering: .relaxed)
+                }
                 child.loaded(.success(()))
             case IsolationFrame.recycle:
                 // New calls go to a new host; this one finishes its calls and exits.

@@ -16,7 +16,7 @@ public enum IsolationFrame {
     public static let call: UInt8 = 1
     /// Parent → child: finish the calls in flight, run the shutdown hook, exit.
     public static let shutdown: UInt8 = 2
-    /// Child → parent: the plugin is loaded. Body: JSON `{"name","version","abi","thread_safe"}`.
+    /// Child → parent: the plugin is loaded. Body: JSON `{"name","kind","version","abi","thread_safe","tracker_events"}`.
     public static let ready: UInt8 = 10
     /// Child → parent: a call's reply (body: the reply JSON, already checked by the child's host).
     public static let reply: UInt8 = 11
