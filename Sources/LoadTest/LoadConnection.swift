@@ -110,8 +110,13 @@ final class LoadConnection: ChannelInboundHandler {
         self.context = context
         guard phase <= .handshaking else { return }
         if worker.shared.raw {
+            // Not from inside handlerAdded: the upgrade is still configuring the pipeline (NIO's frame encoder is
+            // added after this handler), so a frame written now would not be encoded and the echo never comes.
             phase = .ready
-            worker.sessionReady(self)
+            context.eventLoop.execute { [self] in
+                guard phase == .ready else { return }
+                worker.sessionReady(self)
+            }
         } else {
             phase = .awaitingOpen
         }

@@ -136,3 +136,14 @@ def test_a_frame_with_reserved_bits_is_a_protocol_error():
         assert result["err"]["protocol"] == 2 and result["completed"] == 0, result
     finally:
         listener.close()
+
+
+def test_raw_connect_sends_its_first_message_once_upgraded():
+    """`connect --proto raw` (make bench's readiness check for the raw echo): the first frame goes out after the
+    upgrade has set up the pipeline, so it is encoded and answered."""
+    listener, _ = _echo_server("fragments")
+    try:
+        result = loadtest("connect", "--proto", "raw", "-n", "3", "-k", "1", "-p", str(listener.getsockname()[1]))
+        assert result["errors"] == 0 and result["completed"] == 3, result
+    finally:
+        listener.close()

@@ -91,7 +91,7 @@ def test_a_reload_under_load_loses_nothing(tmp_path):
     server = start(config(), workdir=workdir)
     port = server.url.rsplit(":", 1)[1]
     try:
-        load = subprocess.Popen([PARLEY, "loadtest", "rtt", "-p", port, "-c", "20", "-d", "4", "-w", "1"], stdout=subprocess.PIPE, text=True)
+        load = subprocess.Popen([PARLEY, "loadtest", "rtt", "-p", port, "-c", "100", "-d", "4", "-w", "1"], stdout=subprocess.PIPE, text=True)
         time.sleep(1.5)
         for i in range(4):
             with open(os.path.join(workdir, "parley.yml"), "w") as f:
@@ -101,6 +101,6 @@ def test_a_reload_under_load_loses_nothing(tmp_path):
             time.sleep(0.4)
         result = json.loads(load.communicate(timeout=60)[0])
         assert result["errors"] == 0 and result["completed"] > 100, result
-        assert result["established"] == 20
+        assert result["established"] == 100  # S2: 100 clients
     finally:
         server.stop()
