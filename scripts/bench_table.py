@@ -13,7 +13,7 @@ SERVERS = {"parley": "Parley (`parley serve`, C mirror agent, embedded store)",
            "anchor": "anchor: python-socketio on aiohttp + uvloop (Rasa channel logic)",
            "echo": "raw SwiftNIO WebSocket echo (NIOEchoBench, transport limit)",
            "parley-mem": "Parley with `store: memory` (examples/mirror-memory.yml; no durable write per turn), S1/S2 only",
-           "parley-iso": "Parley with `store: memory` and the agent in a host process (`isolation: process`, examples/mirror-isolated.yml), S1/S2 only"}
+           "parley-iso": "Parley with `store: memory` and the agent in a host process (`isolation: process`, examples/mirror-isolated.yml; the host, pinned with the server, counts as *other CPU %*), S1/S2 only"}
 GEN_BOUND_PCT = 70.0     # above this the generator may be the limit
 DISTURBED_PCT = 20.0     # other_cpu_pct above this: something else used the machine
 
