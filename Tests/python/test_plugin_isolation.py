@@ -373,3 +373,33 @@ def test_a_reload_with_an_isolated_plugin_that_crashes_in_init_changes_nothing(t
         assert say(server.url, "m", "mirror too") == ["mirror too"]
     finally:
         server.stop()
+
+
+def test_an_isolated_agent_gets_the_tracker_events_it_asks_for(tmp_path):
+    """The plugin cannot tell the difference: one that sets PARLEY_FLAG_NO_TRACKER_EVENTS gets `"events": []` in
+    its host process as in process; one that does not gets the conversation's events."""
+    crashy = build_crashy(tmp_path)
+    server = start(f"""channels:
+  rest:
+agents:
+  - name: lean
+    plugin: {crashy}
+    isolation: process
+    config: {{tracker_events: false}}
+  - name: full
+    plugin: {crashy}
+    isolation: process
+    route: {{metadata: {{agent: full}}}}
+store:
+  type: memory
+""", workdir=str(tmp_path))
+    try:
+        for _ in range(2):
+            say(server.url, "a", "hello")
+        assert say(server.url, "a", "crash:events") == ["crashy: events none"]
+        r = requests.post(f"{server.url}/webhooks/rest/webhook", json={"sender": "b", "message": "hi", "metadata": {"agent": "full"}}, timeout=15)
+        assert r.status_code == 200
+        r = requests.post(f"{server.url}/webhooks/rest/webhook", json={"sender": "b", "message": "crash:events", "metadata": {"agent": "full"}}, timeout=15)
+        assert [m.get("text") for m in r.json()] == ["crashy: events some"], r.text
+    finally:
+        server.stop()

@@ -6,7 +6,9 @@
 ** "crash:cancelhang" never completes and its cancel hook never returns; "crash:pid" answers after 0.5 s with its
 ** process id; anything else is echoed as {"text": "crashy: T"}. Before a fault it writes a line to stderr, which
 ** the server must show in its crash report; what the host's functions returned is written there too.
-** Config {"thread_safe": false} clears PARLEY_FLAG_THREAD_SAFE. Built with -DCRASH_IN_INIT, its entry point
+** "crash:events" answers whether its request's tracker carried events ("crashy: events none" or "crashy: events some").
+** Config {"thread_safe": false} clears PARLEY_FLAG_THREAD_SAFE; {"tracker_events": false} sets
+** PARLEY_FLAG_NO_TRACKER_EVENTS. Built with -DCRASH_IN_INIT, its entry point
 ** dereferences NULL (for `parley plugins check --isolated`).
 */
 #define _POSIX_C_SOURCE 200809L
@@ -111,6 +113,15 @@ static parley_status handle(void *state, parley_call *call, parley_str request) 
     } else if (strcmp(text, "crash:cancelhang") == 0) {
         g_cancel_hangs = 1;
         return PARLEY_PENDING;
+    } else if (strcmp(text, "crash:events") == 0) {
+        int none = 0;
+        const char *empty = "\"events\":[]";
+        for (size_t i = 0; i + strlen(empty) <= request.len; i++) {
+            if (memcmp(request.ptr + i, empty, strlen(empty)) == 0) none = 1;
+        }
+        snprintf(reply, sizeof reply, "{\"responses\":[{\"text\":\"crashy: events %s\"}]}", none ? "none" : "some");
+        g_api->complete(call, PARLEY_OK, parley_str_from_cstr(reply));
+        return PARLEY_OK;
     } else if (strcmp(text, "crash:pid") == 0) {
         struct timespec wait = {0, 500000000};
         nanosleep(&wait, NULL);
@@ -151,7 +162,10 @@ PARLEY_EXPORT const parley_plugin_def *parley_plugin_init_v1(const parley_host_a
     g_def.flags = PARLEY_FLAG_THREAD_SAFE;
     if (config_json.ptr && config_json.len >= 19) {
         for (size_t i = 0; i + 19 <= config_json.len; i++) {
-            if (memcmp(config_json.ptr + i, "\"thread_safe\":false", 19) == 0) g_def.flags = 0;
+            if (memcmp(config_json.ptr + i, "\"thread_safe\":false", 19) == 0) g_def.flags &= ~(uint32_t)PARLEY_FLAG_THREAD_SAFE;
+        }
+        for (size_t i = 0; i + 22 <= config_json.len; i++) {
+            if (memcmp(config_json.ptr + i, "\"tracker_events\":false", 22) == 0) g_def.flags |= PARLEY_FLAG_NO_TRACKER_EVENTS;
         }
     }
     g_def.handle = handle;
