@@ -222,7 +222,7 @@ public final class IsolatedPlugin: Agent, PluginStatusReporting {
         state.withLock { s in
             let live = s.children.compactMap { $0 }
             status.processesRunning = live.count
-            status.running = live.reduce(0) { $0 + $1.pending.withLock { $0.count } }
+            status.running = live.reduce(0) { $0 + $1.inFlight.load(ordering: .relaxed) }
             status.breakerOpen = s.breakerOpenUntil.map { now < $0 } ?? false
             if status.breakerOpen {
                 status.problem =

@@ -197,11 +197,8 @@ public final class LoadedPlugin: PluginStatusReporting, CustomStringConvertible 
     ) {
         let started = ContinuousClock.now
         let done: CallRegistry.Completion = { [metrics] outcome in
-            if case .failure(let error) = outcome {
-                metrics.finished(after: ContinuousClock.now - started, error: error)
-            } else {
-                metrics.finished(after: ContinuousClock.now - started, error: nil)
-            }
+            let error: (any Error)? = if case .failure(let e) = outcome { e } else { nil }
+            metrics.finished(after: ContinuousClock.now - started, error: error)
             completion(outcome)
         }
         do {
